@@ -1,0 +1,44 @@
+"""Liveness (/healthz: the process answers) and readiness (/readyz: the database
+answers and every migration is applied)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from aiohttp import web
+
+from dispatcher.api.context import POOL
+from dispatcher.errors import MigrationError
+from dispatcher.store.migrate import pending_migrations
+
+READY_TIMEOUT = 2.0
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            async with request.app[POOL].acquire() as conn:
+                pending = await pending_migrations(conn)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return web.json_response(
+            {"status": "unavailable", "reason": f"database: {type(exc).__name__}"}, status=503
+        )
+    except MigrationError as exc:
+        return web.json_response({"status": "unavailable", "reason": exc.message}, status=503)
+    if pending:
+        return web.json_response(
+            {"status": "unavailable", "reason": "pending migrations",
+             "pending": [m.name for m in pending]},
+            status=503,
+        )
+    return web.json_response({"status": "ok"})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)

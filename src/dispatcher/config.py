@@ -1,0 +1,294 @@
+"""Configuration: built-in defaults, then a TOML file, then DISPATCHER_* environment
+variables, loaded into frozen dataclasses. Any unknown key or bad value fails at
+start with the key's dotted name and the reason."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from dispatcher.errors import ConfigError
+
+ENV_PREFIX = "DISPATCHER_"
+# Short names kept for the variables operators set most often.
+ENV_ALIASES = {
+    "DISPATCHER_DATABASE_URL": ("database", "url"),
+    "DISPATCHER_DATA_DIR": ("database", "data_dir"),
+    "DISPATCHER_MASTER_KEY": ("signing", "master_key"),
+}
+SECRET_KEYS = {("signing", "master_key"), ("database", "url")}
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    grace_period_seconds: float = 10.0
+    max_body_bytes: int = 262144
+    max_batch_events: int = 500
+    idempotency_window_seconds: int = 86400
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = ""
+    data_dir: str = "./var"
+    pool_min_size: int = 2
+    pool_max_size: int = 10
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    timeout_seconds: float = 2.0
+    max_concurrency: int = 100
+    claim_batch_size: int = 500
+    batches_in_flight: int = 3
+    poll_interval_seconds: float = 1.0
+    lease_seconds: float = 60.0
+    default_max_in_flight: int = 10
+    default_retry_policy: str = "standard"
+    retry_after_cap_seconds: int = 3600
+    success_statuses: list[int] = field(default_factory=list)
+    response_body_limit: int = 4096
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class SigningConfig:
+    default_scheme: str = "standard-v1"
+    rotation_overlap_seconds: int = 86400
+    master_key: str = ""
+
+
+@dataclass(frozen=True)
+class UrlPolicyConfig:
+    max_length: int = 500
+    allow_http: bool = False
+    allow_any_port: bool = False
+    allow_private_networks: bool = False
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    window_seconds: int = 604800
+    window_threshold: int = 100
+    total_threshold: int = 500
+    warn_percentages: list[int] = field(default_factory=lambda: [50, 70, 90])
+    hold_limit_seconds: int = 259200
+    resume_rate_per_second: int = 50
+    retention_days: int = 30
+    maintenance_interval_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+@dataclass(frozen=True)
+class RetryPolicyConfig:
+    kind: Literal["fixed", "exponential"] = "fixed"
+    delays: list[float] = field(default_factory=list)
+    retries: int = 0
+    base_seconds: float = 60.0
+    factor: float = 2.0
+    max_delay_seconds: float = 86400.0
+    jitter: float = 0.0
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    signing: SigningConfig = field(default_factory=SigningConfig)
+    urls: UrlPolicyConfig = field(default_factory=UrlPolicyConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    retry_policies: dict[str, RetryPolicyConfig] = field(default_factory=dict)
+    event_types: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# Range checks beyond the type: (section, key) -> (predicate, reason).
+_CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
+    ("server", "port"): (lambda v: 0 <= v <= 65535, "must be between 0 and 65535"),
+    ("server", "grace_period_seconds"): (lambda v: v >= 0, "must be >= 0"),
+    ("server", "max_body_bytes"): (lambda v: v > 0, "must be > 0"),
+    ("database", "pool_min_size"): (lambda v: v >= 1, "must be >= 1"),
+    ("database", "pool_max_size"): (lambda v: v >= 2, "must be >= 2"),
+    ("delivery", "timeout_seconds"): (lambda v: 0.1 <= v <= 30, "must be between 0.1 and 30"),
+    ("delivery", "max_concurrency"): (lambda v: v >= 1, "must be >= 1"),
+    ("delivery", "claim_batch_size"): (lambda v: 1 <= v <= 5000, "must be between 1 and 5000"),
+    ("delivery", "batches_in_flight"): (lambda v: v >= 1, "must be >= 1"),
+    ("delivery", "poll_interval_seconds"): (lambda v: v > 0, "must be > 0"),
+    ("delivery", "lease_seconds"): (lambda v: v >= 5, "must be >= 5"),
+    ("delivery", "default_max_in_flight"): (lambda v: v >= 1, "must be >= 1"),
+    ("delivery", "success_statuses"): (
+        lambda v: all(200 <= s <= 299 for s in v),
+        "must list 2xx statuses only",
+    ),
+    ("health", "window_threshold"): (lambda v: v >= 1, "must be >= 1"),
+    ("health", "total_threshold"): (lambda v: v >= 1, "must be >= 1"),
+    ("health", "warn_percentages"): (
+        lambda v: all(0 < p < 100 for p in v),
+        "must be percentages between 1 and 99",
+    ),
+    ("log", "level"): (
+        lambda v: v.lower() in {"debug", "info", "warning", "error"},
+        "must be one of debug, info, warning, error",
+    ),
+}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp`, converting where lossless."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a table", field=where)
+        return _build(tp, value, where)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            choices = ", ".join(map(str, typing.get_args(tp)))
+            raise ConfigError(f"{where}: must be one of {choices}, got {value!r}", field=where)
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}", field=where)
+        return [_convert(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _, val_tp = typing.get_args(tp)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a table", field=where)
+        return {str(k): _convert(v, val_tp, f"{where}.{k}") for k, v in value.items()}
+    if origin is types.UnionType:
+        raise ConfigError(f"{where}: unsupported type", field=where)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}", field=where)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}", field=where)
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}", field=where)
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}", field=where)
+        return value
+    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}", field=where)
+
+
+def _build(cls: type[Any], data: Mapping[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"{key}: unknown key", field=key)
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{where}.{name}" if where else name
+        kwargs[name] = _convert(value, hints[name], key)
+        section = where.split(".")[0] if where else ""
+        check = _CHECKS.get((section, name))
+        if check and not check[0](kwargs[name]):
+            raise ConfigError(f"{key}: {check[1]} (got {kwargs[name]!r})", field=key)
+    return cls(**kwargs)
+
+
+def _parse_env_value(raw: str) -> Any:
+    """Env values are TOML literals when they parse as one, else plain strings."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, raw in environ.items():
+        if name in ENV_ALIASES:
+            section, key = ENV_ALIASES[name]
+            out.setdefault(section, {})[key] = raw  # these are always strings
+            continue
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        out.setdefault(section, {})[key] = _parse_env_value(raw)
+    return out
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Defaults < file (`path`, else $DISPATCHER_CONFIG) < DISPATCHER_* variables."""
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    file = path or env.get("DISPATCHER_CONFIG")
+    if file:
+        try:
+            with open(file, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {file}", field="DISPATCHER_CONFIG") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: invalid TOML: {exc}", field="DISPATCHER_CONFIG") from exc
+    data = _merge(data, _env_overrides(env))
+    config: Config = _build(Config, data, "")
+    _check_cross_fields(config)
+    return config
+
+
+def _check_cross_fields(config: Config) -> None:
+    from dispatcher.retry import policy_names, validate_policies
+
+    validate_policies(config.retry_policies)
+    if config.delivery.default_retry_policy not in policy_names(config):
+        raise ConfigError(
+            "delivery.default_retry_policy: unknown policy "
+            f"{config.delivery.default_retry_policy!r}",
+            field="delivery.default_retry_policy",
+        )
+    if config.database.pool_min_size > config.database.pool_max_size:
+        raise ConfigError(
+            "database.pool_min_size: must not exceed pool_max_size",
+            field="database.pool_min_size",
+        )
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The effective config as a plain dict, secrets replaced by '***'."""
+    data = dataclasses.asdict(config)
+    for section, key in SECRET_KEYS:
+        if data[section][key]:
+            data[section][key] = "***"
+    return data

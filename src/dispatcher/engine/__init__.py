@@ -1,0 +1,1 @@
+"""The delivery path: claim due deliveries, send them, record outcomes."""

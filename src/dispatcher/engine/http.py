@@ -1,0 +1,27 @@
+"""The process's one outgoing HTTP client: bounded connections, no cookies, and
+(unless private networks are allowed) a resolver that refuses internal addresses."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from dispatcher import __version__
+from dispatcher.config import Config
+
+USER_AGENT = f"dispatcher/{__version__}"
+
+
+def create_client_session(config: Config) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=config.delivery.max_concurrency,
+        limit_per_host=0,
+        ttl_dns_cache=60,
+        enable_cleanup_closed=True,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        headers={"User-Agent": USER_AGENT},
+        auto_decompress=False,
+        skip_auto_headers=("Accept-Encoding",),
+    )

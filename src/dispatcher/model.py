@@ -1,0 +1,46 @@
+"""Statuses, states and reasons shared by every layer."""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class DeliveryStatus(IntEnum):
+    """Stored as a smallint; unfinished statuses sort before finished ones so the
+    due index can use `status < SUCCESS`."""
+
+    PENDING = 0
+    RETRYING = 1
+    SUCCESS = 2
+    FAILED = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.capitalize()
+
+    @classmethod
+    def from_label(cls, label: str) -> DeliveryStatus:
+        return cls[label.upper()]
+
+
+FINISHED = DeliveryStatus.SUCCESS  # status >= FINISHED means no more attempts
+
+
+class EndpointState(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    DISABLED = "disabled"
+
+
+class FailureReason(StrEnum):
+    TIMEOUT = "timeout"
+    CONNECT_ERROR = "connect_error"
+    TLS_ERROR = "tls_error"
+    HTTP_STATUS = "http_status"
+    REDIRECT = "redirect"
+    BLOCKED_ADDRESS = "blocked_address"
+    ENDPOINT_PAUSED = "endpoint_paused"
+    ENDPOINT_GONE = "endpoint_gone"
+
+
+SIGNING_SCHEMES = ("standard-v1", "standard-v1a", "cobalt", "cobo")

@@ -1,0 +1,37 @@
+"""The asyncpg pool: JSON codecs registered once per connection."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from dispatcher.config import DatabaseConfig
+
+Pool = asyncpg.Pool
+Connection = asyncpg.Connection
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb columns come back as Python objects and go in as them.
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typ, encoder=_dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+async def create_pool(dsn: str, cfg: DatabaseConfig) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=cfg.pool_min_size,
+        max_size=cfg.pool_max_size,
+        init=_init_connection,
+        command_timeout=60,
+    )
+    assert pool is not None
+    return pool

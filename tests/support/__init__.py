@@ -1,0 +1,1 @@
+"""Test fixtures shared by every test: PostgreSQL, receivers, daemon subprocesses."""
