@@ -7,16 +7,21 @@ import aiohttp
 
 from dispatcher import __version__
 from dispatcher.config import Config
+from dispatcher.engine.guard import GuardedResolver, guarded_socket_factory
 
 USER_AGENT = f"dispatcher/{__version__}"
 
 
 def create_client_session(config: Config) -> aiohttp.ClientSession:
+    guarded = not config.urls.allow_private_networks
     connector = aiohttp.TCPConnector(
         limit=config.delivery.max_concurrency,
         limit_per_host=0,
         ttl_dns_cache=60,
         enable_cleanup_closed=True,
+        # The SSRF guard: refuse blocked addresses from DNS and at connect time.
+        resolver=GuardedResolver() if guarded else None,
+        socket_factory=guarded_socket_factory if guarded else None,
     )
     return aiohttp.ClientSession(
         connector=connector,
