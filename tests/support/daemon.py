@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
+from signal import SIGTERM
 import socket
 import subprocess
 import sys
@@ -61,7 +61,7 @@ class DaemonProcess:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
-    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+    async def stop(self, sig: int = SIGTERM, timeout: float = 30.0) -> int:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
         self.proc.send_signal(sig)
