@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from signal import SIGTERM
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from signal import SIGTERM
 
 import aiohttp
 
