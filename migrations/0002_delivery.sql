@@ -79,7 +79,9 @@ CREATE TABLE attempts (
     response_status   integer,
     response_headers  jsonb,
     response_body     text,
-    failure_reason    text
+    failure_reason    text,
+    -- What went wrong when there was no response (connect error, timeout, ...).
+    error_detail      text
 );
 CREATE INDEX attempts_delivery ON attempts (delivery_id, attempt_number);
 

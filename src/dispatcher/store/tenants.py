@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-import asyncpg
-
 from dispatcher.errors import Conflict, NotFound, ValidationError
+from dispatcher.store.pool import Conn
 
 KEY_PREFIX = "dk_"
 SHOWN_PREFIX_LEN = 11  # "dk_" + 8 characters, enough to tell keys apart in a list
@@ -43,7 +42,7 @@ def validate_tenant_name(name: str) -> str:
     return name
 
 
-async def ensure_tenant(conn: asyncpg.Connection, name: str) -> UUID:
+async def ensure_tenant(conn: Conn, name: str) -> UUID:
     """The tenant's id, creating the tenant if it does not exist."""
     name = validate_tenant_name(name)
     tenant_id: UUID = await conn.fetchval(
@@ -55,12 +54,12 @@ async def ensure_tenant(conn: asyncpg.Connection, name: str) -> UUID:
     return tenant_id
 
 
-async def count_tenants(conn: asyncpg.Connection) -> int:
+async def count_tenants(conn: Conn) -> int:
     n: int = await conn.fetchval("SELECT count(*) FROM tenants")
     return n
 
 
-async def create_api_key(conn: asyncpg.Connection, tenant: str, name: str = "") -> str:
+async def create_api_key(conn: Conn, tenant: str, name: str = "") -> str:
     """Create a key for `tenant` (created if new); returns the key, the only time
     it is ever visible."""
     async with conn.transaction():
@@ -73,7 +72,7 @@ async def create_api_key(conn: asyncpg.Connection, tenant: str, name: str = "") 
     return key
 
 
-async def authenticate(conn: asyncpg.Connection, key: str) -> UUID | None:
+async def authenticate(conn: Conn, key: str) -> UUID | None:
     """The tenant id owning an unrevoked `key`, or None."""
     tenant_id: UUID | None = await conn.fetchval(
         """UPDATE api_keys SET last_used_at = now()
@@ -84,7 +83,7 @@ async def authenticate(conn: asyncpg.Connection, key: str) -> UUID | None:
     return tenant_id
 
 
-async def list_api_keys(conn: asyncpg.Connection, tenant: str | None = None) -> list[ApiKeyInfo]:
+async def list_api_keys(conn: Conn, tenant: str | None = None) -> list[ApiKeyInfo]:
     rows = await conn.fetch(
         """SELECT k.id, k.tenant_id, t.name AS tenant, k.name, k.prefix, k.created_at,
                   k.last_used_at, k.revoked_at
@@ -96,7 +95,7 @@ async def list_api_keys(conn: asyncpg.Connection, tenant: str | None = None) -> 
     return [ApiKeyInfo(**dict(r)) for r in rows]
 
 
-async def revoke_api_key(conn: asyncpg.Connection, key_id_or_prefix: str) -> ApiKeyInfo:
+async def revoke_api_key(conn: Conn, key_id_or_prefix: str) -> ApiKeyInfo:
     """Revoke by id or by the shown prefix; the prefix must match exactly one key."""
     rows = await conn.fetch(
         """SELECT id FROM api_keys

@@ -1,0 +1,88 @@
+"""What a worker needs to know about an endpoint to send to it, cached by the
+endpoint's version (bumped on every change) so claims cost no extra queries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import aiohttp
+
+from dispatcher.retry import RetryPolicy
+from dispatcher.secretbox import SecretBox
+from dispatcher.signing import Signer, make_signer
+from dispatcher.store.pool import Conn
+from dispatcher.store.secrets import decrypt_endpoint_secrets, tenant_signing_key
+
+
+@dataclass(slots=True)
+class EndpointTarget:
+    id: UUID
+    version: int
+    url: str
+    active: bool
+    max_in_flight: int
+    policy: RetryPolicy
+    timeout: aiohttp.ClientTimeout
+    signer: Signer
+    # A rotation's old secret stops being used at this time; reload then.
+    stale_after: datetime | None
+
+
+_LOAD = """
+SELECT ep.id, ep.tenant_id, ep.version, ep.url, ep.state, ep.max_in_flight, ep.retry_policy,
+       ep.timeout_seconds, ep.signing_scheme, ep.secret_enc, ep.previous_secret_enc,
+       ep.previous_secret_expires_at
+FROM endpoints ep WHERE ep.id = ANY($1::uuid[])
+"""
+
+
+class EndpointCache:
+    def __init__(
+        self, box: SecretBox, policies: Mapping[str, RetryPolicy], default_policy: str
+    ) -> None:
+        self._box = box
+        self._policies = policies
+        self._default_policy = default_policy
+        self._targets: dict[UUID, EndpointTarget] = {}
+
+    def get(self, endpoint_id: UUID) -> EndpointTarget | None:
+        return self._targets.get(endpoint_id)
+
+    def stale(self, wanted: Iterable[tuple[UUID, int]], now: datetime) -> set[UUID]:
+        """Endpoints whose cached copy is missing or older than the claimed version."""
+        out: set[UUID] = set()
+        for endpoint_id, version in wanted:
+            t = self._targets.get(endpoint_id)
+            if t is None or t.version != version or (t.stale_after and now >= t.stale_after):
+                out.add(endpoint_id)
+        return out
+
+    async def load(self, conn: Conn, ids: Iterable[UUID], now: datetime) -> None:
+        ids = list(ids)
+        if not ids:
+            return
+        for r in await conn.fetch(_LOAD, ids):
+            scheme = r["signing_scheme"]
+            if scheme == "cobo":
+                secrets = [await tenant_signing_key(conn, self._box, r["tenant_id"])]
+            else:
+                secrets = decrypt_endpoint_secrets(
+                    self._box, r["id"], r["secret_enc"], r["previous_secret_enc"],
+                    r["previous_secret_expires_at"], now,
+                )
+            expires = r["previous_secret_expires_at"]
+            self._targets[r["id"]] = EndpointTarget(
+                id=r["id"],
+                version=r["version"],
+                url=r["url"],
+                active=r["state"] == "active",
+                max_in_flight=r["max_in_flight"],
+                policy=self._policies.get(r["retry_policy"])
+                or self._policies[self._default_policy],
+                timeout=aiohttp.ClientTimeout(total=r["timeout_seconds"]),
+                signer=make_signer(scheme, secrets),
+                stale_after=expires if expires is not None and expires > now else None,
+            )

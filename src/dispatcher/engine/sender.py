@@ -1,0 +1,92 @@
+"""One attempt: sign, POST with the endpoint's total timeout, never follow redirects,
+read at most the configured number of response bytes, and classify what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from dataclasses import dataclass
+from datetime import datetime
+
+import aiohttp
+
+from dispatcher.clock import Clock, monotonic
+from dispatcher.engine.endpoints import EndpointTarget
+from dispatcher.engine.outcome import failure_for_status
+from dispatcher.model import FailureReason
+from dispatcher.store.deliveries import ClaimedDelivery
+from dispatcher.urlpolicy import is_blocked_error
+
+BASE_HEADERS = {"Content-Type": "application/json"}
+
+
+@dataclass(slots=True)
+class AttemptResult:
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: float
+    request_headers: dict[str, str]
+    status: int | None = None
+    response_headers: dict[str, str] | None = None
+    response_body: str | None = None
+    failure: FailureReason | None = None
+    error_detail: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.failure is not None
+
+    def request_headers_json(self) -> str:
+        return json.dumps(self.request_headers)
+
+    def response_headers_json(self) -> str | None:
+        if self.response_headers is None:
+            return None
+        return json.dumps(self.response_headers)
+
+
+def classify_exception(exc: BaseException) -> FailureReason:
+    if is_blocked_error(exc):
+        return FailureReason.BLOCKED_ADDRESS
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return FailureReason.TIMEOUT
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        return FailureReason.TLS_ERROR
+    return FailureReason.CONNECT_ERROR
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    target: EndpointTarget,
+    delivery: ClaimedDelivery,
+    clock: Clock,
+    success_statuses: frozenset[int],
+    body_limit: int,
+) -> AttemptResult:
+    started_at = clock.now()
+    headers = {**BASE_HEADERS, **target.signer.sign(str(delivery.event_id), started_at,
+                                                     delivery.body)}
+    t0 = monotonic()
+    result = AttemptResult(started_at, started_at, 0.0, headers)
+    try:
+        async with session.post(
+            target.url, data=delivery.body, headers=headers, allow_redirects=False,
+            timeout=target.timeout,
+        ) as resp:
+            result.status = resp.status
+            result.response_headers = dict(resp.headers)
+            raw = await resp.content.read(body_limit)
+            result.response_body = raw.decode("utf-8", "replace")
+            result.failure = failure_for_status(resp.status, success_statuses)
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        result.failure = classify_exception(exc)
+        result.error_detail = _describe(exc)
+    result.duration_ms = (monotonic() - t0) * 1000
+    result.finished_at = clock.now()
+    return result
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:500]

@@ -1,0 +1,357 @@
+"""The delivery worker of one process: claims due deliveries in batches, sends them
+with bounded concurrency, and writes outcomes in batches.
+
+Per-endpoint isolation with batch claims: each endpoint may have `max_in_flight`
+requests in flight here, and only as many claimed rows waiting locally as it can
+send within half a lease at its observed speed. Rows beyond that are given back at
+once, due a moment later (no attempt is spent), and the next claims skip that
+endpoint while it is saturated. So a dead endpoint holds a few slots and a short
+local queue, and never the process's global concurrency or its claims.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from uuid import UUID
+
+import aiohttp
+import asyncpg
+import structlog
+
+from dispatcher import metrics
+from dispatcher.clock import Clock
+from dispatcher.config import Config
+from dispatcher.engine.endpoints import EndpointCache, EndpointTarget
+from dispatcher.engine.outcome import GONE, RETRY_AFTER_STATUSES, decide
+from dispatcher.engine.sender import AttemptResult, send
+from dispatcher.model import DeliveryStatus
+from dispatcher.retry import load_policies, parse_retry_after
+from dispatcher.secretbox import SecretBox
+from dispatcher.store import deliveries as queue
+from dispatcher.store.deliveries import ClaimedDelivery, Outcome
+from dispatcher.store.pool import Conn
+
+log = structlog.get_logger(__name__)
+
+NOTIFY_CHANNEL = "dispatcher_deliveries"
+DEFER_SECONDS = 1.0  # rows given back for a saturated endpoint are due again after this
+FLUSH_LINGER = 0.005  # gather outcomes this long before writing them in one statement
+WRITE_RETRY_SECONDS = 1.0
+
+OutcomeHook = Callable[[Conn, Sequence[Outcome], datetime], Awaitable[None]]
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        dsn: str,
+        session: aiohttp.ClientSession,
+        config: Config,
+        clock: Clock,
+        box: SecretBox,
+    ) -> None:
+        self.owner = uuid.uuid4()
+        self._pool = pool
+        self._dsn = dsn
+        self._session = session
+        self._clock = clock
+        self._cfg = config.delivery
+        self._policies = load_policies(config)
+        self._cache = EndpointCache(box, self._policies, config.delivery.default_retry_policy)
+        self._success = frozenset(config.delivery.success_statuses)
+        self._max_open = config.delivery.claim_batch_size * config.delivery.batches_in_flight
+        self._global = asyncio.Semaphore(config.delivery.max_concurrency)
+        self._endpoint_slots: dict[UUID, tuple[int, asyncio.Semaphore]] = {}
+        self._endpoint_load: Counter[UUID] = Counter()
+        self._endpoint_speed: dict[UUID, float] = {}  # EWMA of attempt seconds
+        self._open_rows = 0
+        self._claimed: dict[int, ClaimedDelivery] = {}
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._outcomes: list[Outcome] = []
+        self._outcomes_ready = asyncio.Event()
+        self._stopping = False
+        self._batches: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._listener: asyncpg.Connection | None = None
+        self.outcome_hooks: list[OutcomeHook] = []
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loops = [
+            asyncio.create_task(self._listen_loop(), name="dispatcher.listen"),
+            asyncio.create_task(self._claim_loop(), name="dispatcher.claim"),
+            asyncio.create_task(self._write_loop(), name="dispatcher.write"),
+        ]
+        log.info("engine.started", owner=str(self.owner))
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming; let requests in flight finish within `grace` seconds; give
+        back the lease of everything not sent; write every outcome."""
+        self._stopping = True
+        self._wake.set()
+        claim_loop, listen_loop, write_loop = self._loops
+        await _cancel(claim_loop)
+        await _cancel(listen_loop)
+        if self._batches:
+            _, late = await asyncio.wait(self._batches, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        await _cancel(write_loop)
+        try:
+            await self._write_pending()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # The leases run out and these deliveries are sent again: at least once.
+            log.error("engine.final_write_failed", error=str(exc), lost=len(self._outcomes))
+            return
+        unsent = list(self._claimed)
+        if unsent:
+            async with self._pool.acquire() as conn:
+                await queue.release(conn, unsent, self.owner, self._clock.now())
+        log.info("engine.stopped", owner=str(self.owner), released=len(unsent))
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- claiming ------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            room = self._max_open - self._open_rows
+            if room <= 0:
+                self._progress.clear()
+                await self._progress.wait()
+                continue
+            limit = min(self._cfg.claim_batch_size, room)
+            try:
+                rows = await self._claim(limit)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("engine.claim_failed", error=str(exc))
+                await asyncio.sleep(self._cfg.poll_interval_seconds)
+                continue
+            if rows:
+                task = asyncio.create_task(self._run_batch(rows))
+                self._batches.add(task)
+                task.add_done_callback(self._batches.discard)
+            if len(rows) < limit:  # drained for now: wait for a NOTIFY or the next poll
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._cfg.poll_interval_seconds):
+                        await self._wake.wait()
+
+    def _saturated(self) -> list[UUID]:
+        return [eid for eid, load in self._endpoint_load.items()
+                if load >= self._queue_allowance(eid)]
+
+    async def _claim(self, limit: int) -> list[ClaimedDelivery]:
+        now = self._clock.now()
+        lease_until = now + timedelta(seconds=self._cfg.lease_seconds)
+        async with self._pool.acquire() as conn:
+            rows = await queue.claim_due(conn, self.owner, limit, now, lease_until,
+                                         self._saturated())
+            stale = self._cache.stale(((r.endpoint_id, r.endpoint_version) for r in rows), now)
+            await self._cache.load(conn, stale, now)
+        for r in rows:
+            self._claimed[r.id] = r
+        self._open_rows += len(rows)
+        return rows
+
+    def _queue_allowance(self, endpoint_id: UUID) -> int:
+        """How many rows of one endpoint may wait here: what its slots can send in
+        half a lease at its observed speed, and never less than twice its slots."""
+        target = self._cache.get(endpoint_id)
+        if target is None:
+            return 1
+        speed = self._endpoint_speed.get(endpoint_id, target.timeout.total or 2.0)
+        per_lease = target.max_in_flight * (self._cfg.lease_seconds / 2) / max(speed, 0.001)
+        return max(2 * target.max_in_flight, int(per_lease))
+
+    # -- sending -------------------------------------------------------------------
+
+    async def _run_batch(self, rows: list[ClaimedDelivery]) -> None:
+        now = self._clock.now()
+        to_hold: list[int] = []
+        to_defer: list[int] = []
+        sends: list[Awaitable[None]] = []
+        for row in rows:
+            target = self._cache.get(row.endpoint_id)
+            if target is None or not target.active:
+                to_hold.append(row.id)
+            elif self._endpoint_load[row.endpoint_id] >= self._queue_allowance(row.endpoint_id):
+                to_defer.append(row.id)
+            else:
+                self._endpoint_load[row.endpoint_id] += 1
+                sends.append(self._deliver(row, target))
+        if to_hold or to_defer:
+            await self._give_back(to_hold, to_defer, now)
+        await asyncio.gather(*sends)
+
+    async def _give_back(self, to_hold: list[int], to_defer: list[int], now: datetime) -> None:
+        async with self._pool.acquire() as conn:
+            await queue.hold(conn, to_hold, self.owner, now)
+            await queue.release(conn, to_defer, self.owner,
+                                now + timedelta(seconds=DEFER_SECONDS * (1 + random.random())))
+        for delivery_id in (*to_hold, *to_defer):
+            self._finish_row(delivery_id)
+
+    def _slots(self, target: EndpointTarget) -> asyncio.Semaphore:
+        known = self._endpoint_slots.get(target.id)
+        if known is None or known[0] != target.max_in_flight:
+            known = (target.max_in_flight, asyncio.Semaphore(target.max_in_flight))
+            self._endpoint_slots[target.id] = known
+        return known[1]
+
+    async def _deliver(self, row: ClaimedDelivery, target: EndpointTarget) -> None:
+        try:
+            async with self._slots(target), self._global:
+                if self._stopping:
+                    return  # not sent: stop() gives the lease back
+                result = await send(self._session, target, row, self._clock, self._success,
+                                     self._cfg.response_body_limit)
+            self._record(row, target, result)
+        finally:
+            self._endpoint_load[row.endpoint_id] -= 1
+            if self._endpoint_load[row.endpoint_id] <= 0:
+                del self._endpoint_load[row.endpoint_id]
+
+    def _record(self, row: ClaimedDelivery, target: EndpointTarget, result: AttemptResult) -> None:
+        seconds = result.duration_ms / 1000
+        previous = self._endpoint_speed.get(target.id, seconds)
+        self._endpoint_speed[target.id] = 0.8 * previous + 0.2 * seconds
+        retry_after = None
+        if result.status in RETRY_AFTER_STATUSES and result.response_headers:
+            retry_after = parse_retry_after(result.response_headers.get("Retry-After"),
+                                            result.finished_at)
+        decision = decide(target.policy, row.retries_left, result.failed, result.finished_at,
+                          retry_after, self._cfg.retry_after_cap_seconds, random.random())
+        self._outcomes.append(Outcome(
+            delivery_id=row.id,
+            endpoint_id=row.endpoint_id,
+            attempt_number=row.attempts + 1,
+            status=decision.status,
+            retries_left=decision.retries_left,
+            next_attempt_at=decision.next_attempt_at,
+            started_at=result.started_at,
+            duration_ms=result.duration_ms,
+            request_headers=result.request_headers_json(),
+            response_status=result.status,
+            response_headers=result.response_headers_json(),
+            response_body=result.response_body,
+            failure_reason=result.failure.value if result.failure else None,
+            error_detail=result.error_detail,
+        ))
+        self._outcomes_ready.set()
+        metrics.ATTEMPTS.labels(result.failure.value if result.failure else "success").inc()
+        metrics.ATTEMPT_SECONDS.observe(seconds)
+        if decision.status >= DeliveryStatus.SUCCESS:
+            metrics.DELIVERIES_FINISHED.labels(decision.status.label).inc()
+        if result.failure:
+            log.info("delivery.failed", event_id=str(row.event_id),
+                     endpoint_id=str(row.endpoint_id), attempt=row.attempts + 1,
+                     reason=result.failure.value, status=result.status,
+                     next_status=decision.status.label)
+
+    def _finish_row(self, delivery_id: int) -> None:
+        if self._claimed.pop(delivery_id, None) is not None:
+            self._open_rows -= 1
+            self._progress.set()
+
+    # -- writing outcomes ------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._outcomes_ready.wait()
+            await asyncio.sleep(FLUSH_LINGER)
+            try:
+                await self._write_pending()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # Leases keep the rows ours for a while; try again shortly.
+                log.warning("engine.write_failed", error=str(exc), pending=len(self._outcomes))
+                await asyncio.sleep(WRITE_RETRY_SECONDS)
+
+    async def _write_pending(self) -> None:
+        batch, self._outcomes = self._outcomes, []
+        self._outcomes_ready.clear()
+        if not batch:
+            return
+        now = self._clock.now()
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await queue.record_outcomes(conn, batch, self.owner, now)
+                gone = {o.endpoint_id for o in batch if o.response_status == GONE}
+                if gone:
+                    await _disable_gone(conn, gone, now)
+                for hook in self.outcome_hooks:
+                    await hook(conn, batch, now)
+        except BaseException:
+            self._outcomes[:0] = batch
+            self._outcomes_ready.set()
+            raise
+        for o in batch:
+            self._finish_row(o.delivery_id)
+
+    # -- NOTIFY ----------------------------------------------------------------------
+
+    async def _listen_loop(self) -> None:
+        """Keep a dedicated LISTEN connection; reconnect if it drops."""
+        backoff = 0.5
+        while True:
+            try:
+                conn = await asyncpg.connect(self._dsn)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("engine.listen_connect_failed", error=str(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.5
+            closed = asyncio.Event()
+            conn.add_termination_listener(_setter(closed))
+            try:
+                await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+                self._listener = conn
+                self._wake.set()  # catch up on whatever arrived while disconnected
+                await closed.wait()
+                log.warning("engine.listen_connection_lost")
+            finally:
+                self._listener = None
+                if not conn.is_closed():
+                    await conn.close()
+
+
+_DISABLE_GONE = """
+WITH off AS (
+    UPDATE endpoints
+    SET state = 'disabled', state_reason = 'receiver answered 410 Gone',
+        state_changed_at = $2, version = version + 1, updated_at = $2
+    WHERE id = ANY($1::uuid[]) AND state <> 'disabled'
+    RETURNING id
+)
+UPDATE deliveries SET held_since = coalesce(held_since, $2), next_attempt_at = 'infinity'
+WHERE endpoint_id IN (SELECT id FROM off) AND status < 2
+"""
+
+
+async def _disable_gone(conn: Conn, endpoint_ids: set[UUID], now: datetime) -> None:
+    """410 Gone: the receiver wants no more deliveries. Hold, never drop, the rest."""
+    await conn.execute(_DISABLE_GONE, list(endpoint_ids), now)
+    log.warning("endpoint.disabled", endpoint_ids=[str(e) for e in endpoint_ids],
+                reason="410 Gone")
+
+
+def _setter(event: asyncio.Event) -> Callable[..., None]:
+    return lambda *_: event.set()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

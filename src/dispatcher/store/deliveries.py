@@ -1,0 +1,224 @@
+"""The delivery queue: claim due rows with a lease, write a batch of outcomes in one
+statement, release what was not sent, and make deliveries due again on request.
+
+A claim moves `next_attempt_at` to the lease expiry, so in-flight rows leave the due
+range of `deliveries_due` and come back by themselves if their worker dies. Every
+time comparison takes `now` from the caller's clock, so schedules are testable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from dispatcher.model import DeliveryStatus
+from dispatcher.store.pool import Conn
+
+
+@dataclass(slots=True)
+class ClaimedDelivery:
+    id: int
+    event_id: UUID
+    endpoint_id: UUID
+    endpoint_version: int
+    attempts: int
+    retries_left: int
+    body: bytes
+
+
+_CLAIM = """
+UPDATE deliveries d
+SET lease_owner = $2, next_attempt_at = $4
+WHERE d.id = ANY(ARRAY(
+    SELECT id FROM deliveries
+    WHERE status < 2 AND next_attempt_at <= $3 AND endpoint_id <> ALL($5::uuid[])
+    ORDER BY next_attempt_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED))
+RETURNING d.id, d.event_id, d.endpoint_id, d.attempts, d.retries_left,
+          (SELECT body FROM events e WHERE e.id = d.event_id) AS body,
+          (SELECT version FROM endpoints ep WHERE ep.id = d.endpoint_id) AS endpoint_version
+"""
+
+
+async def claim_due(
+    conn: Conn,
+    owner: UUID,
+    limit: int,
+    now: datetime,
+    lease_until: datetime,
+    skip_endpoints: Sequence[UUID] = (),
+) -> list[ClaimedDelivery]:
+    """Lease up to `limit` due deliveries, oldest due first, skipping rows other
+    workers hold and endpoints this worker has no room for."""
+    rows = await conn.fetch(_CLAIM, limit, owner, now, lease_until, list(skip_endpoints))
+    return [
+        ClaimedDelivery(r["id"], r["event_id"], r["endpoint_id"], r["endpoint_version"],
+                        r["attempts"], r["retries_left"], r["body"])
+        for r in rows
+    ]
+
+
+# Give rows back without an attempt: due again at $3 (now for a shutdown, a little
+# later for an endpoint with no free slot). Held rows stay held.
+_RELEASE = """
+UPDATE deliveries
+SET lease_owner = NULL,
+    next_attempt_at = CASE WHEN held_since IS NULL THEN $3 ELSE 'infinity'::timestamptz END
+WHERE id = ANY($1::bigint[]) AND lease_owner = $2
+"""
+
+
+async def release(
+    conn: Conn, ids: Sequence[int], owner: UUID, due_at: datetime
+) -> None:
+    if ids:
+        await conn.execute(_RELEASE, list(ids), owner, due_at)
+
+
+# Rows whose endpoint was paused or disabled after they were claimed: no attempt.
+_HOLD = """
+UPDATE deliveries
+SET lease_owner = NULL, held_since = coalesce(held_since, $3),
+    next_attempt_at = 'infinity'
+WHERE id = ANY($1::bigint[]) AND lease_owner = $2
+"""
+
+
+async def hold(conn: Conn, ids: Sequence[int], owner: UUID, now: datetime) -> None:
+    if ids:
+        await conn.execute(_HOLD, list(ids), owner, now)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One attempt and the delivery state it leads to."""
+
+    delivery_id: int
+    endpoint_id: UUID
+    attempt_number: int
+    status: DeliveryStatus
+    retries_left: int
+    next_attempt_at: datetime
+    started_at: datetime
+    duration_ms: float
+    request_headers: str  # JSON
+    response_status: int | None
+    response_headers: str | None  # JSON
+    response_body: str | None
+    failure_reason: str | None
+    error_detail: str | None = None
+
+
+# The attempt is always logged (it happened); the delivery state only changes if
+# this worker still holds the lease. A delivery whose endpoint was paused while it
+# was in flight stays held.
+_RECORD = """
+WITH o AS (
+    SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::int[], $4::smallint[], $5::int[],
+                         $6::timestamptz[], $7::timestamptz[], $8::float8[], $9::text[],
+                         $10::int[], $11::text[], $12::text[], $13::text[], $14::text[])
+        AS o(delivery_id, endpoint_id, attempt_number, status, retries_left, next_at,
+             started_at, duration_ms, request_headers, response_status, response_headers,
+             response_body, failure_reason, error_detail)
+), upd AS (
+    UPDATE deliveries d
+    SET status = o.status, attempts = o.attempt_number, retries_left = o.retries_left,
+        next_attempt_at = CASE WHEN d.held_since IS NOT NULL AND o.status < 2
+                               THEN 'infinity'::timestamptz ELSE o.next_at END,
+        failure_reason = o.failure_reason, last_attempt_at = o.started_at,
+        lease_owner = NULL, updated_at = $15
+    FROM o
+    WHERE d.id = o.delivery_id AND d.lease_owner = $16
+)
+INSERT INTO attempts (delivery_id, endpoint_id, attempt_number, started_at, duration_ms,
+                      request_headers, response_status, response_headers, response_body,
+                      failure_reason, error_detail)
+SELECT o.delivery_id, o.endpoint_id, o.attempt_number, o.started_at, o.duration_ms,
+       o.request_headers::jsonb, o.response_status, o.response_headers::jsonb,
+       o.response_body, o.failure_reason, o.error_detail
+FROM o
+"""
+
+
+async def record_outcomes(
+    conn: Conn, outcomes: Sequence[Outcome], owner: UUID, now: datetime
+) -> None:
+    """Write every attempt of a batch and the new delivery states in one statement."""
+    if not outcomes:
+        return
+    cols: list[list[object]] = [[] for _ in range(14)]
+    for o in outcomes:
+        for col, value in zip(cols, (
+            o.delivery_id, o.endpoint_id, o.attempt_number, int(o.status), o.retries_left,
+            o.next_attempt_at, o.started_at, o.duration_ms, o.request_headers,
+            o.response_status, o.response_headers, o.response_body, o.failure_reason,
+            o.error_detail,
+        ), strict=True):
+            col.append(value)
+    await conn.execute(_RECORD, *cols, now, owner)
+
+
+# Manual retry: one attempt now for a Retrying or Failed delivery. A Failed one
+# goes back to Retrying with its retries used up, so a failure ends it Failed again.
+_RETRY_ONE = """
+UPDATE deliveries d
+SET status = 1, next_attempt_at = CASE WHEN ep.state = 'active' THEN $3
+                                       ELSE 'infinity'::timestamptz END,
+    held_since = CASE WHEN ep.state = 'active' THEN NULL ELSE coalesce(d.held_since, $3) END,
+    lease_owner = NULL, updated_at = $3
+FROM endpoints ep
+WHERE d.endpoint_id = $1 AND d.event_id = $2 AND ep.id = d.endpoint_id
+  AND d.status IN (1, 3) AND d.lease_owner IS NULL
+RETURNING d.id
+"""
+
+
+async def retry_delivery(
+    conn: Conn, endpoint_id: UUID, event_id: UUID, now: datetime
+) -> bool:
+    """Make one Retrying/Failed delivery due now; False if it is in another status."""
+    row = await conn.fetchval(_RETRY_ONE, endpoint_id, event_id, now)
+    if row is not None:
+        await conn.execute("SELECT pg_notify('dispatcher_deliveries', '')")
+    return row is not None
+
+
+_RETRY_MANY = """
+WITH picked AS (
+    SELECT d.id FROM deliveries d
+    WHERE d.endpoint_id = $1 AND d.status = ANY($2::smallint[]) AND d.lease_owner IS NULL
+      AND d.created_at >= $3 AND d.created_at < $4
+    ORDER BY d.id
+    LIMIT $6
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE deliveries d
+SET status = 1, next_attempt_at = CASE WHEN ep.state = 'active' THEN $5
+                                       ELSE 'infinity'::timestamptz END,
+    held_since = CASE WHEN ep.state = 'active' THEN NULL ELSE coalesce(d.held_since, $5) END,
+    updated_at = $5
+FROM picked, endpoints ep
+WHERE d.id = picked.id AND ep.id = d.endpoint_id
+"""
+
+
+async def bulk_retry(
+    conn: Conn,
+    endpoint_id: UUID,
+    statuses: Sequence[DeliveryStatus],
+    since: datetime,
+    until: datetime,
+    now: datetime,
+    limit: int = 100_000,
+) -> int:
+    """Replay deliveries of one endpoint created in [since, until) with one of
+    `statuses` (Retrying and/or Failed); returns how many were queued."""
+    allowed = [int(s) for s in statuses if s in (DeliveryStatus.RETRYING, DeliveryStatus.FAILED)]
+    result = await conn.execute(_RETRY_MANY, endpoint_id, allowed, since, until, now, limit)
+    count = int(result.split()[-1])
+    if count:
+        await conn.execute("SELECT pg_notify('dispatcher_deliveries', '')")
+    return count

@@ -1,0 +1,203 @@
+"""Publishing: an event and one delivery per subscribed endpoint, in one transaction.
+
+The body is serialized once here and stored as bytes; every attempt sends exactly
+those bytes, so the event id and `created_timestamp` never change across retries.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from dispatcher.clock import to_ms
+from dispatcher.model import DeliveryStatus
+from dispatcher.retry import RetryPolicy
+from dispatcher.signing import serialize_body
+from dispatcher.store.pool import Conn
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    type: str
+    data: Any
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class PublishedEvent:
+    id: UUID
+    type: str
+    created_at: datetime
+    deliveries: list[tuple[UUID, DeliveryStatus]] = field(default_factory=list)
+    duplicate: bool = False
+
+
+def event_body(event_id: UUID, type_: str, created_at: datetime, data: Any) -> bytes:
+    """The envelope every receiver gets, whatever the signing scheme."""
+    return serialize_body(
+        {"event_id": str(event_id), "type": type_,
+         "created_timestamp": to_ms(created_at), "data": data}
+    )
+
+
+_FIND_BY_KEYS = """
+SELECT id, type, created_at, idempotency_key FROM events
+WHERE tenant_id = $1 AND idempotency_key = ANY($2::text[])
+"""
+
+# An expired key may be used again: the old event keeps its id but loses the key.
+_FORGET_KEYS = "UPDATE events SET idempotency_key = NULL WHERE id = ANY($1::uuid[])"
+
+_INSERT_EVENTS = """
+INSERT INTO events (id, tenant_id, type, body, created_at, idempotency_key)
+SELECT e.id, $1, e.type, e.body, $2, e.key
+FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::text[]) AS e(id, type, body, key)
+ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id
+"""
+
+# Fan-out: every endpoint of the tenant subscribed to the type (or to '*'). Paused
+# and disabled endpoints get the delivery too, held at 'infinity' until resumed.
+_INSERT_DELIVERIES = """
+INSERT INTO deliveries (event_id, endpoint_id, status, retries_left, next_attempt_at,
+                        held_since, created_at, updated_at)
+SELECT e.id, ep.id, 0, coalesce(p.retries, $5),
+       CASE WHEN ep.state = 'active' THEN $2 ELSE 'infinity'::timestamptz END,
+       CASE WHEN ep.state = 'active' THEN NULL ELSE $2 END,
+       $2, $2
+FROM unnest($3::uuid[], $4::text[]) AS e(id, type)
+JOIN endpoints ep ON ep.tenant_id = $1
+                 AND (ep.event_types @> '{*}' OR e.type = ANY(ep.event_types))
+LEFT JOIN unnest($6::text[], $7::int[]) AS p(name, retries) ON p.name = ep.retry_policy
+"""
+
+_DELIVERIES_OF = """
+SELECT event_id, endpoint_id, status FROM deliveries WHERE event_id = ANY($1::uuid[])
+ORDER BY id
+"""
+
+
+async def publish_events(
+    conn: Conn,
+    tenant_id: UUID,
+    events: Sequence[NewEvent],
+    *,
+    policies: Mapping[str, RetryPolicy],
+    now: datetime,
+    idempotency_window: timedelta,
+    default_retries: int = 0,
+) -> list[PublishedEvent]:
+    """Store `events` and their deliveries; returns one result per input, in order.
+    An idempotency key seen within the window returns the original event."""
+    async with conn.transaction():
+        originals = await _originals_by_key(conn, tenant_id, events, now, idempotency_window)
+        fresh: list[tuple[int, NewEvent, UUID]] = []
+        first_of_key: dict[str, UUID] = {}
+        for i, ev in enumerate(events):
+            key = ev.idempotency_key
+            if key is not None and (key in originals or key in first_of_key):
+                continue
+            eid = uuid.uuid4()
+            fresh.append((i, ev, eid))
+            if key is not None:
+                first_of_key[key] = eid
+        inserted = await _insert(conn, tenant_id, fresh, policies, now, default_retries)
+        lost = [(i, ev, eid) for i, ev, eid in fresh if eid not in inserted]
+        if lost:  # a concurrent publish took the same key between our read and write
+            originals.update(
+                await _originals_by_key(conn, tenant_id, [ev for _, ev, _ in lost], now,
+                                        idempotency_window)
+            )
+        return await _results(conn, events, fresh, inserted, originals, now)
+
+
+async def _originals_by_key(
+    conn: Conn,
+    tenant_id: UUID,
+    events: Sequence[NewEvent],
+    now: datetime,
+    window: timedelta,
+) -> dict[str, PublishedEvent]:
+    keys = sorted({ev.idempotency_key for ev in events if ev.idempotency_key is not None})
+    if not keys:
+        return {}
+    rows = await conn.fetch(_FIND_BY_KEYS, tenant_id, keys)
+    expired = [r["id"] for r in rows if r["created_at"] < now - window]
+    if expired:
+        await conn.execute(_FORGET_KEYS, expired)
+    live = [r for r in rows if r["id"] not in expired]
+    found = await _deliveries_of(conn, [r["id"] for r in live])
+    return {
+        r["idempotency_key"]: PublishedEvent(
+            r["id"], r["type"], r["created_at"], found.get(r["id"], []), duplicate=True
+        )
+        for r in live
+    }
+
+
+async def _insert(
+    conn: Conn,
+    tenant_id: UUID,
+    fresh: list[tuple[int, NewEvent, UUID]],
+    policies: Mapping[str, RetryPolicy],
+    now: datetime,
+    default_retries: int,
+) -> set[UUID]:
+    if not fresh:
+        return set()
+    ids = [eid for _, _, eid in fresh]
+    types = [ev.type for _, ev, _ in fresh]
+    bodies = [event_body(eid, ev.type, now, ev.data) for _, ev, eid in fresh]
+    keys = [ev.idempotency_key for _, ev, _ in fresh]
+    rows = await conn.fetch(_INSERT_EVENTS, tenant_id, now, ids, types, bodies, keys)
+    inserted = {r["id"] for r in rows}
+    kept = [(eid, t) for eid, t in zip(ids, types, strict=True) if eid in inserted]
+    if kept:
+        names = list(policies)
+        await conn.execute(
+            _INSERT_DELIVERIES,
+            tenant_id, now, [k[0] for k in kept], [k[1] for k in kept], default_retries,
+            names, [policies[n].retries for n in names],
+        )
+    return inserted
+
+
+async def _deliveries_of(
+    conn: Conn, event_ids: list[UUID]
+) -> dict[UUID, list[tuple[UUID, DeliveryStatus]]]:
+    out: dict[UUID, list[tuple[UUID, DeliveryStatus]]] = {}
+    if not event_ids:
+        return out
+    for r in await conn.fetch(_DELIVERIES_OF, event_ids):
+        out.setdefault(r["event_id"], []).append((r["endpoint_id"], DeliveryStatus(r["status"])))
+    return out
+
+
+async def _results(
+    conn: Conn,
+    events: Sequence[NewEvent],
+    fresh: list[tuple[int, NewEvent, UUID]],
+    inserted: set[UUID],
+    originals: dict[str, PublishedEvent],
+    now: datetime,
+) -> list[PublishedEvent]:
+    new_ids = {i: eid for i, _, eid in fresh if eid in inserted}
+    found = await _deliveries_of(conn, list(new_ids.values()))
+    by_key = {ev.idempotency_key: new_ids[i] for i, ev, _ in fresh
+              if ev.idempotency_key is not None and i in new_ids}
+    results: list[PublishedEvent] = []
+    for i, ev in enumerate(events):
+        if i in new_ids:
+            eid = new_ids[i]
+            results.append(PublishedEvent(eid, ev.type, now, found.get(eid, [])))
+        elif ev.idempotency_key in originals:
+            results.append(originals[ev.idempotency_key])
+        else:  # same key twice in one batch: the later one repeats the first
+            assert ev.idempotency_key is not None
+            eid = by_key[ev.idempotency_key]
+            results.append(PublishedEvent(eid, ev.type, now, found.get(eid, []), duplicate=True))
+    return results
