@@ -85,9 +85,9 @@ async def set_endpoint_secret(
 ROTATE_SECRET = """
 UPDATE endpoints
    SET previous_secret_enc = secret_enc,
-       previous_secret_expires_at = CASE WHEN secret_enc IS NULL THEN NULL ELSE $3 END,
+       previous_secret_expires_at = CASE WHEN secret_enc IS NULL THEN NULL ELSE $3::timestamptz END,
        secret_enc = $2,
-       version = version + 1, updated_at = $4
+       version = version + 1, updated_at = $4::timestamptz
  WHERE id = $1 AND ($5::uuid IS NULL OR tenant_id = $5)
 """
 
