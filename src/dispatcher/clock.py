@@ -23,7 +23,7 @@ class FakeClock:
     """A clock that only moves when a test moves it."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        self._now = start or datetime(2026, 1, 1, tzinfo=UTC)
+        self._now = _aware_utc(start or datetime(2026, 1, 1, tzinfo=UTC))
 
     def now(self) -> datetime:
         return self._now
@@ -33,7 +33,14 @@ class FakeClock:
         return self._now
 
     def set(self, when: datetime) -> None:
-        self._now = when
+        self._now = _aware_utc(when)
+
+
+def _aware_utc(when: datetime) -> datetime:
+    """A naive datetime would break every comparison with database times."""
+    if when.utcoffset() is None:
+        raise ValueError(f"FakeClock needs a timezone-aware datetime, got {when!r}")
+    return when.astimezone(UTC)
 
 
 def to_ms(when: datetime) -> int:

@@ -37,7 +37,7 @@ class RetryPolicy:
         """Seconds until the next attempt after a failure with `retries_left`
         retries still unused (before this one), or None when none are left.
         `rand` in [0, 1) drives jitter; 0.5 means none."""
-        if retries_left <= 0:
+        if retries_left <= 0 or not self.delays:
             return None
         index = min(max(self.retries - retries_left, 0), self.retries - 1)
         base = self.delays[index]
@@ -93,9 +93,11 @@ def validate_policies(policies: Mapping[str, RetryPolicyConfig]) -> None:
         if cfg.kind == "exponential" and not 0 <= cfg.retries <= 100:
             raise ConfigError(f"{key}.retries: must be between 0 and 100",
                               field=f"{key}.retries")
-        if cfg.kind == "exponential" and (cfg.base_seconds < 0 or cfg.factor < 1):
-            raise ConfigError(f"{key}: base_seconds must be >= 0 and factor >= 1",
-                              field=f"{key}.factor")
+        if cfg.kind == "exponential" and cfg.base_seconds < 0:
+            raise ConfigError(f"{key}.base_seconds: must be >= 0",
+                              field=f"{key}.base_seconds")
+        if cfg.kind == "exponential" and cfg.factor < 1:
+            raise ConfigError(f"{key}.factor: must be >= 1", field=f"{key}.factor")
         if not 0 <= cfg.jitter < 1:
             raise ConfigError(f"{key}.jitter: must be in [0, 1)", field=f"{key}.jitter")
 
@@ -117,7 +119,7 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # delta-seconds is ASCII digits only
         return float(value)
     try:
         when = parsedate_to_datetime(value)
