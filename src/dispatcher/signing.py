@@ -55,7 +55,14 @@ class Signer(Protocol):
 def serialize_body(obj: Any) -> bytes:
     """The one serialization of an event body: compact separators, UTF-8, no
     escaping of non-ASCII, so `JSON.stringify(JSON.parse(body))` gives the same bytes."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from a "\ud800" escape
+        raise ValidationError(
+            "event data contains an unpaired UTF-16 surrogate, which UTF-8 cannot encode",
+            field="data",
+        ) from exc
 
 
 def _check_scheme(scheme: str) -> None:

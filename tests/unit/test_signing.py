@@ -230,3 +230,9 @@ def test_signing_is_deterministic_per_attempt_time() -> None:
     assert signer.sign("m", t0, BODY) == first
     later = signer.sign("m", t0 + timedelta(seconds=5), BODY)
     assert later["webhook-id"] == "m" and later["webhook-signature"] != first["webhook-signature"]
+
+
+def test_serialize_body_rejects_unpaired_surrogates_clearly() -> None:
+    with pytest.raises(ValidationError) as err:
+        serialize_body(json.loads('{"s": "\\ud800"}'))
+    assert err.value.field == "data"

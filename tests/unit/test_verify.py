@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from dispatcher.signing import generate_secret, make_signer, public_key, public_key_pem
+from dispatcher.signing import (
+    generate_secret,
+    make_signer,
+    public_key,
+    public_key_pem,
+    serialize_body,
+)
 from dispatcher.verify import VerificationError, verify_cobalt, verify_cobo, verify_standard
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -206,3 +212,39 @@ def test_readme_node_snippet_verifies_and_rejects() -> None:
         input=json.dumps(fresh_cases()), capture_output=True, text=True, timeout=30, check=True,
     )
     assert json.loads(result.stdout) == {"good": [True] * 4, "tampered": [False] * 4}
+
+
+COBALT_SEED_VERIFIER = """
+const crypto = require('crypto');
+const c = JSON.parse(require('fs').readFileSync(0, 'utf8'));
+// Seed 003: the receiver re-serializes the parsed body before the HMAC.
+console.log(JSON.stringify(c.cases.map(([body, signature]) => {
+  const expected = crypto.createHmac('sha256', c.secret)
+    .update(JSON.stringify(JSON.parse(body))).digest('hex');
+  return crypto.timingSafeEqual(Buffer.from(signature, 'hex'), Buffer.from(expected, 'hex'));
+})));
+"""
+
+TRICKY_BODIES: list[Any] = [
+    {"event": "Workflow Completed", "status": "COMPLETED", "environment": "test"},
+    {"a": {"b": {"c": [1, -2, 0, 9007199254740991, [], {}]}}, "empty": ""},
+    {"unicode": "héllo ✓ 中文 😀 \u2028\u2029", "ctrl": "tab\there\nnl\u0001\u001f\x7f"},
+    {"quotes": "\"'\\/<>&", "bools": [True, False, None], "neg": -0},
+    {"key with spaces": 1, "ключ": "значение", "": "empty key"},
+]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_cobalt_seed_node_verifier_accepts_reserialized_bodies() -> None:
+    secret = generate_secret("cobalt")
+    signer = make_signer("cobalt", [secret])
+    cases = []
+    for obj in TRICKY_BODIES:
+        body = serialize_body(obj)
+        cases.append([body.decode(), signer.sign("e", NOW, body)["x-cobalt-signature"]])
+    result = subprocess.run(
+        ["node", "-e", COBALT_SEED_VERIFIER],
+        input=json.dumps({"secret": secret, "cases": cases}),
+        capture_output=True, text=True, timeout=30, check=True,
+    )
+    assert json.loads(result.stdout) == [True] * len(TRICKY_BODIES)
