@@ -156,6 +156,13 @@ def public_key(scheme: str, secret: str) -> str | None:
 def public_key_pem(secret: str) -> str:
     """PEM (SubjectPublicKeyInfo) of the Ed25519 public key of a `whsk_` (standard-v1a)
     or hex (cobo) secret."""
+    if secret.startswith(V1_PREFIX) or not (
+        secret.startswith(V1A_SECRET_PREFIX) or len(secret) in (64, 128)
+    ):
+        raise ValidationError(
+            "a public key exists only for standard-v1a (whsk_...) and cobo (hex) secrets",
+            field="secret",
+        )
     key = _v1a_key(secret) if secret.startswith(V1A_SECRET_PREFIX) else _cobo_key(secret)
     pem = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     return pem.decode("ascii")

@@ -236,3 +236,8 @@ def test_serialize_body_rejects_unpaired_surrogates_clearly() -> None:
     with pytest.raises(ValidationError) as err:
         serialize_body(json.loads('{"s": "\\ud800"}'))
     assert err.value.field == "data"
+
+
+def test_public_key_pem_refuses_hmac_secrets() -> None:
+    with pytest.raises(ValidationError, match="only for standard-v1a"):
+        public_key_pem(generate_secret("standard-v1"))
