@@ -5,6 +5,8 @@ template."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,11 +31,15 @@ TEST_ENV = {
 
 
 @pytest.fixture(scope="session")
-def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestPostgres]:
-    server = TestPostgres(tmp_path_factory.mktemp("pg"))
+def pg() -> Iterator[TestPostgres]:
+    # Not under pytest's tmp dir: pytest resets that tree's permissions, and the
+    # server runs as another user when the tests run as root.
+    root = Path(tempfile.mkdtemp(prefix="dispatcher-test-pg-"))
+    server = TestPostgres(root)
     server.build_template()
     yield server
     server.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
