@@ -30,7 +30,7 @@ from dispatcher.config import Config
 from dispatcher.engine.endpoints import EndpointCache, EndpointTarget
 from dispatcher.engine.outcome import GONE, RETRY_AFTER_STATUSES, decide
 from dispatcher.engine.sender import AttemptResult, send
-from dispatcher.model import DeliveryStatus
+from dispatcher.model import DeliveryStatus, FailureReason
 from dispatcher.retry import load_policies, parse_retry_after
 from dispatcher.secretbox import SecretBox
 from dispatcher.store import deliveries as queue
@@ -43,6 +43,10 @@ NOTIFY_CHANNEL = "dispatcher_deliveries"
 DEFER_SECONDS = 1.0  # rows given back for a saturated endpoint are due again after this
 FLUSH_LINGER = 0.005  # gather outcomes this long before writing them in one statement
 WRITE_RETRY_SECONDS = 1.0
+
+# Label lookups cost more than the increment; bind each child once.
+_ATTEMPT_COUNTERS = {reason: metrics.ATTEMPTS.labels(reason.value if reason else "success")
+                     for reason in (None, *FailureReason)}
 
 OutcomeHook = Callable[[Conn, Sequence[Outcome], datetime], Awaitable[None]]
 
@@ -250,7 +254,7 @@ class DeliveryWorker:
             error_detail=result.error_detail,
         ))
         self._outcomes_ready.set()
-        metrics.ATTEMPTS.labels(result.failure.value if result.failure else "success").inc()
+        _ATTEMPT_COUNTERS[result.failure].inc()
         metrics.ATTEMPT_SECONDS.observe(seconds)
         if decision.status >= DeliveryStatus.SUCCESS:
             metrics.DELIVERIES_FINISHED.labels(decision.status.label).inc()
