@@ -31,7 +31,8 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn DispatcherError into a clean message and exit status 2."""
+    """Turn DispatcherError into a clean message and exit status 2; an unreachable
+    database (or port already in use) into a one-line message and exit status 1."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -40,6 +41,9 @@ def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except DispatcherError as exc:
             field = f" [{exc.field}]" if exc.field and exc.field not in exc.message else ""
             _fail(f"{exc.message}{field}")
+            raise AssertionError("unreachable") from exc
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            _fail(f"{type(exc).__name__}: {exc}", code=1)
             raise AssertionError("unreachable") from exc
 
     return wrapper

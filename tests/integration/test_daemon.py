@@ -62,7 +62,7 @@ def kill_leftover_postgres(pgdata: Path) -> None:
         os.kill(pid, signal.SIGQUIT)
 
 
-# --- health ------------------------------------------------------------------------------
+# --- health -------------------------------------------------------------------------------
 
 
 async def test_healthz_and_readyz(daemon_factory: Callable[..., Any]) -> None:
@@ -130,7 +130,7 @@ async def test_readyz_goes_503_when_the_database_stops(
         kill_leftover_postgres(server.pgdata)
 
 
-# --- graceful shutdown ------------------------------------------------------------------------
+# --- graceful shutdown --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -188,7 +188,7 @@ async def test_in_flight_requests_finish_and_new_ones_are_refused_during_shutdow
     assert '"daemon.stopped"' in daemon.log()
 
 
-# --- embedded PostgreSQL ---------------------------------------------------------------------
+# --- embedded PostgreSQL ------------------------------------------------------------------
 
 
 def embedded_daemon(data_dir: Path, log: Path) -> DaemonProcess:
