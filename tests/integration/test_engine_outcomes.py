@@ -3,9 +3,11 @@ is written with the attempt and the new delivery state together."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from dispatcher.clock import FakeClock
 from dispatcher.config import Config
@@ -182,3 +184,27 @@ async def test_gone_disables_the_endpoint_and_holds_the_rest(
         h.advance(24 * 3600)
         await h.stop_worker()
     assert len(receiver.requests) == 1
+
+
+async def test_endpoint_without_secret_is_held_and_others_still_flow(
+    db_url: str, config: Config, make_receiver: Callable[[], Any]
+) -> None:
+    broken: Receiver = await make_receiver()
+    healthy: Receiver = await make_receiver()
+    async with EngineHarness(db_url, config, FakeClock()) as h:
+        tenant = await make_tenant(h.pool)
+        healthy_id, _ = await make_endpoint(h.pool, h.box, tenant, healthy.url)
+        broken_id = await h.pool.fetchval(
+            "INSERT INTO endpoints (tenant_id, url, retry_policy) VALUES ($1, $2, 'standard')"
+            " RETURNING id", tenant, broken.url)
+        (event,) = await h.publish(tenant, ("transaction", {}))
+        await h.start_worker()
+        await healthy.wait_for(1)
+        await h.wait_status([DeliveryStatus.SUCCESS], 1)
+        async with asyncio.timeout(5):
+            while (await delivery_row(h.pool, broken_id, event.id))["held_since"] is None:
+                await asyncio.sleep(0.02)
+        row = await delivery_row(h.pool, broken_id, event.id)
+        assert row["status"] == DeliveryStatus.PENDING and row["attempts"] == 0
+        assert (await delivery_row(h.pool, healthy_id, event.id))["status"] == 2
+    assert broken.requests == []

@@ -9,12 +9,17 @@ from datetime import datetime
 from uuid import UUID
 
 import aiohttp
+import asyncpg
+import structlog
 
+from dispatcher.errors import DispatcherError
 from dispatcher.retry import RetryPolicy
 from dispatcher.secretbox import SecretBox
 from dispatcher.signing import Signer, make_signer
 from dispatcher.store.pool import Conn
 from dispatcher.store.secrets import decrypt_endpoint_secrets, tenant_signing_key
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(slots=True)
@@ -37,6 +42,14 @@ SELECT ep.id, ep.tenant_id, ep.version, ep.url, ep.state, ep.max_in_flight, ep.r
        ep.previous_secret_expires_at
 FROM endpoints ep WHERE ep.id = ANY($1::uuid[])
 """
+
+
+class _Unsigned:
+    def sign(self, msg_id: str, when: datetime, body: bytes) -> dict[str, str]:
+        raise AssertionError("an unusable endpoint is never sent to")
+
+
+_UNSIGNED = _Unsigned()
 
 
 class EndpointCache:
@@ -65,24 +78,35 @@ class EndpointCache:
         if not ids:
             return
         for r in await conn.fetch(_LOAD, ids):
-            scheme = r["signing_scheme"]
-            if scheme == "cobo":
-                secrets = [await tenant_signing_key(conn, self._box, r["tenant_id"])]
+            try:
+                signer = await self._signer(conn, r, now)
+            except DispatcherError as exc:
+                # Its deliveries are held, not failed, until the endpoint is fixed.
+                log.error("endpoint.unusable", endpoint_id=str(r["id"]), error=exc.message)
+                signer, active = None, False
             else:
-                secrets = decrypt_endpoint_secrets(
-                    self._box, r["id"], r["secret_enc"], r["previous_secret_enc"],
-                    r["previous_secret_expires_at"], now,
-                )
+                active = r["state"] == "active"
             expires = r["previous_secret_expires_at"]
             self._targets[r["id"]] = EndpointTarget(
                 id=r["id"],
                 version=r["version"],
                 url=r["url"],
-                active=r["state"] == "active",
+                active=active,
                 max_in_flight=r["max_in_flight"],
                 policy=self._policies.get(r["retry_policy"])
                 or self._policies[self._default_policy],
                 timeout=aiohttp.ClientTimeout(total=r["timeout_seconds"]),
-                signer=make_signer(scheme, secrets),
+                signer=signer or _UNSIGNED,
                 stale_after=expires if expires is not None and expires > now else None,
             )
+
+    async def _signer(self, conn: Conn, row: asyncpg.Record, now: datetime) -> Signer:
+        scheme = row["signing_scheme"]
+        if scheme == "cobo":
+            secrets = [await tenant_signing_key(conn, self._box, row["tenant_id"])]
+        else:
+            secrets = decrypt_endpoint_secrets(
+                self._box, row["id"], row["secret_enc"], row["previous_secret_enc"],
+                row["previous_secret_expires_at"], now,
+            )
+        return make_signer(scheme, secrets)
