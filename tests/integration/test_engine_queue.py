@@ -140,3 +140,28 @@ async def test_claim_uses_the_partial_index_at_a_million_rows(
             SystemClock().now(), SystemClock().now(), []))
     assert "deliveries_due" in plan, plan
     assert "Seq Scan on deliveries" not in plan, plan
+
+
+async def test_sigterm_finishes_in_flight_and_gives_back_the_rest(
+    db_url: str, config: Config, receiver: Receiver, daemon_factory: Callable[..., Any]
+) -> None:
+    receiver.reply_with(then=Reply(delay=1.0))
+    async with EngineHarness(db_url, config, SystemClock()) as h:
+        tenant = await make_tenant(h.pool)
+        await make_endpoint(h.pool, h.box, tenant, receiver.url, max_in_flight=5)
+        await _publish_many(h, tenant, 200)
+        daemon = await daemon_factory(DISPATCHER_SERVER__GRACE_PERIOD_SECONDS="5")
+        await receiver.wait_for(5)
+        assert await daemon.stop(signal.SIGTERM) == 0
+        sent = len(receiver.requests)
+        leased = await h.pool.fetchval(
+            "SELECT count(*) FROM deliveries WHERE lease_owner IS NOT NULL")
+        done = await h.pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 2")
+        # Given back due now, or (rows deferred for the saturated endpoint) within
+        # the 2 s deferral; never parked until a lease expires.
+        due_soon = await h.pool.fetchval(
+            "SELECT count(*) FROM deliveries"
+            " WHERE status < 2 AND next_attempt_at <= now() + interval '2 seconds'")
+    assert leased == 0  # nothing left leased to a process that is gone
+    assert done == sent  # every request that went out finished and was recorded
+    assert due_soon == 200 - sent
