@@ -63,7 +63,10 @@ def create_app(
 
 def _add_later_layers(app: web.Application, config: Config, run_engine: bool | None) -> None:
     """API routes, the delivery engine and maintenance, each owned by its package."""
+    from dispatcher.api.routes import add_api_routes
     from dispatcher.engine.lifecycle import engine_ctx
+
+    add_api_routes(app, config)
 
     if config.delivery.enabled if run_engine is None else run_engine:
         app.cleanup_ctx.append(engine_ctx)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 import aiohttp
 import asyncpg
 from aiohttp import web
 
+from dispatcher.catalogue import EventType
 from dispatcher.clock import Clock
 from dispatcher.config import Config
+from dispatcher.retry import RetryPolicy
+from dispatcher.secretbox import SecretBox
 
 CONFIG = web.AppKey("config", Config)
 CLOCK = web.AppKey("clock", Clock)
@@ -18,3 +22,10 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 # Components registered by later layers (engine, scheduler) keyed by name.
 COMPONENTS = web.AppKey("components", dict[str, Any])
+
+# Set up by the management API (dispatcher.api.routes).
+SECRET_BOX = web.AppKey("secret_box", SecretBox)
+POLICIES = web.AppKey("retry_policies", dict[str, RetryPolicy])
+CATALOGUE = web.AppKey("event_type_catalogue", dict[str, EventType])
+# The authenticated tenant of an API request.
+TENANT = web.RequestKey("tenant_id", UUID)

@@ -1,0 +1,46 @@
+"""API-key authentication: `Authorization: Bearer <key>` names exactly one tenant,
+and every handler sees only that tenant's objects."""
+
+from __future__ import annotations
+
+import functools
+from uuid import UUID
+
+from aiohttp import web
+
+from dispatcher.api.context import POOL, TENANT
+from dispatcher.api.spec import Handler
+from dispatcher.errors import Unauthorized
+from dispatcher.store.tenants import authenticate
+
+MAX_KEY_LENGTH = 200
+
+
+async def authenticate_request(request: web.Request) -> UUID:
+    header = request.headers.get("Authorization")
+    if not header:
+        raise Unauthorized("missing API key: send Authorization: Bearer <key>",
+                           field="Authorization")
+    scheme, _, key = header.strip().partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        raise Unauthorized("expected Authorization: Bearer <key>", field="Authorization")
+    if len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise Unauthorized("invalid or revoked API key", field="Authorization")
+    async with request.app[POOL].acquire() as conn:
+        tenant_id = await authenticate(conn, key)
+    if tenant_id is None:
+        raise Unauthorized("invalid or revoked API key", field="Authorization")
+    return tenant_id
+
+
+def authenticated(handler: Handler) -> Handler:
+    """Authenticate first (401 before anything else), then run `handler` with the
+    tenant in request[TENANT]."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        request[TENANT] = await authenticate_request(request)
+        return await handler(request)
+
+    return wrapper

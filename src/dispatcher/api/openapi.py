@@ -1,0 +1,111 @@
+"""The OpenAPI 3.1 document, generated from the route declarations (api/spec.py)
+and the schemas (api/schemas.py), served at `/v1/openapi.json`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from dispatcher import __version__
+from dispatcher.api.schemas import SCHEMAS, ref
+from dispatcher.api.spec import Route
+
+_ERROR_TEXT = {
+    400: "Malformed JSON",
+    401: "Missing, invalid or revoked API key",
+    404: "Unknown id (or another tenant's)",
+    409: "Conflict with the object's current state",
+    413: "Request body too large",
+    415: "Content-Type is not application/json",
+    422: "A field is invalid (named in `error.field`)",
+    503: "Not ready",
+}
+
+_PATH_PARAM_DOC = {
+    "endpoint_id": "The endpoint's id.",
+    "event_id": "The event's id.",
+    "name": "The event type's name.",
+}
+
+
+def _operation(route: Route) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": route.operation_id,
+        "summary": route.summary,
+        "tags": [route.tag],
+    }
+    if route.description:
+        op["description"] = route.description
+    params = [
+        {"name": name, "in": "path", "required": True, "description": _PATH_PARAM_DOC[name],
+         "schema": {"type": "string"}}
+        for name in route.path_params
+    ]
+    params += [
+        {"name": p.name, "in": p.location, "required": p.required,
+         "description": p.description, "schema": p.schema}
+        for p in route.params
+    ]
+    if params:
+        op["parameters"] = params
+    if route.body:
+        op["requestBody"] = {
+            "required": route.body_required,
+            "content": {"application/json": {"schema": ref(route.body)}},
+        }
+    ok: dict[str, Any] = {"description": route.summary}
+    if route.response:
+        ok["content"] = {route.content_type: {"schema": ref(route.response)}}
+    responses: dict[str, Any] = {str(route.ok): ok}
+    for status in route.error_statuses():
+        responses[str(status)] = {
+            "description": _ERROR_TEXT.get(status, "Error"),
+            "content": {"application/json": {"schema": ref("Error")}},
+        }
+    for status, schema in route.other_responses:
+        responses[str(status)] = {
+            "description": _ERROR_TEXT.get(status, "See the schema"),
+            "content": {"application/json": {"schema": ref(schema)}},
+        }
+    op["responses"] = responses
+    op["security"] = [{"bearer": []}] if route.auth else []
+    return op
+
+
+def build_document(routes: Sequence[Route]) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "dispatcher management API",
+            "version": __version__,
+            "description": "Webhook delivery: endpoints, publishing, event-status lookup, "
+                           "attempt logs and retries. Authenticate with "
+                           "`Authorization: Bearer <API key>`; every error is "
+                           '`{"error": {"code", "message", "field"}}`.',
+        },
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "An API key (dk_...)."}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+def openapi_route(routes: Sequence[Route]) -> Route:
+    """The route serving the document of `routes` and of itself."""
+    document: dict[str, Any] = {}
+
+    async def serve(request: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    route = Route("GET", "/v1/openapi.json", serve, "getOpenApi",
+                  "This OpenAPI document", "Operations", auth=False, response="OpenApi")
+    document.update(build_document([*routes, route]))
+    return route

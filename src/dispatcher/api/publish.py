@@ -1,0 +1,122 @@
+"""Publishing: one event (`POST /v1/events`, optional `Idempotency-Key`) or a batch
+(`POST /v1/events/batch`). Both answer 202 with each event's id and the deliveries
+created; a repeated idempotency key within the window answers the original event."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from aiohttp import web
+
+from dispatcher.api.context import CATALOGUE, CLOCK, CONFIG, POLICIES, POOL, TENANT
+from dispatcher.api.request import Fields, check_text, read_json
+from dispatcher.api.spec import Param, Route
+from dispatcher.api.views import published_json
+from dispatcher.catalogue import valid_name
+from dispatcher.errors import ValidationError
+from dispatcher.store.event_types import known_tenant_types
+from dispatcher.store.events import NewEvent, PublishedEvent, publish_events
+from dispatcher.store.pool import Conn
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def _idempotency_key(value: Any, field: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY:
+        raise ValidationError(f"{field} must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
+                              field=field)
+    return check_text(value, field)
+
+
+def _new_event(f: Fields, idempotency_key: str | None) -> NewEvent:
+    f.reject_unknown(("type", "data", "idempotency_key"))
+    type_ = f.string("type", max_len=100, min_len=1)
+    if not valid_name(type_):
+        f.fail("type", f"is not a known event type: {type_!r}")
+    if "data" not in f.data:
+        f.fail("data", "is required")
+    if f.has("idempotency_key"):
+        idempotency_key = _idempotency_key(f.data["idempotency_key"], f.name("idempotency_key"))
+    return NewEvent(type_, f.data["data"], idempotency_key)
+
+
+async def _check_types(
+    request: web.Request, conn: Conn, tenant_id: UUID, events: Sequence[NewEvent], batch: bool
+) -> None:
+    catalogue = request.app[CATALOGUE]
+    others = {ev.type for ev in events if ev.type not in catalogue}
+    known = await known_tenant_types(conn, tenant_id, others)
+    for i, ev in enumerate(events):
+        if ev.type not in catalogue and ev.type not in known:
+            field = f"events[{i}].type" if batch else "type"
+            raise ValidationError(
+                f"{field} is not a known event type: {ev.type!r} "
+                "(see GET /v1/event-types, or define it with POST /v1/event-types)",
+                field=field,
+            )
+
+
+async def _publish(
+    request: web.Request, events: list[NewEvent], batch: bool
+) -> list[PublishedEvent]:
+    tenant_id = request[TENANT]
+    config = request.app[CONFIG]
+    policies = request.app[POLICIES]
+    async with request.app[POOL].acquire() as conn:
+        await _check_types(request, conn, tenant_id, events, batch)
+        return await publish_events(
+            conn, tenant_id, events,
+            policies=policies,
+            now=request.app[CLOCK].now(),
+            idempotency_window=timedelta(seconds=config.server.idempotency_window_seconds),
+            default_retries=policies[config.delivery.default_retry_policy].retries,
+        )
+
+
+async def publish_event(request: web.Request) -> web.Response:
+    header = request.headers.get(IDEMPOTENCY_HEADER)
+    key = _idempotency_key(header, IDEMPOTENCY_HEADER)
+    f = Fields(await read_json(request))
+    event = _new_event(f, key)
+    [published] = await _publish(request, [event], batch=False)
+    headers = {"Idempotent-Replayed": "true"} if published.duplicate else None
+    return web.json_response(published_json(published), status=202, headers=headers)
+
+
+async def publish_batch(request: web.Request) -> web.Response:
+    limit = request.app[CONFIG].server.max_batch_events
+    f = Fields(await read_json(request))
+    f.reject_unknown(("events",))
+    raw = f.data.get("events")
+    if not isinstance(raw, list):
+        f.fail("events", "must be a list of events")
+    if not 1 <= len(raw) <= limit:
+        f.fail("events", f"must hold 1 to {limit} events")
+    events = [_new_event(Fields(item, f"events[{i}]."), None) for i, item in enumerate(raw)]
+    published = await _publish(request, events, batch=True)
+    return web.json_response({"data": [published_json(p) for p in published]}, status=202)
+
+
+TAG = "Events"
+IDEMPOTENCY = Param(
+    IDEMPOTENCY_HEADER, {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
+    "Publishing again with the same key within the idempotency window (24 h by default) "
+    "answers the original event instead of creating a new one.", location="header",
+)
+
+ROUTES = [
+    Route("POST", "/v1/events", publish_event, "publishEvent", "Publish an event", TAG,
+          ok=202, response="PublishedEvent", body="NewEvent", params=(IDEMPOTENCY,),
+          description="Stores the event and one delivery per endpoint subscribed to its type "
+                      "(held for paused endpoints), durably, before answering."),
+    Route("POST", "/v1/events/batch", publish_batch, "publishEvents", "Publish events in a batch",
+          TAG, ok=202, response="PublishedEventList", body="NewEventBatch",
+          description="Up to 500 events (config `server.max_batch_events`) in one transaction; "
+                      "each may carry its own `idempotency_key`."),
+]

@@ -1,0 +1,276 @@
+"""Reading client input: JSON bodies (415, 413, 400), path ids (404 when not a
+UUID), query parameters and body fields (422 naming the field). Nothing here
+lets a client's bytes reach the database unchecked."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
+from uuid import UUID
+
+from aiohttp import web
+
+from dispatcher.api.context import CONFIG
+from dispatcher.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationError,
+)
+
+MAX_JSON_DEPTH = 64
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF][0-9a-fA-F]{2}")
+# Unix milliseconds accepted in filters: 1970 .. 9999.
+MAX_MS = 253402300799999
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
+def is_json_content_type(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+def parse_json(raw: bytes) -> Any:
+    """Strict JSON from bytes: UTF-8, no NaN/Infinity, no unpaired surrogates,
+    nesting at most MAX_JSON_DEPTH. BadRequest otherwise."""
+    try:
+        text = raw.decode("utf-8")
+        value = json.loads(text, parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise BadRequest("request body is not valid UTF-8") from exc
+    except RecursionError as exc:
+        raise BadRequest("request body is nested too deeply") from exc
+    except ValueError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+    if not _depth_ok(value):
+        raise BadRequest(f"request body is nested deeper than {MAX_JSON_DEPTH} levels")
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BadRequest("request body contains an unpaired UTF-16 surrogate escape") from exc
+    return value
+
+
+async def read_json(request: web.Request, *, required: bool = True) -> Any:
+    """The request's JSON body; None when `required` is False and there is none."""
+    max_bytes = request.app[CONFIG].server.max_body_bytes
+    if not required and not request.body_exists:
+        return None
+    if not is_json_content_type(request.content_type):
+        raise UnsupportedMediaType(
+            f"expected Content-Type application/json, got {request.content_type}"
+        )
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge(f"request body exceeds {max_bytes} bytes")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PayloadTooLarge(f"request body exceeds {max_bytes} bytes") from exc
+    if not raw.strip():
+        if not required:
+            return None
+        raise BadRequest("request body is empty; expected JSON")
+    return parse_json(raw)
+
+
+def path_uuid(request: web.Request, name: str) -> UUID:
+    """A UUID path parameter; anything else is 404, like an unknown id."""
+    raw = request.match_info[name]
+    try:
+        value = UUID(raw)
+    except ValueError as exc:
+        raise NotFound(f"{name.replace('_', ' ')} {raw!r} not found", field=name) from exc
+    return value
+
+
+def check_text(value: str, field: str) -> str:
+    """PostgreSQL text cannot hold NUL characters."""
+    if "\x00" in value:
+        raise ValidationError(f"{field} must not contain NUL characters", field=field)
+    return value
+
+
+def check_json_value(value: Any, field: str) -> Any:
+    """A value for a jsonb column: no NUL characters in any string or key."""
+    if "\\u0000" in json.dumps(value):
+        raise ValidationError(f"{field} must not contain NUL characters", field=field)
+    return value
+
+
+# --- Query parameters --------------------------------------------------------------
+
+
+def query_str(request: web.Request, name: str) -> str | None:
+    values = request.query.getall(name, [])
+    if not values:
+        return None
+    if len(values) > 1:
+        raise ValidationError(f"{name} given more than once", field=name)
+    return check_text(values[0], name)
+
+
+def query_list(request: web.Request, name: str) -> list[str] | None:
+    """Repeated (`?type=a&type=b`) or comma-separated (`?type=a,b`) values."""
+    values = request.query.getall(name, [])
+    if not values:
+        return None
+    out = [part.strip() for v in values for part in v.split(",") if part.strip()]
+    if not out:
+        raise ValidationError(f"{name} must not be empty", field=name)
+    if len(out) > 100:
+        raise ValidationError(f"{name}: at most 100 values", field=name)
+    return [check_text(v, name) for v in out]
+
+
+def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = query_str(request, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValidationError(f"{name} must be an integer", field=name) from exc
+    if not lo <= value <= hi:
+        raise ValidationError(f"{name} must be between {lo} and {hi}", field=name)
+    return value
+
+
+def ms_to_datetime(value: int, field: str) -> datetime:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_MS:
+        raise ValidationError(
+            f"{field} must be a Unix timestamp in milliseconds (0 to {MAX_MS})", field=field
+        )
+    return _EPOCH + timedelta(milliseconds=value)
+
+
+def query_ms(request: web.Request, name: str) -> datetime | None:
+    raw = query_str(request, name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValidationError(
+            f"{name} must be a Unix timestamp in milliseconds", field=name
+        ) from exc
+    return ms_to_datetime(value, name)
+
+
+# --- Body fields -------------------------------------------------------------------
+
+
+class Fields:
+    """Typed access to the members of a JSON object, each error naming the field
+    (with `prefix`, e.g. "events[3]."), and a check for members nobody asked for."""
+
+    def __init__(self, value: Any, prefix: str = "") -> None:
+        if not isinstance(value, dict):
+            where = prefix.rstrip(".") or None
+            raise ValidationError(f"{where or 'request body'} must be a JSON object",
+                                  field=where)
+        self.data: dict[str, Any] = value
+        self.prefix = prefix
+
+    def name(self, key: str) -> str:
+        return self.prefix + key
+
+    def fail(self, key: str, message: str) -> NoReturn:
+        raise ValidationError(f"{self.name(key)} {message}", field=self.name(key))
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def reject_unknown(self, allowed: Iterable[str], read_only: Iterable[str] = ()) -> None:
+        read_only = set(read_only)
+        for key in self.data:
+            if key in read_only:
+                self.fail(key, "is read-only")
+            if key not in allowed:
+                self.fail(key, "is not a known field")
+
+    def string(
+        self, key: str, *, default: str | None = None, max_len: int = 1000, min_len: int = 0
+    ) -> str:
+        value = self.data.get(key, default)
+        if value is None:
+            self.fail(key, "is required")
+        if not isinstance(value, str):
+            self.fail(key, "must be a string")
+        if not min_len <= len(value) <= max_len:
+            self.fail(key, f"must be {min_len} to {max_len} characters")
+        return check_text(value, self.name(key))
+
+    def optional_string(self, key: str, *, max_len: int = 1000) -> str | None:
+        if self.data.get(key) is None:
+            return None
+        return self.string(key, max_len=max_len)
+
+    def number(self, key: str, *, default: float, lo: float, hi: float) -> float:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(key, "must be a number")
+        if not math.isfinite(value) or not lo <= value <= hi:
+            self.fail(key, f"must be between {lo:g} and {hi:g}")
+        return float(value)
+
+    def integer(self, key: str, *, default: int, lo: int, hi: int) -> int:
+        value = self.data.get(key, default)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, "must be an integer")
+        if not lo <= value <= hi:
+            self.fail(key, f"must be between {lo} and {hi}")
+        return value
+
+    def string_list(
+        self, key: str, *, default: list[str] | None = None, max_items: int = 100,
+        max_len: int = 100,
+    ) -> list[str]:
+        value = self.data.get(key, default)
+        if value is None:
+            self.fail(key, "is required")
+        if not isinstance(value, list):
+            self.fail(key, "must be a list of strings")
+        if len(value) > max_items:
+            self.fail(key, f"must have at most {max_items} items")
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not 1 <= len(item) <= max_len:
+                self.fail(f"{key}[{i}]", f"must be a string of 1 to {max_len} characters")
+            check_text(item, self.name(f"{key}[{i}]"))
+        return list(value)
+
+    def obj(self, key: str, *, default: dict[str, Any] | None = None,
+            max_bytes: int = 16384) -> dict[str, Any]:
+        value = self.data.get(key, default)
+        if value is None:
+            self.fail(key, "is required")
+        if not isinstance(value, dict):
+            self.fail(key, "must be a JSON object")
+        if len(json.dumps(value)) > max_bytes:
+            self.fail(key, f"must be at most {max_bytes} bytes as JSON")
+        return dict(check_json_value(value, self.name(key)))

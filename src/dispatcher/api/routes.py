@@ -1,0 +1,44 @@
+"""Registers the management API on the application: shared state (secret box,
+retry policies, event-type catalogue), every declared route (authenticated unless
+declared public), `/metrics` and the OpenAPI document describing all of them."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from dispatcher.api import endpoints, event_types, health, lookup, metrics, publish, secrets
+from dispatcher.api.auth import authenticated
+from dispatcher.api.context import CATALOGUE, POLICIES, SECRET_BOX
+from dispatcher.api.openapi import openapi_route
+from dispatcher.api.spec import Route
+from dispatcher.catalogue import load_catalogue
+from dispatcher.config import Config
+from dispatcher.retry import load_policies
+from dispatcher.secretbox import load_secret_box
+
+# Registered by the foundation (api/health.py); declared here to be documented.
+HEALTH_ROUTES = [
+    Route("GET", "/healthz", health.healthz, "getHealth", "Liveness", "Operations",
+          auth=False, response="Health"),
+    Route("GET", "/readyz", health.readyz, "getReadiness",
+          "Readiness: the database answers and every migration is applied", "Operations",
+          auth=False, response="Health", other_responses=((503, "Health"),)),
+]
+
+API_ROUTES: list[Route] = [
+    *endpoints.ROUTES,
+    *secrets.ROUTES,
+    *publish.ROUTES,
+    *lookup.ROUTES,
+    *event_types.ROUTES,
+    *metrics.ROUTES,
+]
+
+
+def add_api_routes(app: web.Application, config: Config) -> None:
+    app[SECRET_BOX] = load_secret_box(config)
+    app[POLICIES] = load_policies(config)
+    app[CATALOGUE] = load_catalogue(config)
+    for route in [*API_ROUTES, openapi_route([*HEALTH_ROUTES, *API_ROUTES])]:
+        handler = authenticated(route.handler) if route.auth else route.handler
+        app.router.add_route(route.method, route.path, handler)

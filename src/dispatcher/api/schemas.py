@@ -1,0 +1,180 @@
+"""JSON Schemas (OpenAPI 3.1 dialect) of every request and response body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dispatcher.api.request import MAX_MS
+from dispatcher.catalogue import NAME_PATTERN
+from dispatcher.model import SIGNING_SCHEMES, DeliveryStatus
+
+Schema = dict[str, Any]
+
+STRING: Schema = {"type": "string"}
+UUID_: Schema = {"type": "string", "format": "uuid"}
+MS: Schema = {"type": "integer", "description": "Unix milliseconds"}
+NULLABLE_MS: Schema = {"type": ["integer", "null"], "description": "Unix milliseconds"}
+NULLABLE_STRING: Schema = {"type": ["string", "null"]}
+ANY: Schema = {"description": "Any JSON value"}
+STATUS: Schema = {"type": "string", "enum": [s.label for s in DeliveryStatus]}
+EVENT_TYPE_NAME: Schema = {"type": "string", "pattern": NAME_PATTERN}
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(props: dict[str, Schema], required: list[str] | None = None, *,
+        closed: bool = False, description: str = "") -> Schema:
+    schema: Schema = {"type": "object", "properties": props,
+                      "required": list(props) if required is None else required}
+    if closed:
+        schema["additionalProperties"] = False
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def page_of(item: str) -> Schema:
+    return obj({"data": {"type": "array", "items": ref(item)},
+                "next_cursor": {**NULLABLE_STRING,
+                                "description": "Pass as `cursor` for the next page; "
+                                               "null on the last page."}})
+
+
+ENDPOINT_FIELDS: dict[str, Schema] = {
+    "url": {"type": "string", "maxLength": 500,
+            "description": "https (or http when allowed), ports 80/443 unless allowed, "
+                           "no credentials, not a private address."},
+    "description": {"type": "string", "maxLength": 1000},
+    "event_types": {"type": "array", "minItems": 1, "maxItems": 100,
+                    "items": {"type": "string", "minLength": 1, "maxLength": 100},
+                    "description": 'Types to receive; ["*"] (the default) for all.'},
+    "signing_scheme": {"type": "string", "enum": list(SIGNING_SCHEMES)},
+    "retry_policy": {"type": "string", "description": "A retry policy name "
+                     "(okx, exponential-3, standard, cobo, none, or one from config)."},
+    "timeout_seconds": {"type": "number", "minimum": 1, "maximum": 30},
+    "max_in_flight": {"type": "integer", "minimum": 1, "maximum": 1000},
+    "metadata": {"type": "object"},
+}
+
+SECRET_FIELDS: dict[str, Schema] = {
+    "secret": {"type": "string", "description": "The shared secret (HMAC schemes)."},
+    "public_key": {"type": "string",
+                   "description": "whpk_... (standard-v1a) or hex (cobo) public key."},
+    "public_key_pem": {"type": "string", "description": "The public key as PEM."},
+}
+
+ENDPOINT = obj({
+    "id": UUID_,
+    **{k: v for k, v in ENDPOINT_FIELDS.items()
+       if k not in ("url", "description")},
+    "url": STRING,
+    "description": STRING,
+    "state": {"type": "string", "enum": ["active", "paused", "disabled"]},
+    "state_reason": NULLABLE_STRING,
+    "state_changed_timestamp": NULLABLE_MS,
+    "created_timestamp": MS,
+    "updated_timestamp": MS,
+})
+
+DELIVERY_STATE: dict[str, Schema] = {
+    "status": STATUS,
+    "next_retry_timestamp": {**NULLABLE_MS, "description": "When the next attempt is "
+                             "scheduled; null when finished, in flight or held."},
+    "retries_left": {"type": "integer"},
+    "attempts": {"type": "integer"},
+    "last_attempt_timestamp": NULLABLE_MS,
+    "failure_reason": NULLABLE_STRING,
+    "held": {"type": "boolean", "description": "Held because the endpoint is paused "
+             "or disabled."},
+}
+
+NEW_EVENT = obj({
+    "type": {**EVENT_TYPE_NAME, "maxLength": 100},
+    "data": ANY,
+    "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 255},
+}, required=["type", "data"], closed=True)
+
+PUBLISHED_EVENT = obj({
+    "id": UUID_,
+    "type": STRING,
+    "created_timestamp": MS,
+    "deliveries": {"type": "array", "items": obj({"endpoint_id": UUID_, "status": STATUS})},
+    "duplicate": {"type": "boolean",
+                  "description": "True when an idempotency key matched an earlier event."},
+})
+
+EVENT = obj({"id": UUID_, "type": STRING, "created_timestamp": MS, "data": ANY})
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": obj({"error": obj({"code": STRING, "message": STRING, "field": NULLABLE_STRING})}),
+    "Endpoint": ENDPOINT,
+    "EndpointCreated": {"allOf": [ref("Endpoint"), obj(SECRET_FIELDS, required=[])]},
+    "EndpointUpdated": {"allOf": [ref("Endpoint"), obj(SECRET_FIELDS, required=[])]},
+    "EndpointCreate": obj(ENDPOINT_FIELDS, required=["url"], closed=True),
+    "EndpointUpdate": obj(ENDPOINT_FIELDS, required=[], closed=True),
+    "EndpointPage": page_of("Endpoint"),
+    "SecretRotated": obj({"signing_scheme": STRING, **SECRET_FIELDS,
+                          "previous_secret_expires_timestamp": NULLABLE_MS},
+                         required=["signing_scheme", "previous_secret_expires_timestamp"]),
+    "EndpointSecret": obj({"signing_scheme": STRING, **SECRET_FIELDS},
+                          required=["signing_scheme"]),
+    "SigningKey": obj({"scheme": {"type": "string", "enum": ["cobo"]},
+                       "public_key": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                       "public_key_pem": STRING}),
+    "NewEvent": NEW_EVENT,
+    "NewEventBatch": obj({"events": {"type": "array", "minItems": 1, "maxItems": 500,
+                                     "items": ref("NewEvent")}}, closed=True),
+    "PublishedEvent": PUBLISHED_EVENT,
+    "PublishedEventList": obj({"data": {"type": "array", "items": ref("PublishedEvent")}}),
+    "Event": EVENT,
+    "EventPage": page_of("Event"),
+    "EventWithDeliveries": obj({
+        **EVENT["properties"],
+        "deliveries": {"type": "array",
+                       "items": obj({"endpoint_id": UUID_, "url": STRING, **DELIVERY_STATE})},
+    }),
+    "EventStatus": obj({"event_id": UUID_, "endpoint_id": UUID_, "url": STRING,
+                        "created_timestamp": MS, "type": STRING, "data": ANY,
+                        **DELIVERY_STATE}),
+    "EventStatusPage": page_of("EventStatus"),
+    "Attempt": obj({
+        "attempt": {"type": "integer", "description": "1 for the first attempt."},
+        "timestamp": MS,
+        "duration_ms": {"type": "number"},
+        "request": obj({"headers": {"type": "object"}, "body": STRING}),
+        "response": {"oneOf": [{"type": "null"},
+                               obj({"status": {"type": "integer"},
+                                    "headers": {"type": "object"},
+                                    "body": {"type": "string",
+                                             "description": "Capped (4 KiB by default)."}})]},
+        "failure_reason": {**NULLABLE_STRING, "description": "timeout, connect_error, "
+                           "tls_error, http_status, redirect, blocked_address, ..."},
+        "error": {**NULLABLE_STRING, "description": "What went wrong when there was no "
+                  "response."},
+    }),
+    "AttemptPage": page_of("Attempt"),
+    "Retried": obj({"retried": {"type": "boolean", "const": True}}),
+    "BulkRetry": obj({
+        "status": {"oneOf": [{"type": "string", "enum": ["Retrying", "Failed"]},
+                             {"type": "array", "minItems": 1,
+                              "items": {"type": "string", "enum": ["Retrying", "Failed"]}}],
+                   "description": "Default Failed."},
+        "since": {"type": "integer", "minimum": 0, "maximum": MAX_MS},
+        "until": {"type": "integer", "minimum": 0, "maximum": MAX_MS},
+    }, required=[], closed=True),
+    "RetryQueued": obj({"queued": {"type": "integer", "minimum": 0}}),
+    "EventType": obj({"name": STRING, "description": STRING, "group": STRING,
+                      "source": {"type": "string", "enum": ["builtin", "config", "tenant"]},
+                      "sample": ANY}),
+    "EventTypeCreate": obj({"name": {**EVENT_TYPE_NAME, "maxLength": 100},
+                            "description": {"type": "string", "maxLength": 1000},
+                            "sample": ANY}, required=["name"], closed=True),
+    "EventTypePage": page_of("EventType"),
+    "Metrics": {"type": "string", "description": "Prometheus text exposition format."},
+    "Health": obj({"status": {"type": "string", "enum": ["ok", "unavailable"]},
+                   "reason": STRING, "pending": {"type": "array", "items": STRING}},
+                  required=["status"]),
+    "OpenApi": {"type": "object", "description": "This document."},
+}

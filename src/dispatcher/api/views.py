@@ -1,0 +1,101 @@
+"""How objects look on the wire. Times are Unix milliseconds, ids are strings,
+statuses are Cobo's labels (Pending, Retrying, Success, Failed)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from dispatcher.clock import to_ms
+from dispatcher.store.endpoints import Endpoint
+from dispatcher.store.events import PublishedEvent
+from dispatcher.store.lookup import AttemptView, DeliveryView, EventView, event_data
+
+
+def ms(when: datetime | None) -> int | None:
+    return None if when is None else to_ms(when)
+
+
+def endpoint_json(ep: Endpoint) -> dict[str, Any]:
+    return {
+        "id": str(ep.id),
+        "url": ep.url,
+        "description": ep.description,
+        "event_types": list(ep.event_types),
+        "signing_scheme": ep.signing_scheme,
+        "retry_policy": ep.retry_policy,
+        "timeout_seconds": ep.timeout_seconds,
+        "max_in_flight": ep.max_in_flight,
+        "metadata": ep.metadata,
+        "state": ep.state,
+        "state_reason": ep.state_reason,
+        "state_changed_timestamp": ms(ep.state_changed_at),
+        "created_timestamp": to_ms(ep.created_at),
+        "updated_timestamp": to_ms(ep.updated_at),
+    }
+
+
+def published_json(ev: PublishedEvent) -> dict[str, Any]:
+    return {
+        "id": str(ev.id),
+        "type": ev.type,
+        "created_timestamp": to_ms(ev.created_at),
+        "deliveries": [{"endpoint_id": str(endpoint_id), "status": status.label}
+                       for endpoint_id, status in ev.deliveries],
+        "duplicate": ev.duplicate,
+    }
+
+
+def _delivery_state(d: DeliveryView) -> dict[str, Any]:
+    return {
+        "status": d.status.label,
+        "next_retry_timestamp": ms(d.next_retry_at),
+        "retries_left": d.retries_left,
+        "attempts": d.attempts,
+        "last_attempt_timestamp": ms(d.last_attempt_at),
+        "failure_reason": d.failure_reason,
+        "held": d.held_since is not None,
+    }
+
+
+def event_status_json(d: DeliveryView) -> dict[str, Any]:
+    """One event at one endpoint, shaped like Cobo's webhook event record."""
+    return {
+        "event_id": str(d.event_id),
+        "endpoint_id": str(d.endpoint_id),
+        "url": d.url,
+        "created_timestamp": to_ms(d.created_at),
+        "type": d.type,
+        "data": event_data(d.body),
+        **_delivery_state(d),
+    }
+
+
+def event_json(ev: EventView, deliveries: list[DeliveryView] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": str(ev.id),
+        "type": ev.type,
+        "created_timestamp": to_ms(ev.created_at),
+        "data": event_data(ev.body),
+    }
+    if deliveries is not None:
+        out["deliveries"] = [{"endpoint_id": str(d.endpoint_id), "url": d.url,
+                              **_delivery_state(d)} for d in deliveries]
+    return out
+
+
+def attempt_json(a: AttemptView, request_body: bytes) -> dict[str, Any]:
+    return {
+        "attempt": a.attempt_number,
+        "timestamp": to_ms(a.started_at),
+        "duration_ms": a.duration_ms,
+        "request": {"headers": a.request_headers,
+                    "body": request_body.decode("utf-8", errors="replace")},
+        "response": None if a.response_status is None else {
+            "status": a.response_status,
+            "headers": a.response_headers or {},
+            "body": a.response_body or "",
+        },
+        "failure_reason": a.failure_reason,
+        "error": a.error_detail,
+    }
