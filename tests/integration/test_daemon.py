@@ -38,7 +38,7 @@ def admin_key(daemon: DaemonProcess) -> str | None:
 
 async def wait_for_log(daemon: DaemonProcess, text: str, timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
-        while text not in daemon.log():  # noqa: ASYNC110 - polling another process
+        while text not in daemon.log():
             await asyncio.sleep(0.02)
 
 
@@ -122,7 +122,7 @@ async def test_readyz_goes_503_when_the_database_stops(
         # The database comes back: readiness follows without a restart.
         assert await asyncio.to_thread(server.start) == dsn
         async with asyncio.timeout(10):
-            while (await get(daemon.url + "/readyz"))[0] != 200:  # noqa: ASYNC110
+            while (await get(daemon.url + "/readyz"))[0] != 200:
                 await asyncio.sleep(0.1)
         assert await daemon.stop() == 0
     finally:
@@ -167,7 +167,7 @@ async def test_in_flight_requests_finish_and_new_ones_are_refused_during_shutdow
         await conn.execute("LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE")
         in_flight = asyncio.create_task(get(daemon.url + "/readyz"))
         async with asyncio.timeout(5):  # wait until the daemon's query is blocked on us
-            while not await conn.fetchval(  # noqa: ASYNC110
+            while not await conn.fetchval(
                 "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
                 " WHERE c.relname = 'schema_migrations' AND NOT l.granted"
             ):
