@@ -261,3 +261,27 @@ async def test_after_a_crash_the_next_daemon_reuses_and_then_stops_the_embedded_
         assert postmaster_pid(pgdata) is None  # and stopped on a clean shutdown
     finally:
         kill_leftover_postgres(pgdata)
+
+
+async def test_two_daemons_share_one_embedded_server_until_the_last_one_stops(
+    tmp_path: Path,
+) -> None:
+    """Several processes on one machine (one per core) may share a data directory."""
+    data = tmp_path / "data"
+    pgdata = data / "pg"
+    try:
+        first = embedded_daemon(data, tmp_path / "a.log")
+        await first.start(timeout=60)
+        second = embedded_daemon(data, tmp_path / "b.log")
+        await second.start(timeout=60)
+        server_pid = postmaster_pid(pgdata)
+        assert server_pid is not None
+        assert admin_key(first) is not None and admin_key(second) is None
+
+        assert await first.stop() == 0
+        assert postmaster_pid(pgdata) == server_pid  # still needed by the second
+        assert (await get(second.url + "/readyz"))[0] == 200
+        assert await second.stop() == 0
+        assert postmaster_pid(pgdata) is None  # the last one out stops it
+    finally:
+        kill_leftover_postgres(pgdata)
