@@ -224,8 +224,11 @@ def main() -> None:
             assert p.stdout is not None
             p.stdout.readline()  # "ready"
             workers.append(p)
+        cpu = _CpuMeter([p.pid for p in workers], receiver.pid, embedded)
         committed = _run(publish_all(dsn, tenant, args.events, str(tmp)))
+        cpu.start()
         finished = _run(wait_done(dsn, args.events, timeout=600))
+        busy = cpu.stop()
         rate = args.events / (finished - committed)  # type: ignore[operator]
         attempts = _run(_count_attempts(dsn))
         print(json.dumps({
@@ -233,6 +236,7 @@ def main() -> None:
             "deliveries_per_s": round(rate), "attempt_rows": attempts,
             "ceiling_raw_aiohttp_per_s": round(ceiling_rate),  # type: ignore[arg-type]
             "ratio_to_ceiling": round(rate / ceiling_rate, 3),  # type: ignore[operator]
+            "cpu_busy": busy,
         }))
     finally:
         for p in workers:
@@ -242,6 +246,42 @@ def main() -> None:
         receiver.terminate()
         if embedded:
             embedded.stop()
+
+
+class _CpuMeter:
+    """Share of one core each part used during the timed window (workers, the
+    receiver, PostgreSQL with all its backends)."""
+
+    def __init__(self, workers: list[int], receiver: int | None, embedded: object) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._groups: dict[str, list[psutil.Process]] = {
+            "workers": [psutil.Process(p) for p in workers],
+            "receiver": [psutil.Process(receiver)] if receiver else [],
+            "postgres": [p for p in psutil.process_iter(["name"])
+                         if p.info["name"] == "postgres"] if embedded else [],
+        }
+
+    def _total(self) -> dict[str, float]:
+        out = {}
+        for name, procs in self._groups.items():
+            t = 0.0
+            for p in procs:
+                try:
+                    c = p.cpu_times()
+                    t += c.user + c.system
+                except self._psutil.Error:
+                    pass
+            out[name] = t
+        return out
+
+    def start(self) -> None:
+        self._t0, self._c0 = time.perf_counter(), self._total()
+
+    def stop(self) -> dict[str, float]:
+        dt, c1 = time.perf_counter() - self._t0, self._total()
+        return {k: round((c1[k] - self._c0[k]) / dt, 2) for k in c1}
 
 
 async def _count_attempts(dsn: str) -> int:

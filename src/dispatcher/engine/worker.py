@@ -48,6 +48,9 @@ WRITE_RETRY_SECONDS = 1.0
 _ATTEMPT_COUNTERS = {reason: metrics.ATTEMPTS.labels(reason.value if reason else "success")
                      for reason in (None, *FailureReason)}
 
+_FINISHED_COUNTERS = {s: metrics.DELIVERIES_FINISHED.labels(s.label)
+                      for s in (DeliveryStatus.SUCCESS, DeliveryStatus.FAILED)}
+
 OutcomeHook = Callable[[Conn, Sequence[Outcome], datetime], Awaitable[None]]
 
 
@@ -186,11 +189,16 @@ class DeliveryWorker:
         to_hold: list[int] = []
         to_defer: list[int] = []
         sends: list[Awaitable[None]] = []
+        allowance: dict[UUID, int] = {}
         for row in rows:
             target = self._cache.get(row.endpoint_id)
             if target is None or not target.active:
                 to_hold.append(row.id)
-            elif self._endpoint_load[row.endpoint_id] >= self._queue_allowance(row.endpoint_id):
+                continue
+            room = allowance.get(row.endpoint_id)
+            if room is None:
+                room = allowance[row.endpoint_id] = self._queue_allowance(row.endpoint_id)
+            if self._endpoint_load[row.endpoint_id] >= room:
                 to_defer.append(row.id)
             else:
                 self._endpoint_load[row.endpoint_id] += 1
@@ -257,7 +265,7 @@ class DeliveryWorker:
         _ATTEMPT_COUNTERS[result.failure].inc()
         metrics.ATTEMPT_SECONDS.observe(seconds)
         if decision.status >= DeliveryStatus.SUCCESS:
-            metrics.DELIVERIES_FINISHED.labels(decision.status.label).inc()
+            _FINISHED_COUNTERS[decision.status].inc()
         if result.failure:
             log.info("delivery.failed", event_id=str(row.event_id),
                      endpoint_id=str(row.endpoint_id), attempt=row.attempts + 1,
