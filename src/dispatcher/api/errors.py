@@ -52,7 +52,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except DispatcherError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.field)
+        resp = error_response(exc.status, exc.code, exc.message, exc.field)
+        if exc.status == 401:
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="dispatcher"'
+        return resp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
