@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, DSN, HTTP, POOL
+from dispatcher.engine import health
 from dispatcher.engine.worker import DeliveryWorker
 from dispatcher.secretbox import load_secret_box
 
@@ -18,6 +19,7 @@ async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
     worker = DeliveryWorker(
         app[POOL], app[DSN], app[HTTP], config, app[CLOCK], load_secret_box(config)
     )
+    health.install(worker, config)
     app[COMPONENTS][WORKER] = worker
     await worker.start()
     yield
