@@ -27,5 +27,6 @@ COMPONENTS = web.AppKey("components", dict[str, Any])
 SECRET_BOX = web.AppKey("secret_box", SecretBox)
 POLICIES = web.AppKey("retry_policies", dict[str, RetryPolicy])
 CATALOGUE = web.AppKey("event_type_catalogue", dict[str, EventType])
+OPENAPI = web.AppKey("openapi_document", dict[str, Any])
 # The authenticated tenant of an API request.
 TENANT = web.RequestKey("tenant_id", UUID)

@@ -23,7 +23,7 @@ from dispatcher.metrics import (
 from dispatcher.model import EndpointState
 from dispatcher.store.lookup import read_gauges
 
-REFRESH_SECONDS = 5.0
+REFRESH_SECONDS = 1.0
 _LAST_REFRESH = "metrics.last_gauge_refresh"
 
 

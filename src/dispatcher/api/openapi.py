@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from dispatcher import __version__
+from dispatcher.api.context import OPENAPI
 from dispatcher.api.schemas import SCHEMAS, ref
 from dispatcher.api.spec import Route
 
@@ -98,14 +99,9 @@ def build_document(routes: Sequence[Route]) -> dict[str, Any]:
     }
 
 
-def openapi_route(routes: Sequence[Route]) -> Route:
-    """The route serving the document of `routes` and of itself."""
-    document: dict[str, Any] = {}
+async def serve_document(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI])
 
-    async def serve(request: web.Request) -> web.Response:
-        return web.json_response(document)
 
-    route = Route("GET", "/v1/openapi.json", serve, "getOpenApi",
-                  "This OpenAPI document", "Operations", auth=False, response="OpenApi")
-    document.update(build_document([*routes, route]))
-    return route
+OPENAPI_ROUTE = Route("GET", "/v1/openapi.json", serve_document, "getOpenApi",
+                      "This OpenAPI document", "Operations", auth=False, response="OpenApi")

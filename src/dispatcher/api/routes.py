@@ -8,8 +8,8 @@ from aiohttp import web
 
 from dispatcher.api import endpoints, event_types, health, lookup, metrics, publish, secrets
 from dispatcher.api.auth import authenticated
-from dispatcher.api.context import CATALOGUE, POLICIES, SECRET_BOX
-from dispatcher.api.openapi import openapi_route
+from dispatcher.api.context import CATALOGUE, OPENAPI, POLICIES, SECRET_BOX
+from dispatcher.api.openapi import OPENAPI_ROUTE, build_document
 from dispatcher.api.spec import Route
 from dispatcher.catalogue import load_catalogue
 from dispatcher.config import Config
@@ -39,6 +39,7 @@ def add_api_routes(app: web.Application, config: Config) -> None:
     app[SECRET_BOX] = load_secret_box(config)
     app[POLICIES] = load_policies(config)
     app[CATALOGUE] = load_catalogue(config)
-    for route in [*API_ROUTES, openapi_route([*HEALTH_ROUTES, *API_ROUTES])]:
+    app[OPENAPI] = build_document([*HEALTH_ROUTES, *API_ROUTES, OPENAPI_ROUTE])
+    for route in [*API_ROUTES, OPENAPI_ROUTE]:
         handler = authenticated(route.handler) if route.auth else route.handler
         app.router.add_route(route.method, route.path, handler)

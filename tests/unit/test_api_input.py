@@ -1,0 +1,116 @@
+"""Pure pieces of the API: strict JSON parsing, body fields naming the bad field,
+cursors that reject tampering, the catalogue and config-defined event types, and
+when a delivery shows a next retry time."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from multidict import MultiDict
+
+from dispatcher.api.pagination import decode_cursor, encode_cursor
+from dispatcher.api.request import Fields, parse_json
+from dispatcher.catalogue import builtin_event_types, load_catalogue, valid_name
+from dispatcher.config import Config
+from dispatcher.errors import BadRequest, ConfigError, ValidationError
+from dispatcher.model import DeliveryStatus
+from dispatcher.store.lookup import DeliveryView
+
+
+@pytest.mark.parametrize("raw", [
+    b"{", b"", b"\xff", b'{"a": NaN}', b'{"a": Infinity}', b'"\\ud800"', b"[" * 65 + b"]" * 65,
+    b"[" * 5000 + b"]" * 5000, b'{"a": 1,}',
+])
+def test_bad_json_is_bad_request(raw: bytes) -> None:
+    with pytest.raises(BadRequest):
+        parse_json(raw)
+
+
+def test_good_json_parses() -> None:
+    assert parse_json(b'{"a": "\\ud83d\\ude00", "b": [1, 2.5, null]}') == {
+        "a": "\U0001F600", "b": [1, 2.5, None]}
+    assert parse_json(b"[" * 64 + b"]" * 64) is not None
+
+
+def test_fields_name_the_bad_field() -> None:
+    f = Fields({"n": True, "s": 5, "l": ["a", 3], "o": {"k": "\u0000"}, "x": 1}, "events[2].")
+    cases: list[tuple[Any, str]] = [
+        (lambda: f.integer("n", default=1, lo=0, hi=9), "events[2].n"),
+        (lambda: f.string("s"), "events[2].s"),
+        (lambda: f.string_list("l"), "events[2].l[1]"),
+        (lambda: f.obj("o"), "events[2].o"),
+        (lambda: f.reject_unknown(("n", "s", "l", "o")), "events[2].x"),
+        (lambda: f.string("missing"), "events[2].missing"),
+    ]
+    for call, field in cases:
+        with pytest.raises(ValidationError) as info:
+            call()
+        assert info.value.field == field
+    with pytest.raises(ValidationError) as info:
+        Fields([1], "events[0].")
+    assert info.value.field == "events[0]"
+
+
+class _FakeRequest:
+    def __init__(self, **query: str) -> None:
+        self.query = MultiDict(query)
+
+
+@given(st.lists(st.one_of(st.integers(0, 2**62), st.text(max_size=20)), max_size=3))
+def test_cursors_round_trip(values: list[Any]) -> None:
+    text = encode_cursor("things", values)
+    assert decode_cursor(_FakeRequest(cursor=text), "things") == values  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cursor", ["!!!", "e30", encode_cursor("other", [1]), "eyJrIjoxfQ"])
+def test_foreign_or_tampered_cursors_are_422(cursor: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        decode_cursor(_FakeRequest(cursor=cursor), "things")  # type: ignore[arg-type]
+    assert info.value.field == "cursor"
+
+
+def test_catalogue_covers_the_reference_providers() -> None:
+    types = builtin_event_types()
+    cobo = {n for n, t in types.items() if t.group == "cobo"}
+    assert len(cobo) == 34  # every type listed in seed 001
+    assert {"transaction", "block"} <= types.keys()
+    assert {"messages", "statuses", "errors"} <= types.keys()
+    assert {"workflow-completed", "workflow-errored"} <= types.keys()
+    assert {"endpoint.paused", "endpoint.failing"} <= types.keys()
+    for t in types.values():
+        assert valid_name(t.name) and t.description and t.sample is not None
+
+
+def test_config_adds_event_types(config: Config) -> None:
+    cfg = dataclasses.replace(config, event_types={
+        "invoice.paid": {"description": "Paid", "sample": {"id": "inv_1"}}})
+    catalogue = load_catalogue(cfg)
+    assert catalogue["invoice.paid"].source == "config"
+    assert catalogue["invoice.paid"].sample == {"id": "inv_1"}
+    for bad, field in (({"bad name": {}}, "event_types.bad name"),
+                       ({"ok": {"colour": "red"}}, "event_types.ok.colour"),
+                       ({"ok": {"description": 5}}, "event_types.ok.description")):
+        with pytest.raises(ConfigError) as info:
+            load_catalogue(dataclasses.replace(config, event_types=bad))
+        assert info.value.field == field
+
+
+def _view(status: DeliveryStatus, *, leased: bool = False, held: bool = False) -> DeliveryView:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    return DeliveryView(1, uuid4(), uuid4(), "https://x", "t", now, b"{}", status, 1, 3, now,
+                        leased, now if held else None, now, None)
+
+
+def test_next_retry_only_while_scheduled() -> None:
+    assert _view(DeliveryStatus.RETRYING).next_retry_at is not None
+    assert _view(DeliveryStatus.PENDING).next_retry_at is not None
+    assert _view(DeliveryStatus.RETRYING, leased=True).next_retry_at is None
+    assert _view(DeliveryStatus.RETRYING, held=True).next_retry_at is None
+    assert _view(DeliveryStatus.SUCCESS).next_retry_at is None
+    assert _view(DeliveryStatus.FAILED).next_retry_at is None
