@@ -20,7 +20,8 @@ api_server, http, api, other = support.api_server, support.http, support.api, su
 
 URL = "https://hooks.example.com/in"
 FIELDS = {"id", "url", "description", "event_types", "signing_scheme", "retry_policy",
-          "timeout_seconds", "max_in_flight", "metadata", "state", "state_reason",
+          "timeout_seconds", "max_in_flight", "metadata", "pause_window_threshold",
+          "pause_total_threshold", "state", "state_reason",
           "state_changed_timestamp", "created_timestamp", "updated_timestamp"}
 
 
@@ -158,9 +159,35 @@ async def test_pause_and_resume(api: Api) -> None:
     assert paused.status == 200
     assert paused.body["state"] == "paused" and paused.body["state_reason"] == "manual"
     assert paused.body["state_changed_timestamp"] is not None
+    again = await api.post(f"/v1/endpoints/{created['id']}/pause")
+    assert again.status == 200 and again.body["state"] == "paused"
+    health = await api.get(f"/v1/endpoints/{created['id']}/health")
+    assert health.status == 200
+    assert health.body["state"] == "paused" and health.body["state_reason"] == "manual"
     resumed = await api.post(f"/v1/endpoints/{created['id']}/resume")
     assert resumed.status == 200
     assert resumed.body["state"] == "active" and resumed.body["state_reason"] is None
+
+
+async def test_pause_thresholds_per_endpoint_and_health_view(api: Api) -> None:
+    created = await api.create_endpoint(URL, pause_window_threshold=10)
+    assert created["pause_window_threshold"] == 10
+    assert created["pause_total_threshold"] is None
+    health = await api.get(f"/v1/endpoints/{created['id']}/health")
+    assert health.body == {
+        "endpoint_id": created["id"], "state": "active", "state_reason": None,
+        "state_changed_timestamp": None, "failures_in_window": 0, "window_seconds": 604800,
+        "window_threshold": 10, "failures_since_resume": 0, "total_threshold": 500,
+        "held": 0, "redrive_pending": False}
+    updated = await api.patch(f"/v1/endpoints/{created['id']}",
+                              {"pause_window_threshold": None, "pause_total_threshold": 50})
+    assert updated.status == 200
+    assert (updated.body["pause_window_threshold"], updated.body["pause_total_threshold"]) == (
+        None, 50)
+    health = await api.get(f"/v1/endpoints/{created['id']}/health")
+    assert (health.body["window_threshold"], health.body["total_threshold"]) == (100, 50)
+    bad = await api.patch(f"/v1/endpoints/{created['id']}", {"pause_total_threshold": 0})
+    assert bad.status == 422 and bad.error["field"] == "pause_total_threshold"
 
 
 async def test_invalid_fields_are_422_naming_the_field(api: Api) -> None:
@@ -225,6 +252,7 @@ async def test_another_tenants_endpoint_is_404_everywhere(api: Api, other: Api) 
         ("GET", base, None), ("PATCH", base, {"description": "x"}), ("DELETE", base, None),
         ("POST", base + "/pause", None), ("POST", base + "/resume", None),
         ("POST", base + "/rotate-secret", None), ("GET", base + "/secret", None),
+        ("GET", base + "/health", None),
         ("GET", base + "/events", None), ("POST", base + "/retry", {"status": "Failed"}),
     ]:
         reply = await other.call(method, path, json_body=body)

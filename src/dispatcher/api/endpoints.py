@@ -22,22 +22,26 @@ from dispatcher.api.pagination import (
 from dispatcher.api.request import Fields, path_uuid, query_str, read_json
 from dispatcher.api.secrets import secret_material
 from dispatcher.api.spec import CURSOR, LIMIT, Param, Route
-from dispatcher.api.views import endpoint_json
+from dispatcher.api.views import endpoint_json, health_json
 from dispatcher.errors import NotFound, ValidationError
 from dispatcher.model import SIGNING_SCHEMES, EndpointState
 from dispatcher.signing import COBO, generate_secret
 from dispatcher.store import endpoints as store
+from dispatcher.store import health
 from dispatcher.store.event_types import known_tenant_types
 from dispatcher.store.pool import Conn
 from dispatcher.store.secrets import set_endpoint_secret
 from dispatcher.urlpolicy import validate_endpoint_url
 
 FIELDS = ("url", "description", "event_types", "signing_scheme", "retry_policy",
-          "timeout_seconds", "max_in_flight", "metadata")
+          "timeout_seconds", "max_in_flight", "metadata", "pause_window_threshold",
+          "pause_total_threshold")
 READ_ONLY = ("id", "state", "state_reason", "state_changed_timestamp", "created_timestamp",
              "updated_timestamp", "secret", "public_key", "public_key_pem")
 MAX_MAX_IN_FLIGHT = 1000
+MAX_THRESHOLD = 10_000_000
 ALL_TYPES = "*"
+MANUAL = "manual"
 
 
 def endpoint_not_found(endpoint_id: UUID | str) -> NotFound:
@@ -102,6 +106,9 @@ async def _validate(
                                          hi=MAX_MAX_IN_FLIGHT)
     if wanted("metadata"):
         out["metadata"] = f.obj("metadata", default={})
+    for key in ("pause_window_threshold", "pause_total_threshold"):
+        if wanted(key):
+            out[key] = f.optional_integer(key, lo=1, hi=MAX_THRESHOLD)
     return out
 
 
@@ -195,23 +202,47 @@ async def delete_endpoint(request: web.Request) -> web.Response:
 
 
 async def pause_endpoint(request: web.Request) -> web.Response:
+    tenant_id = request[TENANT]
     endpoint_id = path_uuid(request, "endpoint_id")
     now = request.app[CLOCK].now()
     async with request.app[POOL].acquire() as conn:
-        ep = await store.pause_endpoint(conn, request[TENANT], endpoint_id, now)
+        try:
+            await health.pause_endpoint(conn, endpoint_id, MANUAL, now, tenant_id=tenant_id)
+        except NotFound as exc:
+            raise endpoint_not_found(endpoint_id) from exc
+        ep = await store.get_endpoint(conn, tenant_id, endpoint_id)
     if ep is None:
         raise endpoint_not_found(endpoint_id)
     return web.json_response(endpoint_json(ep))
 
 
 async def resume_endpoint(request: web.Request) -> web.Response:
+    tenant_id = request[TENANT]
     endpoint_id = path_uuid(request, "endpoint_id")
     now = request.app[CLOCK].now()
     async with request.app[POOL].acquire() as conn:
-        ep = await store.resume_endpoint(conn, request[TENANT], endpoint_id, now)
+        try:
+            await health.resume_endpoint(conn, endpoint_id, now, tenant_id=tenant_id)
+        except NotFound as exc:
+            raise endpoint_not_found(endpoint_id) from exc
+        ep = await store.get_endpoint(conn, tenant_id, endpoint_id)
     if ep is None:
         raise endpoint_not_found(endpoint_id)
     return web.json_response(endpoint_json(ep))
+
+
+async def get_endpoint_health(request: web.Request) -> web.Response:
+    tenant_id = request[TENANT]
+    endpoint_id = path_uuid(request, "endpoint_id")
+    config = request.app[CONFIG]
+    now = request.app[CLOCK].now()
+    async with request.app[POOL].acquire() as conn:
+        found = await health.list_endpoint_health(
+            conn, now, config.health.window_seconds, tenant_id=tenant_id,
+            endpoint_id=endpoint_id, limit=1)
+    if not found:
+        raise endpoint_not_found(endpoint_id)
+    return web.json_response(health_json(found[0], config.health))
 
 
 STATE = Param("state", {"type": "string", "enum": ["active", "paused", "disabled"]},
@@ -239,5 +270,11 @@ ROUTES = [
                       "untouched) until the endpoint is resumed."),
     Route("POST", "/v1/endpoints/{endpoint_id}/resume", resume_endpoint, "resumeEndpoint",
           "Resume a paused or disabled endpoint", TAG, response="Endpoint",
-          description="The endpoint becomes active and its held deliveries are sent."),
+          description="The endpoint becomes active, its failure counters reset, and its held "
+                      "deliveries are sent again at a bounded rate."),
+    Route("GET", "/v1/endpoints/{endpoint_id}/health", get_endpoint_health,
+          "getEndpointHealth", "An endpoint's failure counters and held deliveries", TAG,
+          response="EndpointHealth",
+          description="Why an endpoint is (or is about to be) paused: failures in the "
+                      "rolling window and since the last resume, against their thresholds."),
 ]

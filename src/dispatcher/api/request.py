@@ -247,6 +247,11 @@ class Fields:
             self.fail(key, f"must be between {lo} and {hi}")
         return value
 
+    def optional_integer(self, key: str, *, lo: int, hi: int) -> int | None:
+        if self.data.get(key) is None:
+            return None
+        return self.integer(key, default=0, lo=lo, hi=hi)
+
     def string_list(
         self, key: str, *, default: list[str] | None = None, max_items: int = 100,
         max_len: int = 100,

@@ -56,6 +56,12 @@ ENDPOINT_FIELDS: dict[str, Schema] = {
     "timeout_seconds": {"type": "number", "minimum": 1, "maximum": 30},
     "max_in_flight": {"type": "integer", "minimum": 1, "maximum": 1000},
     "metadata": {"type": "object"},
+    "pause_window_threshold": {"type": ["integer", "null"], "minimum": 1, "maximum": 10000000,
+                               "description": "Pause after this many failures within the "
+                                              "window; null: config health.window_threshold."},
+    "pause_total_threshold": {"type": ["integer", "null"], "minimum": 1, "maximum": 10000000,
+                              "description": "Pause after this many failures since the last "
+                                             "resume; null: config health.total_threshold."},
 }
 
 SECRET_FIELDS: dict[str, Schema] = {
@@ -173,6 +179,21 @@ SCHEMAS: dict[str, Schema] = {
                             "sample": ANY}, required=["name"], closed=True),
     "EventTypePage": page_of("EventType"),
     "Metrics": {"type": "string", "description": "Prometheus text exposition format."},
+    "EndpointHealth": obj({
+        "endpoint_id": UUID_,
+        "state": {"type": "string", "enum": ["active", "paused", "disabled"]},
+        "state_reason": NULLABLE_STRING,
+        "state_changed_timestamp": NULLABLE_MS,
+        "failures_in_window": {"type": "integer"},
+        "window_seconds": {"type": "integer"},
+        "window_threshold": {"type": "integer"},
+        "failures_since_resume": {"type": "integer"},
+        "total_threshold": {"type": "integer"},
+        "held": {"type": "integer", "description": "Deliveries held for this endpoint."},
+        "redrive_pending": {"type": "boolean",
+                            "description": "Held deliveries are being sent again after a "
+                                           "resume."},
+    }),
     "Health": obj({"status": {"type": "string", "enum": ["ok", "unavailable"]},
                    "reason": STRING, "pending": {"type": "array", "items": STRING}},
                   required=["status"]),

@@ -7,8 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from dispatcher.clock import to_ms
+from dispatcher.config import HealthConfig
 from dispatcher.store.endpoints import Endpoint
 from dispatcher.store.events import PublishedEvent
+from dispatcher.store.health import EndpointHealth
 from dispatcher.store.lookup import AttemptView, DeliveryView, EventView, event_data
 
 
@@ -27,11 +29,29 @@ def endpoint_json(ep: Endpoint) -> dict[str, Any]:
         "timeout_seconds": ep.timeout_seconds,
         "max_in_flight": ep.max_in_flight,
         "metadata": ep.metadata,
+        "pause_window_threshold": ep.pause_window_threshold,
+        "pause_total_threshold": ep.pause_total_threshold,
         "state": ep.state,
         "state_reason": ep.state_reason,
         "state_changed_timestamp": ms(ep.state_changed_at),
         "created_timestamp": to_ms(ep.created_at),
         "updated_timestamp": to_ms(ep.updated_at),
+    }
+
+
+def health_json(h: EndpointHealth, cfg: HealthConfig) -> dict[str, Any]:
+    return {
+        "endpoint_id": str(h.endpoint_id),
+        "state": str(h.state),
+        "state_reason": h.state_reason,
+        "state_changed_timestamp": ms(h.state_changed_at),
+        "failures_in_window": h.failures_in_window,
+        "window_seconds": cfg.window_seconds,
+        "window_threshold": h.window_threshold or cfg.window_threshold,
+        "failures_since_resume": h.failures_since_resume,
+        "total_threshold": h.total_threshold or cfg.total_threshold,
+        "held": h.held,
+        "redrive_pending": h.redrive_pending,
     }
 
 

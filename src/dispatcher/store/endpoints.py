@@ -1,6 +1,7 @@
-"""Endpoints as their tenant manages them: create, read, list, update, delete,
-pause and resume. Every change bumps `version`, which delivery workers use to
-know their cached copy is stale. Every query is scoped to the tenant."""
+"""Endpoints as their tenant manages them: create, read, list, update, delete.
+(Pause and resume live with the health accounting in store/health.py.) Every
+change bumps `version`, which delivery workers use to know their cached copy is
+stale. Every query is scoped to the tenant."""
 
 from __future__ import annotations
 
@@ -12,17 +13,16 @@ from uuid import UUID
 
 import asyncpg
 
-from dispatcher.errors import Conflict
-from dispatcher.model import DeliveryStatus, EndpointState
 from dispatcher.store.pool import Conn
 
 # Columns a tenant may change with an update.
 UPDATABLE = ("url", "description", "event_types", "signing_scheme", "retry_policy",
-             "timeout_seconds", "max_in_flight", "metadata")
+             "timeout_seconds", "max_in_flight", "metadata", "pause_window_threshold",
+             "pause_total_threshold")
 
 _COLUMNS = """id, tenant_id, url, description, event_types, signing_scheme, retry_policy,
-    timeout_seconds, max_in_flight, metadata, state, state_reason, state_changed_at, version,
-    created_at, updated_at"""
+    timeout_seconds, max_in_flight, metadata, pause_window_threshold, pause_total_threshold,
+    state, state_reason, state_changed_at, version, created_at, updated_at"""
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class Endpoint:
     timeout_seconds: float
     max_in_flight: int
     metadata: dict[str, Any]
+    pause_window_threshold: int | None
+    pause_total_threshold: int | None
     state: str
     state_reason: str | None
     state_changed_at: datetime | None
@@ -56,12 +58,14 @@ async def create_endpoint(
     row = await conn.fetchrow(
         f"""INSERT INTO endpoints (id, tenant_id, url, description, event_types, signing_scheme,
                                   retry_policy, timeout_seconds, max_in_flight, metadata,
+                                  pause_window_threshold, pause_total_threshold,
                                   created_at, updated_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)
             RETURNING {_COLUMNS}""",
         endpoint_id, tenant_id, fields["url"], fields["description"], fields["event_types"],
         fields["signing_scheme"], fields["retry_policy"], fields["timeout_seconds"],
-        fields["max_in_flight"], fields["metadata"], now,
+        fields["max_in_flight"], fields["metadata"], fields["pause_window_threshold"],
+        fields["pause_total_threshold"], now,
     )
     assert row is not None
     return _endpoint(row)
@@ -133,58 +137,3 @@ async def delete_endpoint(conn: Conn, tenant_id: UUID, endpoint_id: UUID) -> boo
         "DELETE FROM endpoints WHERE id = $1 AND tenant_id = $2", endpoint_id, tenant_id
     )
     return status != "DELETE 0"
-
-
-_HOLD = f"""
-UPDATE deliveries SET held_since = $2, next_attempt_at = 'infinity', updated_at = $2
-WHERE endpoint_id = $1 AND status < {int(DeliveryStatus.SUCCESS)}
-  AND lease_owner IS NULL AND held_since IS NULL
-"""
-
-_UNHOLD = f"""
-UPDATE deliveries SET held_since = NULL, next_attempt_at = $2, updated_at = $2
-WHERE endpoint_id = $1 AND status < {int(DeliveryStatus.SUCCESS)} AND held_since IS NOT NULL
-"""
-
-
-async def pause_endpoint(
-    conn: Conn, tenant_id: UUID, endpoint_id: UUID, now: datetime, reason: str = "manual"
-) -> Endpoint | None:
-    """Pause an active endpoint and hold its unfinished, unleased deliveries (those in
-    flight are held by the engine when their outcome is recorded). Pausing a paused
-    endpoint changes nothing; a disabled one is a Conflict."""
-    async with conn.transaction():
-        current = await get_endpoint(conn, tenant_id, endpoint_id, for_update=True)
-        if current is None or current.state == EndpointState.PAUSED:
-            return current
-        if current.state == EndpointState.DISABLED:
-            raise Conflict("the endpoint is disabled; resume it to enable it again",
-                           field="state")
-        row = await conn.fetchrow(
-            f"""UPDATE endpoints SET state = 'paused', state_reason = $3, state_changed_at = $4,
-                       version = version + 1, updated_at = $4
-                WHERE id = $1 AND tenant_id = $2 RETURNING {_COLUMNS}""",
-            endpoint_id, tenant_id, reason, now,
-        )
-        await conn.execute(_HOLD, endpoint_id, now)
-    return None if row is None else _endpoint(row)
-
-
-async def resume_endpoint(
-    conn: Conn, tenant_id: UUID, endpoint_id: UUID, now: datetime
-) -> Endpoint | None:
-    """Make a paused or disabled endpoint active and its held deliveries due now.
-    (A simple form; the endpoint-health layer may re-drive held deliveries gradually.)"""
-    async with conn.transaction():
-        current = await get_endpoint(conn, tenant_id, endpoint_id, for_update=True)
-        if current is None or current.state == EndpointState.ACTIVE:
-            return current
-        row = await conn.fetchrow(
-            f"""UPDATE endpoints SET state = 'active', state_reason = NULL, state_changed_at = $3,
-                       version = version + 1, updated_at = $3
-                WHERE id = $1 AND tenant_id = $2 RETURNING {_COLUMNS}""",
-            endpoint_id, tenant_id, now,
-        )
-        await conn.execute(_UNHOLD, endpoint_id, now)
-        await conn.execute("SELECT pg_notify('dispatcher_deliveries', '')")
-    return None if row is None else _endpoint(row)
