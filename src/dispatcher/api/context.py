@@ -9,6 +9,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
+from dispatcher.api.keycache import KeyCache
 from dispatcher.catalogue import EventType
 from dispatcher.clock import Clock
 from dispatcher.config import Config
@@ -28,5 +29,6 @@ SECRET_BOX = web.AppKey("secret_box", SecretBox)
 POLICIES = web.AppKey("retry_policies", dict[str, RetryPolicy])
 CATALOGUE = web.AppKey("event_type_catalogue", dict[str, EventType])
 OPENAPI = web.AppKey("openapi_document", dict[str, Any])
+KEY_CACHE = web.AppKey("api_key_cache", KeyCache)
 # The authenticated tenant of an API request.
 TENANT = web.RequestKey("tenant_id", UUID)

@@ -8,7 +8,8 @@ from aiohttp import web
 
 from dispatcher.api import endpoints, event_types, health, lookup, metrics, publish, secrets
 from dispatcher.api.auth import authenticated
-from dispatcher.api.context import CATALOGUE, OPENAPI, POLICIES, SECRET_BOX
+from dispatcher.api.context import CATALOGUE, KEY_CACHE, OPENAPI, POLICIES, SECRET_BOX
+from dispatcher.api.keycache import KeyCache
 from dispatcher.api.openapi import OPENAPI_ROUTE, build_document
 from dispatcher.api.spec import Route
 from dispatcher.catalogue import load_catalogue
@@ -39,6 +40,7 @@ def add_api_routes(app: web.Application, config: Config) -> None:
     app[SECRET_BOX] = load_secret_box(config)
     app[POLICIES] = load_policies(config)
     app[CATALOGUE] = load_catalogue(config)
+    app[KEY_CACHE] = KeyCache()
     app[OPENAPI] = build_document([*HEALTH_ROUTES, *API_ROUTES, OPENAPI_ROUTE])
     for route in [*API_ROUTES, OPENAPI_ROUTE]:
         handler = authenticated(route.handler) if route.auth else route.handler
