@@ -65,9 +65,11 @@ def _add_later_layers(app: web.Application, config: Config, run_engine: bool | N
     """API routes, the delivery engine and maintenance, each owned by its package."""
     from dispatcher.api.routes import add_api_routes
     from dispatcher.engine.lifecycle import engine_ctx
+    from dispatcher.maintenance import maintenance_ctx
 
     add_api_routes(app, config)
 
     if config.delivery.enabled if run_engine is None else run_engine:
         app.cleanup_ctx.append(engine_ctx)
+        app.cleanup_ctx.append(maintenance_ctx)
 

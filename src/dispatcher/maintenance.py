@@ -1,0 +1,274 @@
+"""Periodic maintenance inside the daemon, on APScheduler 3's AsyncIOScheduler:
+expired-lease reaper, hold-limit expiry, re-drive of resumed endpoints, retention
+and the database gauges in dispatcher.metrics.
+
+With several daemons on one database each job runs on at most one of them at a
+time: a run first takes a PostgreSQL advisory lock named after the job on its own
+connection (`pg_try_advisory_lock`) and is skipped if another daemon holds it.
+Every job takes `now` from the application's clock, so tests call the job methods
+directly under a FakeClock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import structlog
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from dispatcher import metrics
+from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, POOL
+from dispatcher.clock import Clock
+from dispatcher.config import Config
+from dispatcher.model import DeliveryStatus, EndpointState, FailureReason
+from dispatcher.store import health
+from dispatcher.store.pool import Conn
+
+log = structlog.get_logger(__name__)
+
+MAINTENANCE = "maintenance"
+BATCH = 5000  # rows per statement (and per transaction) for bulk changes
+MAX_BATCHES = 200  # per run and table; the next run carries on
+REDRIVE_SECONDS = 1.0  # the re-drive job's period, and the span of one chunk
+RETENTION_EVERY = 10  # retention runs every this many maintenance intervals
+
+Job = Callable[[Conn, datetime], Awaitable[Any]]
+
+
+def lock_key(job: str) -> int:
+    """The advisory lock id of a job: the same in every process."""
+    digest = hashlib.blake2b(f"dispatcher.maintenance.{job}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionResult:
+    attempts: int
+    events: int
+    buckets: int
+
+
+class Maintenance:
+    """The maintenance jobs of one daemon and the scheduler that runs them."""
+
+    def __init__(self, pool: asyncpg.Pool, config: Config, clock: Clock) -> None:
+        self._pool = pool
+        self._config = config
+        self._health = config.health
+        self._clock = clock
+        self._scheduler: AsyncIOScheduler | None = None
+        self._running: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+        interval = self._health.maintenance_interval_seconds
+        self.jobs: dict[str, tuple[float, Job]] = {
+            "reap_leases": (interval, self._reap_leases),
+            "expire_holds": (interval, self._expire_holds),
+            "redrive": (REDRIVE_SECONDS, self._redrive),
+            "retention": (interval * RETENTION_EVERY, self._retention),
+            "gauges": (interval, self._gauges),
+        }
+
+    # -- running ---------------------------------------------------------------------
+
+    def add_job(self, name: str, seconds: float, job: Job) -> None:
+        """Another periodic job under the same one-daemon-at-a-time rule (before start)."""
+        self.jobs[name] = (seconds, job)
+
+    async def run(self, name: str) -> Any:
+        """Run one job now if no other daemon is running it; None when skipped."""
+        _, job = self.jobs[name]
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            async with self._pool.acquire() as conn:
+                key = lock_key(name)
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                    log.debug("maintenance.skipped", job=name)
+                    return None
+                try:
+                    return await job(conn, self._clock.now())
+                finally:
+                    # Releasing the connection to the pool unlocks too (asyncpg's reset).
+                    with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError):
+                        await conn.execute("SELECT pg_advisory_unlock($1)", key)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("maintenance.failed", job=name, error=str(exc))
+            return None
+        finally:
+            if task is not None:
+                self._running.discard(task)
+
+    def start(self) -> None:
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        first = datetime.now(UTC) + timedelta(seconds=1)
+        for name, (seconds, _) in self.jobs.items():
+            scheduler.add_job(self.run, "interval", args=[name], seconds=seconds, id=name,
+                              name=name, max_instances=1, coalesce=True,
+                              misfire_grace_time=None, next_run_time=first)
+        scheduler.start()
+        self._scheduler = scheduler
+        log.info("maintenance.started", jobs=sorted(self.jobs))
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """No new runs; let running ones finish their batch (up to `grace` s)."""
+        self._stopping = True
+        if self._scheduler is None or not self._scheduler.running:
+            return
+        self._scheduler.pause()
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=grace)
+        self._scheduler.shutdown(wait=False)  # cancels whatever is still running
+        await asyncio.sleep(0)
+        self._scheduler = None
+        log.info("maintenance.stopped")
+
+    # -- the jobs, by name ------------------------------------------------------------
+
+    async def reap_leases(self) -> int | None:
+        result: int | None = await self.run("reap_leases")
+        return result
+
+    async def expire_holds(self) -> dict[Any, int] | None:
+        result: dict[Any, int] | None = await self.run("expire_holds")
+        return result
+
+    async def redrive(self) -> int | None:
+        result: int | None = await self.run("redrive")
+        return result
+
+    async def retention(self) -> RetentionResult | None:
+        result: RetentionResult | None = await self.run("retention")
+        return result
+
+    async def gauges(self) -> None:
+        await self.run("gauges")
+
+    # -- what they do -------------------------------------------------------------------
+
+    async def _reap_leases(self, conn: Conn, now: datetime) -> int:
+        """Leases that ran out: the rows are due again by themselves (their due time
+        was the lease expiry); clearing the owner shows they are free, and counts them."""
+        total = 0
+        for _ in range(MAX_BATCHES):
+            status = await conn.execute(_REAP, now, BATCH)
+            count = int(status.split()[-1])
+            total += count
+            if count < BATCH or self._stopping:
+                break
+        if total:
+            log.info("maintenance.leases_reaped", count=total)
+        return total
+
+    async def _expire_holds(self, conn: Conn, now: datetime) -> dict[Any, int]:
+        expired = await health.expire_held(conn, now, self._health.hold_limit_seconds, BATCH,
+                                           FailureReason.ENDPOINT_PAUSED.value)
+        for endpoint_id, count in expired.items():
+            metrics.DELIVERIES_FINISHED.labels(DeliveryStatus.FAILED.label).inc(count)
+            log.warning("deliveries.hold_expired", endpoint_id=str(endpoint_id), count=count,
+                        hold_limit_seconds=self._health.hold_limit_seconds)
+        return expired
+
+    async def _redrive(self, conn: Conn, now: datetime) -> int:
+        total = 0
+        for endpoint_id in await health.redrive_endpoints_due(conn, now):
+            count = await health.redrive_chunk(
+                conn, endpoint_id, now, self._health.resume_rate_per_second, REDRIVE_SECONDS,
+                self._config.delivery.lease_seconds)
+            if count:
+                log.info("endpoint.redrive", endpoint_id=str(endpoint_id), count=count)
+            total += count
+        return total
+
+    async def _retention(self, conn: Conn, now: datetime) -> RetentionResult:
+        """Attempts and finished events older than health.retention_days, BATCH rows per
+        statement, each statement its own short transaction."""
+        cutoff = now - timedelta(days=self._health.retention_days)
+        attempts = await self._delete_batches(conn, _DROP_ATTEMPTS, cutoff)
+        events = await self._delete_batches(conn, _DROP_EVENTS, cutoff)
+        old = now - timedelta(seconds=self._health.window_seconds) - health.BUCKET
+        buckets = await self._delete_batches(conn, _DROP_BUCKETS, old)
+        if attempts or events:
+            log.info("maintenance.retention", attempts=attempts, events=events,
+                     buckets=buckets, cutoff=cutoff.isoformat())
+        return RetentionResult(attempts, events, buckets)
+
+    async def _delete_batches(self, conn: Conn, sql: str, cutoff: datetime) -> int:
+        total = 0
+        for _ in range(MAX_BATCHES):
+            status = await conn.execute(sql, cutoff, BATCH)
+            count = int(status.split()[-1])
+            total += count
+            if count < BATCH or self._stopping:
+                break
+        return total
+
+    async def _gauges(self, conn: Conn, now: datetime) -> None:
+        due = await conn.fetchrow(_DUE, now)
+        assert due is not None
+        metrics.QUEUE_DEPTH.set(due["depth"])
+        oldest = due["oldest"]
+        metrics.OLDEST_DUE_SECONDS.set(
+            max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0)
+        by_status = {r["status"]: r["n"] for r in await conn.fetch(_BY_STATUS)}
+        for status in DeliveryStatus:
+            metrics.DELIVERIES_BY_STATUS.labels(status.label).set(by_status.get(status, 0))
+        by_state = {r["state"]: r["n"] for r in await conn.fetch(_BY_STATE)}
+        for state in EndpointState:
+            metrics.ENDPOINTS_BY_STATE.labels(state.value).set(by_state.get(state.value, 0))
+
+
+_REAP = """
+UPDATE deliveries SET lease_owner = NULL
+WHERE id = ANY(ARRAY(
+    SELECT id FROM deliveries
+    WHERE status < 2 AND next_attempt_at <= $1 AND lease_owner IS NOT NULL
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED))
+"""
+
+_DROP_ATTEMPTS = """
+DELETE FROM attempts WHERE id = ANY(ARRAY(
+    SELECT id FROM attempts WHERE started_at < $1 LIMIT $2))
+"""
+
+# An event goes once every delivery of it is finished (or it has none); its
+# deliveries and their attempts go with it.
+_DROP_EVENTS = """
+DELETE FROM events WHERE id = ANY(ARRAY(
+    SELECT e.id FROM events e
+    WHERE e.created_at < $1
+      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status < 2)
+    LIMIT $2))
+"""
+
+_DROP_BUCKETS = """
+DELETE FROM endpoint_failure_buckets WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM endpoint_failure_buckets WHERE bucket_start < $1 LIMIT $2))
+"""
+
+# Due and not leased: a leased row's due time is its lease expiry, in the future.
+_DUE = """
+SELECT count(*) AS depth, min(next_attempt_at) AS oldest
+FROM deliveries WHERE status < 2 AND next_attempt_at <= $1
+"""
+
+_BY_STATUS = "SELECT status, count(*) AS n FROM deliveries GROUP BY status"
+_BY_STATE = "SELECT state, count(*) AS n FROM endpoints GROUP BY state"
+
+
+async def maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the maintenance scheduler for the life of the application."""
+    maintenance = Maintenance(app[POOL], app[CONFIG], app[CLOCK])
+    app[COMPONENTS][MAINTENANCE] = maintenance
+    maintenance.start()
+    yield
+    await maintenance.stop(app[CONFIG].server.grace_period_seconds)

@@ -1,0 +1,236 @@
+"""Maintenance jobs on a real database under a FakeClock: one daemon at a time per
+job (advisory lock), lease reaper, retention in batches, gauges, and the scheduler
+started and stopped with the application."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp import web
+
+from dispatcher import maintenance as maintenance_module
+from dispatcher.api.app import create_app
+from dispatcher.api.context import COMPONENTS
+from dispatcher.clock import FakeClock
+from dispatcher.config import Config
+from dispatcher.maintenance import MAINTENANCE, Maintenance
+from dispatcher.metrics import REGISTRY
+from dispatcher.store import deliveries as queue
+from dispatcher.store.health import pause_endpoint, resume_endpoint
+from dispatcher.store.pool import Conn, create_pool
+from tests.support.engine import EngineHarness
+from tests.support.factories import make_endpoint, make_tenant
+
+TYPE = "wallets.transaction.created"
+
+
+@pytest.fixture
+async def pools(db_url: str, config: Config) -> AsyncIterator[list[asyncpg.Pool]]:
+    """Two pools on one database: two daemons as far as PostgreSQL can tell."""
+    cfg = dataclasses.replace(config.database, pool_min_size=1)
+    made = [await create_pool(db_url, cfg), await create_pool(db_url, cfg)]
+    yield made
+    for p in made:
+        await p.close()
+
+
+async def test_two_schedulers_never_run_one_job_at_the_same_time(
+    pools: list[asyncpg.Pool], config: Config
+) -> None:
+    clock = FakeClock()
+    runs: list[tuple[str, float, float]] = []
+    active = 0
+    most = 0
+
+    def probe(who: str) -> maintenance_module.Job:
+        async def job(conn: Conn, now: datetime) -> str:
+            nonlocal active, most
+            start = time.monotonic()
+            active += 1
+            most = max(most, active)
+            await conn.execute("SELECT pg_sleep(0.12)")
+            active -= 1
+            runs.append((who, start, time.monotonic()))
+            return who
+        return job
+
+    skipped = 0
+    daemons = []
+    for who, p in zip("ab", pools, strict=True):
+        m = Maintenance(p, config, clock)
+        m.jobs.clear()  # only the probe
+        m.add_job("probe", 0.05, probe(who))
+        run = m.run
+
+        async def counting(name: str, run: Any = run) -> Any:
+            nonlocal skipped
+            result = await run(name)
+            skipped += result is None
+            return result
+
+        m.run = counting  # type: ignore[method-assign]
+        daemons.append(m)
+    for m in daemons:
+        m.start()
+    await asyncio.sleep(2.5)
+    for m in daemons:
+        await m.stop()
+
+    assert most == 1
+    assert len(runs) >= 8
+    assert skipped >= 4  # the two schedulers did try at the same time
+    ordered = sorted(runs, key=lambda r: r[1])
+    for (_, _, end), (_, start, _) in itertools.pairwise(ordered):
+        assert start >= end, "two runs of one job overlapped"
+
+
+async def test_a_job_taken_by_one_daemon_is_skipped_by_the_other(
+    pools: list[asyncpg.Pool], config: Config
+) -> None:
+    clock = FakeClock()
+    a, b = (Maintenance(p, config, clock) for p in pools)
+
+    async def slow(conn: Conn, now: datetime) -> str:
+        await conn.execute("SELECT pg_sleep(0.3)")
+        return "done"
+
+    for m in (a, b):
+        m.add_job("slow", 60, slow)
+    results = await asyncio.gather(a.run("slow"), b.run("slow"))
+    assert sorted(results, key=lambda r: r is None) == ["done", None]
+    # Different jobs do not exclude each other, and the lock is released after a run.
+    assert await asyncio.gather(a.run("slow"), b.reap_leases()) == ["done", 0]
+    assert await b.run("slow") == "done"
+
+
+async def test_reaper_frees_expired_leases_only(db_url: str, config: Config) -> None:
+    clock = FakeClock()
+    async with EngineHarness(db_url, config, clock) as h:
+        tenant = await make_tenant(h.pool)
+        await make_endpoint(h.pool, h.box, tenant, "http://127.0.0.1:9/hook")
+        await h.publish(tenant, *[(TYPE, {"n": i}) for i in range(5)])
+        now = clock.now()
+        async with h.pool.acquire() as conn:
+            dead = await queue.claim_due(conn, uuid.uuid4(), 3, now, now + timedelta(seconds=60))
+            live = await queue.claim_due(conn, uuid.uuid4(), 2, now,
+                                         now + timedelta(seconds=600))
+        m = Maintenance(h.pool, config, clock)
+        assert await m.reap_leases() == 0
+        clock.advance(61)
+        assert await m.reap_leases() == 3
+        rows = {r["id"]: r["lease_owner"] for r in await h.pool.fetch(
+            "SELECT id, lease_owner FROM deliveries")}
+        assert all(rows[d.id] is None for d in dead)
+        assert all(rows[d.id] is not None for d in live)
+        assert await m.reap_leases() == 0
+
+
+async def test_retention_drops_old_attempts_and_finished_events_in_batches(
+    db_url: str, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(maintenance_module, "BATCH", 4)
+    clock = FakeClock()
+    async with EngineHarness(db_url, config, clock) as h:
+        tenant = await make_tenant(h.pool)
+        endpoint, _ = await make_endpoint(h.pool, h.box, tenant, "http://127.0.0.1:9/hook")
+        old_done = await h.publish(tenant, *[(TYPE, {"n": i}) for i in range(6)])
+        (old_open,) = await h.publish(tenant, (TYPE, {"open": True}))
+        await h.pool.execute(
+            "UPDATE deliveries SET status = 2 WHERE event_id = ANY($1::uuid[])",
+            [e.id for e in old_done])
+        await h.pool.execute(
+            """INSERT INTO attempts (delivery_id, endpoint_id, attempt_number, started_at,
+                                     duration_ms, request_headers)
+               SELECT id, endpoint_id, 1, $1, 1, '{}' FROM deliveries""", clock.now())
+        await h.pool.execute(
+            """INSERT INTO endpoint_failure_buckets VALUES ($1, $2, 3), ($1, $3, 4)""",
+            endpoint, clock.now(), clock.now() + timedelta(days=30))
+        clock.advance(days=30)
+        (recent,) = await h.publish(tenant, (TYPE, {"new": True}))
+        await h.pool.execute("UPDATE deliveries SET status = 2 WHERE event_id = $1", recent.id)
+        await h.pool.execute(
+            """INSERT INTO attempts (delivery_id, endpoint_id, attempt_number, started_at,
+                                     duration_ms, request_headers)
+               SELECT id, endpoint_id, 1, $1, 1, '{}' FROM deliveries WHERE event_id = $2""",
+            clock.now(), recent.id)
+        clock.advance(days=1)
+
+        result = await Maintenance(h.pool, config, clock).retention()
+        assert result is not None
+        assert result.attempts == 7  # two batches of 4 and less, all older than 30 days
+        assert result.events == 6  # the unfinished one stays, however old
+        assert result.buckets == 1
+        left = {r["id"] for r in await h.pool.fetch("SELECT id FROM events")}
+        assert left == {old_open.id, recent.id}
+        assert await h.pool.fetchval("SELECT count(*) FROM attempts") == 1
+        assert await h.pool.fetchval("SELECT count(*) FROM deliveries") == 2
+
+
+async def test_gauges_report_queue_depth_oldest_due_statuses_and_states(
+    db_url: str, config: Config
+) -> None:
+    clock = FakeClock()
+    async with EngineHarness(db_url, config, clock) as h:
+        tenant = await make_tenant(h.pool)
+        await make_endpoint(h.pool, h.box, tenant, "http://127.0.0.1:9/a")
+        paused, _ = await make_endpoint(h.pool, h.box, tenant, "http://127.0.0.1:9/b")
+        await h.publish(tenant, *[(TYPE, {"n": i}) for i in range(3)])
+        async with h.pool.acquire() as conn:
+            await pause_endpoint(conn, paused, "manual", clock.now())
+        await h.pool.execute(
+            "UPDATE deliveries SET status = 2 WHERE id = (SELECT min(id) FROM deliveries)")
+        clock.advance(90)
+        await Maintenance(h.pool, config, clock).gauges()
+
+    def sample(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, labels)
+
+    assert sample("dispatcher_queue_depth") == 2  # 3 for the active endpoint, 1 done
+    assert sample("dispatcher_oldest_due_age_seconds") == 90
+    assert sample("dispatcher_deliveries", status="Pending") == 5
+    assert sample("dispatcher_deliveries", status="Success") == 1
+    assert sample("dispatcher_deliveries", status="Failed") == 0
+    assert sample("dispatcher_endpoints", state="active") == 1
+    assert sample("dispatcher_endpoints", state="paused") == 1
+    assert sample("dispatcher_endpoints", state="disabled") == 0
+
+
+async def test_the_app_runs_maintenance_and_the_scheduler_redrives_a_resumed_endpoint(
+    db_url: str, make_config: Callable[..., Config]
+) -> None:
+    config = make_config(health__resume_rate_per_second="100")
+    clock = FakeClock()
+    app = create_app(config, db_url, clock, run_engine=True)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        m = app[COMPONENTS][MAINTENANCE]
+        assert isinstance(m, Maintenance)
+        assert set(m.jobs) == {"reap_leases", "expire_holds", "redrive", "retention", "gauges"}
+        async with EngineHarness(db_url, config, clock) as h:
+            tenant = await make_tenant(h.pool)
+            endpoint, _ = await make_endpoint(h.pool, h.box, tenant, "http://127.0.0.1:9/a",
+                                              event_types=[TYPE])
+            async with h.pool.acquire() as conn:
+                await pause_endpoint(conn, endpoint, "manual", clock.now())
+            await h.publish(tenant, *[(TYPE, {"n": i}) for i in range(3)])
+            async with h.pool.acquire() as conn:
+                await resume_endpoint(conn, endpoint, clock.now())
+            async with asyncio.timeout(5):
+                while await h.pool.fetchval(
+                        "SELECT count(*) FROM deliveries WHERE held_since IS NOT NULL"):
+                    await asyncio.sleep(0.05)
+            assert await h.pool.fetchval(
+                "SELECT redrive_from FROM endpoints WHERE id = $1", endpoint) is None
+    finally:
+        await runner.cleanup()
+    assert m._scheduler is None
