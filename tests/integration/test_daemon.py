@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,18 @@ def kill_leftover_postgres(pgdata: Path) -> None:
         os.kill(pid, signal.SIGQUIT)
 
 
+@pytest.fixture
+def pg_home() -> Iterator[Path]:
+    """A directory for an embedded PostgreSQL of the test's own. Not under pytest's
+    tmp tree: pytest resets that tree's permissions (at the start of any other pytest
+    session, too), and when the tests run as root the server runs as another user."""
+    root = Path(tempfile.mkdtemp(prefix="dispatcher-test-"))
+    yield root
+    kill_leftover_postgres(root / "own" / "pg")
+    kill_leftover_postgres(root / "data" / "pg")
+    shutil.rmtree(root, ignore_errors=True)
+
+
 # --- health -------------------------------------------------------------------------------
 
 
@@ -101,10 +115,10 @@ async def test_first_start_prints_an_admin_key_and_later_starts_do_not(
 
 
 async def test_readyz_goes_503_when_the_database_stops(
-    daemon_factory: Callable[..., Any], tmp_path: Path
+    daemon_factory: Callable[..., Any], pg_home: Path
 ) -> None:
     """Its own embedded server, so that the session's server is left alone."""
-    server = EmbeddedPostgres(tmp_path / "own")
+    server = EmbeddedPostgres(pg_home / "own")
     dsn = await asyncio.to_thread(server.start)
     try:
         daemon: DaemonProcess = await daemon_factory(DISPATCHER_DATABASE_URL=dsn)
@@ -213,9 +227,9 @@ async def key_works(data_dir: Path, key: str) -> bool:
 
 
 async def test_without_a_database_url_the_embedded_server_keeps_data_across_restarts(
-    tmp_path: Path,
+    tmp_path: Path, pg_home: Path
 ) -> None:
-    data = tmp_path / "data"
+    data = pg_home / "data"
     pgdata = data / "pg"
     try:
         first = embedded_daemon(data, tmp_path / "run1.log")
@@ -240,9 +254,9 @@ async def test_without_a_database_url_the_embedded_server_keeps_data_across_rest
 
 
 async def test_after_a_crash_the_next_daemon_reuses_and_then_stops_the_embedded_server(
-    tmp_path: Path,
+    tmp_path: Path, pg_home: Path
 ) -> None:
-    data = tmp_path / "data"
+    data = pg_home / "data"
     pgdata = data / "pg"
     try:
         first = embedded_daemon(data, tmp_path / "run1.log")
@@ -264,10 +278,10 @@ async def test_after_a_crash_the_next_daemon_reuses_and_then_stops_the_embedded_
 
 
 async def test_two_daemons_share_one_embedded_server_until_the_last_one_stops(
-    tmp_path: Path,
+    tmp_path: Path, pg_home: Path
 ) -> None:
     """Several processes on one machine (one per core) may share a data directory."""
-    data = tmp_path / "data"
+    data = pg_home / "data"
     pgdata = data / "pg"
     try:
         first = embedded_daemon(data, tmp_path / "a.log")
