@@ -34,6 +34,13 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
 def _depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
@@ -54,11 +61,12 @@ def is_json_content_type(content_type: str) -> bool:
 
 
 def parse_json(raw: bytes) -> Any:
-    """Strict JSON from bytes: UTF-8, no NaN/Infinity, no unpaired surrogates,
+    """Strict JSON from bytes: UTF-8, no NaN/Infinity (nor numbers that overflow to
+    it), no integers over 4300 digits, no unpaired surrogates,
     nesting at most MAX_JSON_DEPTH. BadRequest otherwise."""
     try:
         text = raw.decode("utf-8")
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except UnicodeDecodeError as exc:
         raise BadRequest("request body is not valid UTF-8") from exc
     except RecursionError as exc:
