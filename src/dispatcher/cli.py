@@ -199,6 +199,24 @@ def keys_revoke(ctx: click.Context, key: str) -> None:
     click.echo(f"revoked {info.id} ({info.prefix}...) of tenant {info.tenant}")
 
 
+@main.command("event-types")
+@click.option("--group", default=None,
+              help="Only this group (cobo, okx, cobalt, whatsapp, dispatcher, config).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON with sample payloads.")
+@click.pass_context
+@handles_errors
+def event_types(ctx: click.Context, group: str | None, as_json: bool) -> None:
+    """List the event-type catalogue (built in and from config)."""
+    from dispatcher.catalogue import load_catalogue
+
+    found = [t for t in load_catalogue(_config(ctx)).values()
+             if group is None or t.group == group]
+    if as_json:
+        _echo_json([t.to_json() for t in found])
+        return
+    for t in found:
+        click.echo(f"{t.name:<42} {t.group:<10} {t.description}")
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()
