@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import asyncpg
@@ -19,7 +19,9 @@ import pytest
 from dispatcher.store.tenants import create_api_key
 from tests.conftest import TEST_ENV
 from tests.support.daemon import DaemonProcess
-from tests.support.pg import TestPostgres
+
+if TYPE_CHECKING:  # imported by name, pytest would try to collect it here
+    from tests.support.pg import TestPostgres
 
 
 @dataclass
