@@ -42,6 +42,8 @@ async def test_metrics_show_deliveries_queue_and_endpoints(api: Api, receiver: R
     assert ("dispatcher_queue_depth", ()) in samples
     assert ("dispatcher_oldest_due_age_seconds", ()) in samples
     assert re.search(r"^dispatcher_attempt_duration_seconds_bucket", reply.body, re.M)
+    assert samples[("dispatcher_attempt_duration_seconds_count", ())] >= 1
+    assert samples[("dispatcher_attempts_total", (("outcome", "http_status"),))] >= 1
 
 
 async def test_openapi_document_needs_no_key(api: Api) -> None:
