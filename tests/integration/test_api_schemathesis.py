@@ -30,7 +30,7 @@ from tests.integration.test_api_support import ApiServer
 
 api_server = support.api_server
 
-EXAMPLES = 12
+EXAMPLES = 25
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 
