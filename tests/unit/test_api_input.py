@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from multidict import MultiDict
 
 from dispatcher.api.pagination import decode_cursor, encode_cursor
-from dispatcher.api.request import Fields, parse_json
+from dispatcher.api.request import Fields, check_json_value, parse_json
 from dispatcher.catalogue import builtin_event_types, load_catalogue, valid_name
 from dispatcher.config import Config
 from dispatcher.errors import BadRequest, ConfigError, ValidationError
@@ -36,6 +36,13 @@ def test_good_json_parses() -> None:
     assert parse_json(b'{"a": "\\ud83d\\ude00", "b": [1, 2.5, null]}') == {
         "a": "\U0001F600", "b": [1, 2.5, None]}
     assert parse_json(b"[" * 64 + b"]" * 64) is not None
+
+
+def test_nul_is_refused_for_jsonb_but_its_escape_text_is_not() -> None:
+    assert check_json_value({"a": ["\\u0000"]}, "metadata") == {"a": ["\\u0000"]}
+    for bad in ({"a": "\u0000"}, {"\u0000": 1}, [[{"b": "x\u0000"}]]):
+        with pytest.raises(ValidationError):
+            check_json_value(bad, "metadata")
 
 
 def test_fields_name_the_bad_field() -> None:

@@ -124,8 +124,16 @@ def check_text(value: str, field: str) -> str:
 
 def check_json_value(value: Any, field: str) -> Any:
     """A value for a jsonb column: no NUL characters in any string or key."""
-    if "\\u0000" in json.dumps(value):
-        raise ValidationError(f"{field} must not contain NUL characters", field=field)
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and "\x00" in item:
+            raise ValidationError(f"{field} must not contain NUL characters", field=field)
     return value
 
 
