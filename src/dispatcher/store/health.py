@@ -391,24 +391,22 @@ WHERE id = $1 AND redrive_from IS NOT NULL AND redrive_from <= $2 AND state = 'a
 FOR NO KEY UPDATE
 """
 
-# Un-hold the oldest `$2` held rows, due one every 1/rate seconds from $3. A row
-# still leased keeps its lease: due after a fresh lease length if it was held less
-# than a lease ago (its worker may still write its outcome), else the lease is dead.
+# Un-hold the oldest `$2` held rows, due now. A row still leased keeps its lease: it
+# is due after a fresh lease length if it was held less than a lease ago (its worker
+# may still write its outcome); otherwise that lease is long dead and is dropped.
 _UNHOLD_CHUNK = """
 WITH picked AS (
-    SELECT id, held_since, row_number() OVER (ORDER BY held_since, id) - 1 AS n
-    FROM (SELECT id, held_since FROM deliveries
-          WHERE endpoint_id = $1 AND held_since IS NOT NULL AND status < 2
-          ORDER BY held_since, id LIMIT $2
-          FOR UPDATE SKIP LOCKED) s
+    SELECT id, held_since FROM deliveries
+    WHERE endpoint_id = $1 AND held_since IS NOT NULL AND status < 2
+    ORDER BY held_since, id LIMIT $2
+    FOR UPDATE SKIP LOCKED
 )
 UPDATE deliveries d
 SET held_since = NULL,
-    next_attempt_at = CASE WHEN d.lease_owner IS NOT NULL AND picked.held_since > $5 THEN $6
-                           ELSE $3::timestamptz + picked.n * $4::float8 * interval '1 second'
-                      END,
-    lease_owner = CASE WHEN picked.held_since > $5 THEN d.lease_owner END,
-    updated_at = $7
+    next_attempt_at = CASE WHEN d.lease_owner IS NOT NULL AND picked.held_since > $4
+                           THEN $5::timestamptz ELSE $3::timestamptz END,
+    lease_owner = CASE WHEN picked.held_since > $4 THEN d.lease_owner END,
+    updated_at = $3
 FROM picked WHERE d.id = picked.id
 """
 
@@ -422,22 +420,20 @@ async def redrive_chunk(
     conn: Conn, endpoint_id: UUID, now: datetime, rate_per_second: float, chunk_seconds: float,
     lease_seconds: float,
 ) -> int:
-    """Un-hold the next `rate * chunk_seconds` held deliveries of a resumed endpoint,
-    spaced 1/rate apart, so a recovering receiver gets at most `rate` per second
-    however often (and on however many daemons) this runs. Each held delivery is
-    un-held once. Returns how many; the re-drive ends when a chunk comes up short."""
+    """Make the next `rate * chunk_seconds` held deliveries of a resumed endpoint due
+    now, and the chunk after that due `chunk_seconds` later, so a recovering receiver
+    gets at most `rate` re-driven deliveries per second however often (and on however
+    many daemons) this runs. Each held delivery is un-held once. Returns how many;
+    the re-drive ends with the first chunk that comes up short."""
     size = max(1, int(rate_per_second * chunk_seconds))
     async with conn.transaction():
-        cursor = await conn.fetchval(_LOCK_REDRIVE, endpoint_id, now)
-        if cursor is None:
+        if await conn.fetchval(_LOCK_REDRIVE, endpoint_id, now) is None:
             return 0  # paused again, or another daemon took this chunk
-        start = max(cursor, now)
-        status = await conn.execute(
-            _UNHOLD_CHUNK, endpoint_id, size, start, 1.0 / rate_per_second,
-            now - timedelta(seconds=lease_seconds), now + timedelta(seconds=lease_seconds), now,
-        )
+        lease = timedelta(seconds=lease_seconds)
+        status = await conn.execute(_UNHOLD_CHUNK, endpoint_id, size, now, now - lease,
+                                    now + lease)
         count = int(status.split()[-1])
-        next_from = start + timedelta(seconds=count / rate_per_second) if count == size else None
+        next_from = now + timedelta(seconds=chunk_seconds) if count == size else None
         await conn.execute("UPDATE endpoints SET redrive_from = $2 WHERE id = $1",
                            endpoint_id, next_from)
         if count:
