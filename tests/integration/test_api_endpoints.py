@@ -265,7 +265,9 @@ async def test_another_tenants_endpoint_is_404_everywhere(api: Api, other: Api) 
 async def test_unknown_and_malformed_ids_are_404(api: Api) -> None:
     for path in ("/v1/endpoints/00000000-0000-0000-0000-000000000000",
                  "/v1/endpoints/not-a-uuid", "/v1/endpoints/%00",
-                 "/v1/endpoints/not-a-uuid/events/also-not"):
+                 "/v1/endpoints/not-a-uuid/events/also-not", "/v1/events/not-a-uuid",
+                 "/v1/events/00000000-0000-0000-0000-000000000000",
+                 "/v1/endpoints/not-a-uuid/events/also-not/logs"):
         reply = await api.get(path)
         assert reply.status == 404, (path, reply)
         assert reply.error["code"] == "not_found"

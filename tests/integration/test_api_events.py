@@ -208,7 +208,9 @@ async def test_event_with_status_per_endpoint_and_event_list(
     assert [e["id"] for e in typed.body["data"]] == [ev["id"]]
 
 
-async def test_idempotency_key_returns_the_original_event(api: Api, receiver: Receiver) -> None:
+async def test_idempotency_key_returns_the_original_event(
+    api: Api, other: Api, receiver: Receiver
+) -> None:
     await api.create_endpoint(receiver.url)
     headers = {"Idempotency-Key": "order-42"}
     first = await api.post("/v1/events", {"type": "transaction", "data": TX}, headers=headers)
@@ -226,6 +228,11 @@ async def test_idempotency_key_returns_the_original_event(api: Api, receiver: Re
     too_long = await api.post("/v1/events", {"type": "transaction", "data": TX},
                               headers={"Idempotency-Key": "k" * 256})
     assert too_long.status == 422 and too_long.error["field"] == "Idempotency-Key"
+    # Keys are per tenant: the same key elsewhere publishes a new event.
+    theirs = await other.post("/v1/events", {"type": "transaction", "data": TX},
+                              headers=headers)
+    assert theirs.status == 202 and theirs.body["id"] != first.body["id"]
+    assert theirs.body["duplicate"] is False
 
 
 async def test_batch_publish(api: Api, receiver: Receiver) -> None:
