@@ -8,15 +8,12 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-
 from dispatcher.api import health
 from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, DSN, HTTP, POOL
 from dispatcher.api.errors import json_errors, request_context
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.config import Config
 from dispatcher.store.pool import create_pool
-
-
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
