@@ -186,7 +186,7 @@ async def test_gone_disables_the_endpoint_and_holds_the_rest(
     assert len(receiver.requests) == 1
 
 
-async def test_endpoint_without_secret_is_held_and_others_still_flow(
+async def test_endpoint_without_secret_waits_and_others_still_flow(
     db_url: str, config: Config, make_receiver: Callable[[], Any]
 ) -> None:
     broken: Receiver = await make_receiver()
@@ -201,10 +201,12 @@ async def test_endpoint_without_secret_is_held_and_others_still_flow(
         await h.start_worker()
         await healthy.wait_for(1)
         await h.wait_status([DeliveryStatus.SUCCESS], 1)
+        # Parked a minute out, neither attempted nor spinning through claims.
         async with asyncio.timeout(5):
-            while (await delivery_row(h.pool, broken_id, event.id))["held_since"] is None:
+            while (await delivery_row(h.pool, broken_id, event.id))["lease_owner"] is not None:
                 await asyncio.sleep(0.02)
         row = await delivery_row(h.pool, broken_id, event.id)
         assert row["status"] == DeliveryStatus.PENDING and row["attempts"] == 0
+        assert row["next_attempt_at"] == h.clock.now() + timedelta(seconds=60)
         assert (await delivery_row(h.pool, healthy_id, event.id))["status"] == 2
     assert broken.requests == []

@@ -28,6 +28,7 @@ class EndpointTarget:
     version: int
     url: str
     active: bool
+    usable: bool  # False when its signing material cannot be loaded
     max_in_flight: int
     policy: RetryPolicy
     timeout: aiohttp.ClientTimeout
@@ -81,17 +82,17 @@ class EndpointCache:
             try:
                 signer = await self._signer(conn, r, now)
             except DispatcherError as exc:
-                # Its deliveries are held, not failed, until the endpoint is fixed.
+                # Its deliveries wait (not failed) until the endpoint is fixed, which
+                # bumps its version and makes this cache load it again.
                 log.error("endpoint.unusable", endpoint_id=str(r["id"]), error=exc.message)
-                signer, active = None, False
-            else:
-                active = r["state"] == "active"
+                signer = None
             expires = r["previous_secret_expires_at"]
             self._targets[r["id"]] = EndpointTarget(
                 id=r["id"],
                 version=r["version"],
                 url=r["url"],
-                active=active,
+                active=r["state"] == "active",
+                usable=signer is not None,
                 max_in_flight=r["max_in_flight"],
                 policy=self._policies.get(r["retry_policy"])
                 or self._policies[self._default_policy],

@@ -135,7 +135,7 @@ class HealthMonitor:
                     failures_in_window=counts.failures_in_window,
                     failures_since_resume=counts.failures_since_resume,
                     held=change.deliveries)
-        await self._publish(conn, counts.tenant_id, PAUSED_EVENT, {
+        await self._publish(conn, counts.tenant_id, counts.endpoint_id, PAUSED_EVENT, {
             "endpoint_id": str(counts.endpoint_id),
             "url": counts.url,
             "reason": reason,
@@ -167,7 +167,7 @@ class HealthMonitor:
             log.info("endpoint.failing", endpoint_id=str(counts.endpoint_id),
                      tenant_id=str(counts.tenant_id), threshold=kind,
                      percentage=max(levels), failures=failures, limit=limit)
-            await self._publish(conn, counts.tenant_id, FAILING_EVENT, {
+            await self._publish(conn, counts.tenant_id, counts.endpoint_id, FAILING_EVENT, {
                 "endpoint_id": str(counts.endpoint_id),
                 "url": counts.url,
                 "threshold": kind,
@@ -180,13 +180,16 @@ class HealthMonitor:
             }, now)
 
     async def _publish(
-        self, conn: Conn, tenant_id: UUID, type_: str, data: dict[str, Any], now: datetime
+        self, conn: Conn, tenant_id: UUID, about: UUID, type_: str, data: dict[str, Any],
+        now: datetime,
     ) -> None:
-        """To the tenant's endpoints subscribed to `type_` (held for paused ones)."""
+        """To the tenant's endpoints subscribed to `type_` (held for paused ones),
+        except the failing endpoint itself."""
         await publish_events(conn, tenant_id, [NewEvent(type_, data)],
                              policies=self._policies, now=now,
                              idempotency_window=self._idempotency,
-                             default_retries=self._default_retries)
+                             default_retries=self._default_retries,
+                             exclude_endpoints=[about])
 
 
 def install(worker: DeliveryWorker, config: Config) -> HealthMonitor:

@@ -41,6 +41,7 @@ log = structlog.get_logger(__name__)
 
 NOTIFY_CHANNEL = "dispatcher_deliveries"
 DEFER_SECONDS = 1.0  # rows given back for a saturated endpoint are due again after this
+UNUSABLE_DEFER_SECONDS = 60.0  # rows of an endpoint that cannot be signed for
 FLUSH_LINGER = 0.005  # gather outcomes this long before writing them in one statement
 WRITE_RETRY_SECONDS = 1.0
 
@@ -188,12 +189,16 @@ class DeliveryWorker:
         now = self._clock.now()
         to_hold: list[int] = []
         to_defer: list[int] = []
+        to_park: list[int] = []
         sends: list[Awaitable[None]] = []
         allowance: dict[UUID, int] = {}
         for row in rows:
             target = self._cache.get(row.endpoint_id)
             if target is None or not target.active:
                 to_hold.append(row.id)
+                continue
+            if not target.usable:
+                to_park.append(row.id)
                 continue
             room = allowance.get(row.endpoint_id)
             if room is None:
@@ -203,16 +208,22 @@ class DeliveryWorker:
             else:
                 self._endpoint_load[row.endpoint_id] += 1
                 sends.append(self._deliver(row, target))
-        if to_hold or to_defer:
-            await self._give_back(to_hold, to_defer, now)
+        if to_hold or to_defer or to_park:
+            await self._give_back(to_hold, to_defer, to_park, now)
         await asyncio.gather(*sends)
 
-    async def _give_back(self, to_hold: list[int], to_defer: list[int], now: datetime) -> None:
+    async def _give_back(
+        self, to_hold: list[int], to_defer: list[int], to_park: list[int], now: datetime
+    ) -> None:
+        """Return rows unsent: held (endpoint not active), deferred a moment (endpoint
+        saturated here) or parked a minute (endpoint unusable)."""
         async with self._pool.acquire() as conn:
             await queue.hold(conn, to_hold, self.owner, now)
             await queue.release(conn, to_defer, self.owner,
                                 now + timedelta(seconds=DEFER_SECONDS * (1 + random.random())))
-        for delivery_id in (*to_hold, *to_defer):
+            await queue.release(conn, to_park, self.owner,
+                                now + timedelta(seconds=UNUSABLE_DEFER_SECONDS))
+        for delivery_id in (*to_hold, *to_defer, *to_park):
             self._finish_row(delivery_id)
 
     def _slots(self, target: EndpointTarget) -> asyncio.Semaphore:

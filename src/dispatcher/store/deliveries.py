@@ -79,11 +79,17 @@ async def release(
 
 
 # Rows whose endpoint was paused or disabled after they were claimed: no attempt.
+# The state is read again here: if the endpoint was resumed since this worker's
+# cached copy, the row is given back due now instead of held on an active endpoint.
 _HOLD = """
-UPDATE deliveries
-SET lease_owner = NULL, held_since = coalesce(held_since, $3),
-    next_attempt_at = 'infinity'
-WHERE id = ANY($1::bigint[]) AND lease_owner = $2
+UPDATE deliveries d
+SET lease_owner = NULL,
+    held_since = CASE WHEN ep.state = 'active' THEN d.held_since
+                      ELSE coalesce(d.held_since, $3) END,
+    next_attempt_at = CASE WHEN ep.state = 'active' AND d.held_since IS NULL THEN $3
+                           ELSE 'infinity'::timestamptz END
+FROM endpoints ep
+WHERE d.id = ANY($1::bigint[]) AND d.lease_owner = $2 AND ep.id = d.endpoint_id
 """
 
 

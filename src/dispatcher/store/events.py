@@ -72,6 +72,7 @@ SELECT e.id, ep.id, 0, coalesce(p.retries, $5),
 FROM unnest($3::uuid[], $4::text[]) AS e(id, type)
 JOIN endpoints ep ON ep.tenant_id = $1
                  AND (ep.event_types @> '{*}' OR e.type = ANY(ep.event_types))
+                 AND ep.id <> ALL($8::uuid[])
 LEFT JOIN unnest($6::text[], $7::int[]) AS p(name, retries) ON p.name = ep.retry_policy
 """
 
@@ -90,9 +91,12 @@ async def publish_events(
     now: datetime,
     idempotency_window: timedelta,
     default_retries: int = 0,
+    exclude_endpoints: Sequence[UUID] = (),
 ) -> list[PublishedEvent]:
     """Store `events` and their deliveries; returns one result per input, in order.
-    An idempotency key seen within the window returns the original event."""
+    An idempotency key seen within the window returns the original event.
+    `exclude_endpoints` get no delivery even if subscribed (an endpoint is not told
+    about its own failures: it is the one not listening)."""
     async with conn.transaction():
         originals = await _originals_by_key(conn, tenant_id, events, now, idempotency_window)
         fresh: list[tuple[int, NewEvent, UUID]] = []
@@ -105,7 +109,8 @@ async def publish_events(
             fresh.append((i, ev, eid))
             if key is not None:
                 first_of_key[key] = eid
-        inserted = await _insert(conn, tenant_id, fresh, policies, now, default_retries)
+        inserted = await _insert(conn, tenant_id, fresh, policies, now, default_retries,
+                                 exclude_endpoints)
         lost = [(i, ev, eid) for i, ev, eid in fresh if eid not in inserted]
         if lost:  # a concurrent publish took the same key between our read and write
             originals.update(
@@ -146,6 +151,7 @@ async def _insert(
     policies: Mapping[str, RetryPolicy],
     now: datetime,
     default_retries: int,
+    exclude_endpoints: Sequence[UUID],
 ) -> set[UUID]:
     if not fresh:
         return set()
@@ -161,7 +167,7 @@ async def _insert(
         await conn.execute(
             _INSERT_DELIVERIES,
             tenant_id, now, [k[0] for k in kept], [k[1] for k in kept], default_retries,
-            names, [policies[n].retries for n in names],
+            names, [policies[n].retries for n in names], list(exclude_endpoints),
         )
     return inserted
 
