@@ -67,3 +67,23 @@ async def test_claim_skips_rows_leased_by_another_worker(
     again = await deliveries.claim_due(pool, uuid.uuid4(), 10, clock.now(),  # type: ignore[arg-type]
                                        clock.now() + timedelta(seconds=60))
     assert [r.id for r in again] == [row.id]
+
+
+async def test_publish_fans_out_to_subscribers_except_excluded(
+    pool: asyncpg.Pool, config: Config
+) -> None:
+    box = load_secret_box(config)
+    tenant = await make_tenant(pool)
+    everything, _ = await make_endpoint(pool, box, tenant, "https://a.example.com/")
+    only_blocks, _ = await make_endpoint(pool, box, tenant, "https://b.example.com/",
+                                         event_types=["block"])
+    excluded, _ = await make_endpoint(pool, box, tenant, "https://c.example.com/")
+    other_tenant = await make_tenant(pool, "other")
+    await make_endpoint(pool, box, other_tenant, "https://d.example.com/")
+    async with pool.acquire() as conn:
+        block, tx = await publish_events(
+            conn, tenant, [NewEvent("block", {}), NewEvent("transaction", {})],
+            policies=load_policies(config), now=FakeClock().now(),
+            idempotency_window=timedelta(days=1), exclude_endpoints=[excluded])
+    assert {e for e, _ in block.deliveries} == {everything, only_blocks}
+    assert {e for e, _ in tx.deliveries} == {everything}
