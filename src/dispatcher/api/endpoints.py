@@ -4,6 +4,8 @@ update, delete, pause and resume."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -202,27 +204,29 @@ async def delete_endpoint(request: web.Request) -> web.Response:
 
 
 async def pause_endpoint(request: web.Request) -> web.Response:
-    tenant_id = request[TENANT]
-    endpoint_id = path_uuid(request, "endpoint_id")
-    now = request.app[CLOCK].now()
-    async with request.app[POOL].acquire() as conn:
-        try:
-            await health.pause_endpoint(conn, endpoint_id, MANUAL, now, tenant_id=tenant_id)
-        except NotFound as exc:
-            raise endpoint_not_found(endpoint_id) from exc
-        ep = await store.get_endpoint(conn, tenant_id, endpoint_id)
-    if ep is None:
-        raise endpoint_not_found(endpoint_id)
-    return web.json_response(endpoint_json(ep))
+    return await _change_state(
+        request,
+        lambda conn, eid, now, tid: health.pause_endpoint(conn, eid, MANUAL, now, tenant_id=tid),
+    )
 
 
 async def resume_endpoint(request: web.Request) -> web.Response:
+    return await _change_state(
+        request, lambda conn, eid, now, tid: health.resume_endpoint(conn, eid, now, tenant_id=tid)
+    )
+
+
+async def _change_state(
+    request: web.Request,
+    change: Callable[[Conn, UUID, datetime, UUID], Awaitable[object]],
+) -> web.Response:
+    """Pause or resume, answering the endpoint as it is afterwards."""
     tenant_id = request[TENANT]
     endpoint_id = path_uuid(request, "endpoint_id")
     now = request.app[CLOCK].now()
     async with request.app[POOL].acquire() as conn:
         try:
-            await health.resume_endpoint(conn, endpoint_id, now, tenant_id=tenant_id)
+            await change(conn, endpoint_id, now, tenant_id)
         except NotFound as exc:
             raise endpoint_not_found(endpoint_id) from exc
         ep = await store.get_endpoint(conn, tenant_id, endpoint_id)
