@@ -29,7 +29,7 @@ from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, POOL
 from dispatcher.clock import Clock
 from dispatcher.config import Config
 from dispatcher.model import DeliveryStatus, EndpointState, FailureReason
-from dispatcher.store import health
+from dispatcher.store import health, holds
 from dispatcher.store.pool import Conn
 
 log = structlog.get_logger(__name__)
@@ -169,7 +169,7 @@ class Maintenance:
         return total
 
     async def _expire_holds(self, conn: Conn, now: datetime) -> dict[Any, int]:
-        expired = await health.expire_held(conn, now, self._health.hold_limit_seconds, BATCH,
+        expired = await holds.expire_held(conn, now, self._health.hold_limit_seconds, BATCH,
                                            FailureReason.ENDPOINT_PAUSED.value)
         for endpoint_id, count in expired.items():
             metrics.DELIVERIES_FINISHED.labels(DeliveryStatus.FAILED.label).inc(count)
@@ -179,8 +179,8 @@ class Maintenance:
 
     async def _redrive(self, conn: Conn, now: datetime) -> int:
         total = 0
-        for endpoint_id in await health.redrive_endpoints_due(conn, now):
-            count = await health.redrive_chunk(
+        for endpoint_id in await holds.redrive_endpoints_due(conn, now):
+            count = await holds.redrive_chunk(
                 conn, endpoint_id, now, self._health.resume_rate_per_second, REDRIVE_SECONDS,
                 self._config.delivery.lease_seconds)
             if count:
