@@ -28,8 +28,9 @@ from dispatcher import metrics
 from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, POOL
 from dispatcher.clock import Clock
 from dispatcher.config import Config
-from dispatcher.model import DeliveryStatus, EndpointState, FailureReason
+from dispatcher.model import DeliveryStatus, FailureReason
 from dispatcher.store import health, holds
+from dispatcher.store.lookup import read_gauges
 from dispatcher.store.pool import Conn
 
 log = structlog.get_logger(__name__)
@@ -212,18 +213,7 @@ class Maintenance:
         return total
 
     async def _gauges(self, conn: Conn, now: datetime) -> None:
-        due = await conn.fetchrow(_DUE, now)
-        assert due is not None
-        metrics.QUEUE_DEPTH.set(due["depth"])
-        oldest = due["oldest"]
-        metrics.OLDEST_DUE_SECONDS.set(
-            max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0)
-        by_status = {r["status"]: r["n"] for r in await conn.fetch(_BY_STATUS)}
-        for status in DeliveryStatus:
-            metrics.DELIVERIES_BY_STATUS.labels(status.label).set(by_status.get(status, 0))
-        by_state = {r["state"]: r["n"] for r in await conn.fetch(_BY_STATE)}
-        for state in EndpointState:
-            metrics.ENDPOINTS_BY_STATE.labels(state.value).set(by_state.get(state.value, 0))
+        metrics.set_gauges(await read_gauges(conn, now))
 
 
 _REAP = """
@@ -254,15 +244,6 @@ _DROP_BUCKETS = """
 DELETE FROM endpoint_failure_buckets WHERE ctid = ANY(ARRAY(
     SELECT ctid FROM endpoint_failure_buckets WHERE bucket_start < $1 LIMIT $2))
 """
-
-# Due and not leased: a leased row's due time is its lease expiry, in the future.
-_DUE = """
-SELECT count(*) AS depth, min(next_attempt_at) AS oldest
-FROM deliveries WHERE status < 2 AND next_attempt_at <= $1
-"""
-
-_BY_STATUS = "SELECT status, count(*) AS n FROM deliveries GROUP BY status"
-_BY_STATE = "SELECT state, count(*) AS n FROM endpoints GROUP BY state"
 
 
 async def maintenance_ctx(app: web.Application) -> AsyncIterator[None]:

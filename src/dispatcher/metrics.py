@@ -3,7 +3,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from dispatcher.model import DeliveryStatus, EndpointState
+
+if TYPE_CHECKING:
+    from dispatcher.store.lookup import Gauges
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -35,3 +42,15 @@ ENDPOINTS_BY_STATE = Gauge(
 ENDPOINT_PAUSES = Counter(
     "dispatcher_endpoint_pauses", "Endpoints paused by failure thresholds", registry=REGISTRY,
 )
+
+
+def set_gauges(gauges: Gauges) -> None:
+    """Publish what `store.lookup.read_gauges` read."""
+    for status in DeliveryStatus:
+        DELIVERIES_BY_STATUS.labels(status=status.label).set(
+            gauges.deliveries_by_status.get(status, 0))
+    QUEUE_DEPTH.set(gauges.queue_depth)
+    OLDEST_DUE_SECONDS.set(gauges.oldest_due_seconds)
+    for state in EndpointState:
+        ENDPOINTS_BY_STATE.labels(state=state.value).set(
+            gauges.endpoints_by_state.get(state.value, 0))

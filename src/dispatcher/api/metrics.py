@@ -10,20 +10,14 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from dispatcher.api.context import COMPONENTS, POOL
+from dispatcher.api.context import CLOCK, COMPONENTS, POOL
 from dispatcher.api.spec import Route
 from dispatcher.clock import monotonic
-from dispatcher.metrics import (
-    DELIVERIES_BY_STATUS,
-    ENDPOINTS_BY_STATE,
-    OLDEST_DUE_SECONDS,
-    QUEUE_DEPTH,
-    REGISTRY,
-)
-from dispatcher.model import EndpointState
+from dispatcher.metrics import REGISTRY, set_gauges
 from dispatcher.store.lookup import read_gauges
 
-REFRESH_SECONDS = 1.0
+# The per-status count reads the whole deliveries table: not on every scrape.
+REFRESH_SECONDS = 5.0
 _LAST_REFRESH = "metrics.last_gauge_refresh"
 
 
@@ -35,16 +29,11 @@ async def refresh_gauges(app: web.Application) -> None:
     components[_LAST_REFRESH] = monotonic()
     try:
         async with app[POOL].acquire() as conn:
-            gauges = await read_gauges(conn)
+            gauges = await read_gauges(conn, app[CLOCK].now())
     except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
         structlog.get_logger(__name__).warning("metrics.refresh_failed", error=str(exc))
         return
-    for status, n in gauges.deliveries_by_status.items():
-        DELIVERIES_BY_STATUS.labels(status=status.label).set(n)
-    QUEUE_DEPTH.set(gauges.queue_depth)
-    OLDEST_DUE_SECONDS.set(gauges.oldest_due_seconds)
-    for state in EndpointState:
-        ENDPOINTS_BY_STATE.labels(state=state.value).set(gauges.endpoints_by_state.get(state, 0))
+    set_gauges(gauges)
 
 
 async def metrics(request: web.Request) -> web.Response:

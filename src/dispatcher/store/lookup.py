@@ -207,18 +207,20 @@ _GAUGES = """
 SELECT
   (SELECT coalesce(json_object_agg(status, n), '{}')
      FROM (SELECT status, count(*) AS n FROM deliveries GROUP BY status) s) AS by_status,
-  (SELECT count(*) FROM deliveries WHERE status < 2 AND next_attempt_at <= now()) AS depth,
-  (SELECT coalesce(extract(epoch FROM now() - min(next_attempt_at)), 0)
-     FROM deliveries WHERE status < 2 AND next_attempt_at <= now()) AS oldest,
+  (SELECT count(*) FROM deliveries WHERE status < 2 AND next_attempt_at <= $1) AS depth,
+  (SELECT coalesce(extract(epoch FROM $1 - min(next_attempt_at)), 0)
+     FROM deliveries WHERE status < 2 AND next_attempt_at <= $1) AS oldest,
   (SELECT coalesce(json_object_agg(state, n), '{}')
      FROM (SELECT state, count(*) AS n FROM endpoints GROUP BY state) s) AS by_state
 """
 
 
-async def read_gauges(conn: Conn, timeout_ms: int = 2000) -> Gauges:
+async def read_gauges(conn: Conn, now: datetime, timeout_ms: int = 2000) -> Gauges:
+    """Queue depth and oldest due age as of `now` (a leased row's due time is its
+    lease expiry, so it does not count), deliveries by status, endpoints by state."""
     async with conn.transaction(readonly=True):
         await conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
-        row = await conn.fetchrow(_GAUGES)
+        row = await conn.fetchrow(_GAUGES, now)
     assert row is not None
     by_status = {s: 0 for s in DeliveryStatus}
     for key, n in row["by_status"].items():
