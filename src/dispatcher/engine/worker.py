@@ -166,11 +166,19 @@ class DeliveryWorker:
         async with self._pool.acquire() as conn:
             rows = await queue.claim_due(conn, self.owner, limit, now, lease_until,
                                          self._saturated())
+            for r in rows:
+                self._claimed[r.id] = r
+            self._open_rows += len(rows)
             stale = self._cache.stale(((r.endpoint_id, r.endpoint_version) for r in rows), now)
-            await self._cache.load(conn, stale, now)
-        for r in rows:
-            self._claimed[r.id] = r
-        self._open_rows += len(rows)
+            try:
+                await self._cache.load(conn, stale, now)
+            except BaseException:
+                # Unsent: due again now rather than stranded until their lease runs out.
+                with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    await queue.release(conn, [r.id for r in rows], self.owner, now)
+                for r in rows:
+                    self._finish_row(r.id)
+                raise
         return rows
 
     def _queue_allowance(self, endpoint_id: UUID) -> int:
