@@ -347,5 +347,312 @@ def endpoints_resume(ctx: click.Context, endpoint: str, tenant: str | None) -> N
     click.echo(f"{verb} {change.endpoint_id}; {change.deliveries} held deliveries to re-drive")
 
 
+
+# --- sandbox: test receivers before going live (dispatcher.sandbox) -----------------------
+
+
+def _scheme(ctx: click.Context, scheme: str | None) -> str:
+    from dispatcher.errors import ValidationError
+    from dispatcher.signing import SCHEMES
+
+    chosen = scheme if scheme is not None else _config(ctx).signing.default_scheme
+    if chosen not in SCHEMES:
+        raise ValidationError(f"unknown signing scheme {chosen!r}; expected one of "
+                              f"{', '.join(SCHEMES)}", field="scheme")
+    return chosen
+
+
+def _event_data(ctx: click.Context, type_: str, data: str | None) -> Any:
+    from dispatcher.catalogue import load_catalogue
+    from dispatcher.sandbox.samples import event_data, parse_data
+
+    given = None if data is None else parse_data(data)
+    return event_data(load_catalogue(_config(ctx)), type_, given, has_data=data is not None)
+
+
+def _echo_key(key: Any) -> None:
+    for line in key.describe():
+        click.echo(line)
+
+
+def _echo_request(attempt: Any) -> None:
+    click.echo(f"POST {attempt.url}")
+    for name, value in attempt.request_headers.items():
+        click.echo(f"  {name}: {value}")
+    click.echo("")
+    click.echo(attempt.body.decode("utf-8", "replace"))
+    click.echo("")
+
+
+async def _serve_until_stopped(server: Any, host: str, port: int,
+                               started: Callable[[], None]) -> None:
+    """Run a capture server until SIGINT/SIGTERM."""
+    import asyncio
+    import signal
+
+    await server.start(host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        started()
+        await stop.wait()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await server.stop()
+
+
+_TIMEOUT = click.FloatRange(0.1, 30.0)
+_SCHEME_HELP = ("Signing scheme: standard-v1, standard-v1a, cobalt or cobo "
+                "(default: config signing.default_scheme).")
+
+
+@main.group("sandbox")
+def sandbox_group() -> None:
+    """Test webhook receivers before going live: capture requests, send sample events."""
+
+
+@sandbox_group.command("capture")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Listen address.")
+@click.option("--port", default=8081, show_default=True, type=click.IntRange(0, 65535),
+              help="Listen port (0: any free port).")
+@click.option("--status", default=200, show_default=True, type=click.IntRange(200, 599),
+              help="HTTP status to answer every request with.")
+@click.option("--scheme", default=None, help=_SCHEME_HELP)
+@click.option("--secret", default=None,
+              help="Verify signatures with this secret (for standard-v1a and cobo the "
+                   "private key; its public key is used).")
+@click.option("--public-key", default=None,
+              help="Verify standard-v1a (whpk_... or PEM) or cobo (hex or PEM) signatures.")
+@click.option("--keep", default=100, show_default=True, type=click.IntRange(1, 100_000),
+              help="How many requests GET /_requests serves (the newest).")
+@click.option("--save", "save_dir", default=None, type=click.Path(file_okay=False),
+              help="Also write each request to DIR/NNNNNN.json.")
+@click.pass_context
+@handles_errors
+def sandbox_capture(ctx: click.Context, host: str, port: int, status: int, scheme: str | None,
+                    secret: str | None, public_key: str | None, keep: int,
+                    save_dir: str | None) -> None:
+    """Run a capture receiver: print every request (and whether its signature verifies),
+    answer with --status, serve the last requests as JSON at GET /_requests."""
+    from pathlib import Path
+
+    from dispatcher.sandbox.capture import REQUESTS_PATH, CaptureServer, make_verifier
+
+    verifier = make_verifier(_scheme(ctx, scheme), secret, public_key)
+
+    def show(c: Any) -> None:
+        sig = ("signature: not checked (no --secret/--public-key)" if c.verified is None
+               else "signature: verified" if c.verified
+               else f"signature: FAILED ({c.verification_error})")
+        click.echo(f"#{c.n} {c.method} {c.path}  {sig}")
+        for name, value in c.headers.items():
+            click.echo(f"  {name}: {value}")
+        if c.body:
+            try:
+                click.echo(json.dumps(json.loads(c.body), indent=2, ensure_ascii=False))
+            except ValueError:
+                click.echo(c.body.decode("utf-8", "replace"))
+        click.echo("")
+
+    server = CaptureServer(status=status, keep=keep, verifier=verifier,
+                           save_dir=None if save_dir is None else Path(save_dir),
+                           on_capture=show)
+
+    def started() -> None:
+        click.echo(f"capturing on {server.url} (answering {status}); "
+                   f"requests as JSON at {server.url}{REQUESTS_PATH}; Ctrl-C to stop")
+
+    _run(_serve_until_stopped(server, host, port, started))
+
+
+@sandbox_group.command("send")
+@click.argument("url")
+@click.option("--type", "type_", required=True, help="Event type (see `dispatcher event-types`).")
+@click.option("--scheme", default=None, help=_SCHEME_HELP)
+@click.option("--secret", default=None,
+              help="Signing secret (whsec_..., whsk_..., cobalt text, cobo hex seed); "
+                   "default: a new one, printed.")
+@click.option("--data", default=None,
+              help="The event's data as JSON, or @FILE (default: the type's sample payload).")
+@click.option("--timeout", default=2.0, show_default=True, type=_TIMEOUT,
+              help="Total time allowed for the response, in seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@handles_errors
+def sandbox_send(ctx: click.Context, url: str, type_: str, scheme: str | None,
+                 secret: str | None, data: str | None, timeout: float, as_json: bool) -> None:
+    """Send one sample event to URL, signed exactly as the engine signs it, and print the
+    response and the outcome the engine would record. Exits 1 if that is a failure."""
+    from dispatcher.sandbox.forward import check_url, deliver, sandbox_session
+    from dispatcher.sandbox.samples import build_event, signing_key
+
+    target = check_url(url)
+    key = signing_key(_scheme(ctx, scheme), secret)
+    event = build_event(type_, _event_data(ctx, type_, data))
+    success = _config(ctx).delivery.success_statuses
+
+    async def go() -> Any:
+        async with sandbox_session() as session:
+            return await deliver(session, target, key, event, timeout=timeout,
+                                 success_statuses=success)
+
+    attempt = _run(go())
+    if as_json:
+        _echo_json({"scheme": key.scheme, "secret": key.secret if key.generated else None,
+                    "verify_with": key.verifier_key if key.generated or key.scheme in (
+                        "standard-v1a", "cobo") else None,
+                    "event_id": str(event.id), "type": event.type, **attempt.to_json()})
+    else:
+        _echo_key(key)
+        _echo_request(attempt)
+        click.echo(f"response: {attempt.summary()}")
+        if attempt.response_body:
+            click.echo(attempt.response_body)
+        click.echo(f"outcome: {attempt.outcome}")
+    if not attempt.succeeded:
+        sys.exit(1)
+
+
+@main.command("listen")
+@click.option("--forward-to", "forward_to", required=True,
+              help="Your local receiver, e.g. http://localhost:3000/hook.")
+@click.option("--scheme", default=None, help=_SCHEME_HELP)
+@click.option("--secret", default=None,
+              help="Secret to sign with (the one your receiver verifies with); "
+                   "default: a new one, printed.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to take events on.")
+@click.option("--port", default=8082, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to take events on (0: any free port).")
+@click.option("--stdin", "from_stdin", is_flag=True,
+              help="Read events as JSON lines on stdin instead of listening.")
+@click.option("--timeout", default=2.0, show_default=True, type=_TIMEOUT,
+              help="Total time allowed for each response, in seconds.")
+@click.pass_context
+@handles_errors
+def listen(ctx: click.Context, forward_to: str, scheme: str | None, secret: str | None,
+           host: str, port: int, from_stdin: bool, timeout: float) -> None:
+    """Forward events to a local receiver, each signed for your secret as the engine
+    would sign it. An event is a delivery body (event_id, type, created_timestamp,
+    data; forwarded unchanged) or {"type": ..., "data": ...} (a new event; data
+    defaults to the type's sample). Events are POSTed to the local port, or given on
+    stdin as JSON lines with --stdin."""
+    import asyncio
+
+    from dispatcher.catalogue import load_catalogue
+    from dispatcher.sandbox.capture import CaptureServer
+    from dispatcher.sandbox.forward import check_url, sandbox_session
+    from dispatcher.sandbox.listen import Forwarded, Forwarder
+    from dispatcher.sandbox.samples import signing_key
+
+    target = check_url(forward_to)
+    key = signing_key(_scheme(ctx, scheme), secret)
+    catalogue = load_catalogue(_config(ctx))
+    success = _config(ctx).delivery.success_statuses
+    failures = 0
+    bad_input = 0
+
+    def show(done: Forwarded) -> None:
+        nonlocal failures
+        a = done.attempt
+        if not a.succeeded:
+            failures += 1
+        click.echo(f"{done.event.type} {done.event.id} -> {a.summary()}: {a.outcome}")
+
+    def bad(message: str) -> None:
+        nonlocal bad_input
+        bad_input += 1
+        click.echo(f"error: {message}", err=True)
+
+    _echo_key(key)
+
+    async def go() -> None:
+        async with sandbox_session() as session:
+            forwarder = Forwarder(session, target, key, catalogue, timeout=timeout,
+                                  success_statuses=success, on_result=show, on_error=bad)
+            if from_stdin:
+                stream = sys.stdin
+
+                def read_line() -> str:
+                    return str(stream.readline())
+
+                n = 0
+                while line := await asyncio.to_thread(read_line):
+                    n += 1
+                    if not line.strip():
+                        continue
+                    try:
+                        await forwarder.forward(line.encode())
+                    except DispatcherError as exc:
+                        bad(f"line {n}: {exc.message}")
+                return
+            server = CaptureServer(respond=forwarder.respond)
+
+            def started() -> None:
+                click.echo(f"forwarding events POSTed to {server.url} to {target}; "
+                           "Ctrl-C to stop")
+
+            await _serve_until_stopped(server, host, port, started)
+
+    _run(go())
+    if bad_input:
+        sys.exit(2)
+    if failures:
+        sys.exit(1)
+
+
+@main.command("check-receiver")
+@click.argument("url")
+@click.option("--secret", required=True,
+              help="The secret the receiver verifies with (for standard-v1a and cobo, the "
+                   "private key whose public key it has).")
+@click.option("--scheme", default=None, help=_SCHEME_HELP)
+@click.option("--type", "type_", default=None,
+              help="Event type to probe with (default: one of the scheme's provider).")
+@click.option("--data", default=None, help="The event's data as JSON, or @FILE.")
+@click.option("--timeout", default=2.0, show_default=True, type=_TIMEOUT,
+              help="Total time allowed for each response, in seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@handles_errors
+def check_receiver(ctx: click.Context, url: str, secret: str, scheme: str | None,
+                   type_: str | None, data: str | None, timeout: float,
+                   as_json: bool) -> None:
+    """Probe a receiver: signed events accepted (also twice), tampered, stale and
+    unsigned requests rejected, answers quick. Exits 1 if a required check fails."""
+    from dispatcher.sandbox.conformance import DEFAULT_TYPE, DEFAULT_TYPES, check_receiver
+    from dispatcher.sandbox.forward import check_url, sandbox_session
+    from dispatcher.sandbox.samples import signing_key
+
+    target = check_url(url)
+    key = signing_key(_scheme(ctx, scheme), secret)
+    event_type = type_ or DEFAULT_TYPES.get(key.scheme, DEFAULT_TYPE)
+    payload = _event_data(ctx, event_type, data)
+    success = _config(ctx).delivery.success_statuses
+
+    async def go() -> Any:
+        async with sandbox_session() as session:
+            return await check_receiver(session, target, key, event_type, payload,
+                                        timeout=timeout, success_statuses=success)
+
+    report = _run(go())
+    if as_json:
+        _echo_json(report.to_json())
+    else:
+        click.echo(f"checking {report.url} ({report.scheme}, event type {event_type})")
+        for c in report.checks:
+            optional = "" if c.required else " [optional]"
+            click.echo(f"  {c.status.upper():<4}  ({c.id}) {c.title}{optional}: {c.reason}")
+        failed = [c for c in report.checks if c.failed]
+        click.echo(f"{len(failed)} of {len(report.checks)} checks failed" if failed
+                   else "receiver passed every required check")
+    if not report.passed:
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,143 @@
+"""One POST as the engine makes it (same headers, same body bytes, total timeout, no
+redirects, response capped), classified the way the engine records an attempt.
+
+Unlike the engine, the sandbox talks to the user's own receivers, usually on
+localhost, so its client has no address guard."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import aiohttp
+
+from dispatcher.clock import SystemClock
+from dispatcher.config import UrlPolicyConfig
+from dispatcher.engine.http import USER_AGENT
+from dispatcher.engine.outcome import failure_for_status
+from dispatcher.engine.sender import BASE_HEADERS, classify_exception
+from dispatcher.model import FailureReason
+from dispatcher.sandbox.samples import SampleEvent, SigningKey
+from dispatcher.signing import make_signer
+from dispatcher.urlpolicy import validate_endpoint_url
+
+DEFAULT_TIMEOUT = 2.0
+RESPONSE_LIMIT = 4096
+# Local receivers are the point: http, any port, localhost and private addresses.
+_SANDBOX_URLS = UrlPolicyConfig(allow_http=True, allow_any_port=True,
+                                allow_private_networks=True)
+
+
+def check_url(url: str) -> str:
+    """The URL stripped, or ValidationError (http(s), a host, no credentials/fragment)."""
+    return validate_endpoint_url(url, _SANDBOX_URLS)
+
+
+def sandbox_session() -> aiohttp.ClientSession:
+    """A client like the engine's (no cookies, no decompression), without the guard."""
+    return aiohttp.ClientSession(
+        cookie_jar=aiohttp.DummyCookieJar(),
+        headers={"User-Agent": USER_AGENT},
+        auto_decompress=False,
+        skip_auto_headers=("Accept-Encoding",),
+    )
+
+
+def signed_headers(key: SigningKey, event: SampleEvent, when: datetime | None = None,
+                   body: bytes | None = None) -> dict[str, str]:
+    """The request headers of an attempt made at `when` (default now): Content-Type,
+    User-Agent and the scheme's signature headers over `body` (default the event's)."""
+    signer = make_signer(key.scheme, [key.secret])
+    sig = signer.sign(str(event.id), when or SystemClock().now(),
+                      event.body if body is None else body)
+    return {**BASE_HEADERS, "User-Agent": USER_AGENT, **sig}
+
+
+@dataclass
+class Attempt:
+    """What was sent and what came back."""
+
+    url: str
+    request_headers: dict[str, str]
+    body: bytes
+    status: int | None = None
+    reason: str = ""
+    response_headers: dict[str, str] = field(default_factory=dict)
+    response_body: str = ""
+    duration_ms: float = 0.0
+    failure: FailureReason | None = None
+    error_detail: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status is not None and self.failure is None
+
+    @property
+    def outcome(self) -> str:
+        """As the engine would record it: `Success`, or the failure reason."""
+        if self.failure is None:
+            return "Success"
+        detail = f" ({self.error_detail})" if self.error_detail else ""
+        return f"failed: {self.failure}{detail}; the engine would retry"
+
+    def summary(self) -> str:
+        if self.status is None:
+            return f"no response after {self.duration_ms:.0f} ms: {self.error_detail}"
+        return f"{self.status} {self.reason} in {self.duration_ms:.0f} ms".replace("  ", " ")
+
+    def to_json(self) -> dict[str, object]:
+        return {"url": self.url, "request_headers": self.request_headers,
+                "request_body": self.body.decode("utf-8", "replace"),
+                "status": self.status, "response_headers": self.response_headers,
+                "response_body": self.response_body,
+                "duration_ms": round(self.duration_ms, 1),
+                "outcome": "Success" if self.failure is None else "Failed",
+                "failure_reason": None if self.failure is None else str(self.failure),
+                "error_detail": self.error_detail}
+
+
+async def post(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    success_statuses: Collection[int] = (),
+) -> Attempt:
+    """POST `body` with exactly `headers`; never follows redirects."""
+    attempt = Attempt(url, dict(headers), body)
+    t0 = time.monotonic()
+    try:
+        async with session.post(url, data=body, headers=attempt.request_headers,
+                                allow_redirects=False,
+                                timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            attempt.status = resp.status
+            attempt.reason = resp.reason or ""
+            attempt.response_headers = dict(resp.headers)
+            raw = await resp.content.read(RESPONSE_LIMIT)
+            attempt.response_body = raw.decode("utf-8", "replace")
+            attempt.failure = failure_for_status(resp.status, success_statuses)
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        attempt.failure = classify_exception(exc)
+        attempt.error_detail = f"{type(exc).__name__}: {exc}"[:500].rstrip(": ")
+        if attempt.failure == FailureReason.TIMEOUT:
+            attempt.error_detail = f"no complete response within {timeout:g} s"
+    attempt.duration_ms = (time.monotonic() - t0) * 1000
+    return attempt
+
+
+async def deliver(
+    session: aiohttp.ClientSession,
+    url: str,
+    key: SigningKey,
+    event: SampleEvent,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    success_statuses: Collection[int] = (),
+) -> Attempt:
+    """One attempt of `event`, signed now, exactly as the engine sends it."""
+    return await post(session, url, event.body, signed_headers(key, event), timeout=timeout,
+                      success_statuses=success_statuses)
