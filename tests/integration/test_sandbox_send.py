@@ -113,7 +113,7 @@ async def test_cobalt_and_custom_data_from_a_file(receiver: Receiver, tmp_path: 
 
 async def test_a_failure_is_classified_like_the_engine_and_exits_1(receiver: Receiver) -> None:
     receiver.reply_with(Reply(status=302, headers={"Location": "http://127.0.0.1:9/x"}),
-                        Reply(status=503, body="down"))
+                        Reply(status=503, body="down"), Reply(status=410))
     redirect = await invoke("sandbox", "send", receiver.url, "--type", "transaction")
     assert redirect.exit_code == 1, redirect.output
     assert "outcome: failed: redirect" in redirect.stdout
@@ -123,6 +123,8 @@ async def test_a_failure_is_classified_like_the_engine_and_exits_1(receiver: Rec
     out = json.loads(down.stdout)
     assert (out["status"], out["failure_reason"], out["response_body"]) == (
         503, "http_status", "down")
+    gone = await invoke("sandbox", "send", receiver.url, "--type", "transaction")
+    assert gone.exit_code == 1 and "a 410 disables the endpoint" in gone.stdout
 
 
 async def test_a_profile_narrowing_success_statuses_is_honoured(receiver: Receiver) -> None:

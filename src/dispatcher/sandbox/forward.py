@@ -16,7 +16,7 @@ import aiohttp
 from dispatcher.clock import SystemClock
 from dispatcher.config import UrlPolicyConfig
 from dispatcher.engine.http import USER_AGENT
-from dispatcher.engine.outcome import failure_for_status
+from dispatcher.engine.outcome import GONE, failure_for_status
 from dispatcher.engine.sender import BASE_HEADERS, classify_exception
 from dispatcher.model import FailureReason
 from dispatcher.sandbox.samples import SampleEvent, SigningKey
@@ -80,7 +80,9 @@ class Attempt:
         if self.failure is None:
             return "Success"
         detail = f" ({self.error_detail})" if self.error_detail else ""
-        return f"failed: {self.failure}{detail}; the engine would retry"
+        then = ("a 410 disables the endpoint" if self.status == GONE
+                else "the engine would retry")
+        return f"failed: {self.failure}{detail}; {then}"
 
     def summary(self) -> str:
         if self.status is None:
