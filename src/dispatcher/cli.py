@@ -624,7 +624,7 @@ def check_receiver(ctx: click.Context, url: str, secret: str, scheme: str | None
                    as_json: bool) -> None:
     """Probe a receiver: signed events accepted (also twice), tampered, stale and
     unsigned requests rejected, answers quick. Exits 1 if a required check fails."""
-    from dispatcher.sandbox.conformance import DEFAULT_TYPE, DEFAULT_TYPES, check_receiver
+    from dispatcher.sandbox.conformance import DEFAULT_TYPE, DEFAULT_TYPES, run_checks
     from dispatcher.sandbox.forward import check_url, sandbox_session
     from dispatcher.sandbox.samples import signing_key
 
@@ -636,8 +636,8 @@ def check_receiver(ctx: click.Context, url: str, secret: str, scheme: str | None
 
     async def go() -> Any:
         async with sandbox_session() as session:
-            return await check_receiver(session, target, key, event_type, payload,
-                                        timeout=timeout, success_statuses=success)
+            return await run_checks(session, target, key, event_type, payload,
+                                    timeout=timeout, success_statuses=success)
 
     report = _run(go())
     if as_json:

@@ -141,7 +141,7 @@ def tampered(event: SampleEvent) -> bytes:
     return serialize_body(envelope)
 
 
-async def check_receiver(
+async def run_checks(
     session: aiohttp.ClientSession,
     url: str,
     key: SigningKey,
@@ -151,6 +151,7 @@ async def check_receiver(
     timeout: float = 2.0,
     success_statuses: Collection[int] = (),
 ) -> Report:
+    """Probe `url` with checks (a)-(f), one request at a time, and report each."""
     report = Report(url, key.scheme, event_type)
     add = report.checks.append
     refused = (f"a correctly signed request was refused; check that the receiver verifies "
