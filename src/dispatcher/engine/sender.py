@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -32,6 +33,7 @@ class AttemptResult:
     response_body: str | None = None
     failure: FailureReason | None = None
     error_detail: str | None = None
+    status_text: str = ""
 
     @property
     def failed(self) -> bool:
@@ -64,17 +66,37 @@ async def send(
     success_statuses: frozenset[int],
     body_limit: int,
 ) -> AttemptResult:
+    """Sign and send one delivery to its endpoint."""
     started_at = clock.now()
     headers = {**BASE_HEADERS, **target.signer.sign(str(delivery.event_id), started_at,
                                                      delivery.body)}
+    result = await post_once(session, target.url, delivery.body, headers, target.timeout,
+                             success_statuses, body_limit, started_at)
+    result.finished_at = clock.now()
+    return result
+
+
+async def post_once(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    timeout: aiohttp.ClientTimeout,
+    success_statuses: Collection[int],
+    body_limit: int,
+    started_at: datetime,
+) -> AttemptResult:
+    """POST `body` with exactly `headers`, no redirects, at most `body_limit` bytes of
+    the response read, and classify the outcome. The engine and the sandbox both
+    send through here, so a sandbox run shows exactly what the engine would record."""
     t0 = monotonic()
     result = AttemptResult(started_at, started_at, 0.0, headers)
     try:
         async with session.post(
-            target.url, data=delivery.body, headers=headers, allow_redirects=False,
-            timeout=target.timeout,
+            url, data=body, headers=headers, allow_redirects=False, timeout=timeout,
         ) as resp:
             result.status = resp.status
+            result.status_text = resp.reason or ""
             result.response_headers = dict(resp.headers)
             raw = await resp.content.read(body_limit)
             result.response_body = raw.decode("utf-8", "replace")
@@ -83,7 +105,6 @@ async def send(
         result.failure = classify_exception(exc)
         result.error_detail = _describe(exc)
     result.duration_ms = (monotonic() - t0) * 1000
-    result.finished_at = clock.now()
     return result
 
 

@@ -6,7 +6,6 @@ localhost, so its client has no address guard."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,8 +15,8 @@ import aiohttp
 from dispatcher.clock import SystemClock
 from dispatcher.config import UrlPolicyConfig
 from dispatcher.engine.http import USER_AGENT
-from dispatcher.engine.outcome import GONE, failure_for_status
-from dispatcher.engine.sender import BASE_HEADERS, classify_exception
+from dispatcher.engine.outcome import GONE
+from dispatcher.engine.sender import BASE_HEADERS, post_once
 from dispatcher.model import FailureReason
 from dispatcher.sandbox.samples import SampleEvent, SigningKey
 from dispatcher.signing import make_signer
@@ -109,25 +108,16 @@ async def post(
     timeout: float = DEFAULT_TIMEOUT,
     success_statuses: Collection[int] = (),
 ) -> Attempt:
-    """POST `body` with exactly `headers`; never follows redirects."""
-    attempt = Attempt(url, dict(headers), body)
-    t0 = time.monotonic()
-    try:
-        async with session.post(url, data=body, headers=attempt.request_headers,
-                                allow_redirects=False,
-                                timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-            attempt.status = resp.status
-            attempt.reason = resp.reason or ""
-            attempt.response_headers = dict(resp.headers)
-            raw = await resp.content.read(RESPONSE_LIMIT)
-            attempt.response_body = raw.decode("utf-8", "replace")
-            attempt.failure = failure_for_status(resp.status, success_statuses)
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        attempt.failure = classify_exception(exc)
-        attempt.error_detail = f"{type(exc).__name__}: {exc}"[:500].rstrip(": ")
-        if attempt.failure == FailureReason.TIMEOUT:
-            attempt.error_detail = f"no complete response within {timeout:g} s"
-    attempt.duration_ms = (time.monotonic() - t0) * 1000
+    """POST `body` with exactly `headers`, as the engine sends an attempt."""
+    r = await post_once(session, url, body, dict(headers),
+                        aiohttp.ClientTimeout(total=timeout), success_statuses,
+                        RESPONSE_LIMIT, SystemClock().now())
+    attempt = Attempt(url, r.request_headers, body, status=r.status, reason=r.status_text,
+                      response_headers=r.response_headers or {},
+                      response_body=r.response_body or "", duration_ms=r.duration_ms,
+                      failure=r.failure, error_detail=r.error_detail)
+    if attempt.failure == FailureReason.TIMEOUT:
+        attempt.error_detail = f"no complete response within {timeout:g} s"
     return attempt
 
 
