@@ -79,8 +79,7 @@ class DeliveryWorker:
         self._endpoint_slots: dict[UUID, tuple[int, asyncio.Semaphore]] = {}
         self._endpoint_load: Counter[UUID] = Counter()
         self._endpoint_speed: dict[UUID, float] = {}  # EWMA of attempt seconds
-        self._open_rows = 0
-        self._claimed: dict[int, ClaimedDelivery] = {}
+        self._claimed: set[int] = set()  # delivery ids leased here, outcome not written
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._outcomes: list[Outcome] = []
@@ -88,7 +87,6 @@ class DeliveryWorker:
         self._stopping = False
         self._batches: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
-        self._listener: asyncpg.Connection | None = None
         self.outcome_hooks: list[OutcomeHook] = []
 
     # -- lifecycle ---------------------------------------------------------------
@@ -134,7 +132,7 @@ class DeliveryWorker:
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
-            room = self._max_open - self._open_rows
+            room = self._max_open - len(self._claimed)
             if room <= 0:
                 self._progress.clear()
                 await self._progress.wait()
@@ -166,9 +164,7 @@ class DeliveryWorker:
         async with self._pool.acquire() as conn:
             rows = await queue.claim_due(conn, self.owner, limit, now, lease_until,
                                          self._saturated())
-            for r in rows:
-                self._claimed[r.id] = r
-            self._open_rows += len(rows)
+            self._claimed.update(r.id for r in rows)
             stale = self._cache.stale(((r.endpoint_id, r.endpoint_version) for r in rows), now)
             try:
                 await self._cache.load(conn, stale, now)
@@ -292,8 +288,8 @@ class DeliveryWorker:
                      next_status=decision.status.label)
 
     def _finish_row(self, delivery_id: int) -> None:
-        if self._claimed.pop(delivery_id, None) is not None:
-            self._open_rows -= 1
+        if delivery_id in self._claimed:
+            self._claimed.discard(delivery_id)
             self._progress.set()
 
     # -- writing outcomes ------------------------------------------------------------
@@ -348,12 +344,10 @@ class DeliveryWorker:
             conn.add_termination_listener(_setter(closed))
             try:
                 await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-                self._listener = conn
                 self._wake.set()  # catch up on whatever arrived while disconnected
                 await closed.wait()
                 log.warning("engine.listen_connection_lost")
             finally:
-                self._listener = None
                 if not conn.is_closed():
                     await conn.close()
 
