@@ -10,7 +10,6 @@ from asyncpg.pool import PoolConnectionProxy
 
 from dispatcher.config import DatabaseConfig
 
-Pool = asyncpg.Pool
 # What store functions take: a plain connection or one acquired from the pool.
 Conn = asyncpg.Connection | PoolConnectionProxy
 

@@ -9,14 +9,11 @@ from typing import NamedTuple
 from uuid import UUID
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
 from dispatcher import signing
 from dispatcher.errors import NotFound
 from dispatcher.secretbox import SecretBox
-
-# A plain connection or one acquired from the pool.
-Conn = asyncpg.Connection | PoolConnectionProxy
+from dispatcher.store.pool import Conn
 
 
 class PublicKey(NamedTuple):
