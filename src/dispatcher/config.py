@@ -58,6 +58,7 @@ class DeliveryConfig:
     success_statuses: list[int] = field(default_factory=list)
     response_body_limit: int = 4096
     enabled: bool = True
+    writer_stall_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("delivery", "batches_in_flight"): (lambda v: v >= 1, "must be >= 1"),
     ("delivery", "poll_interval_seconds"): (lambda v: v > 0, "must be > 0"),
     ("delivery", "lease_seconds"): (lambda v: v >= 5, "must be >= 5"),
+    ("delivery", "writer_stall_seconds"): (lambda v: v > 0, "must be > 0"),
     ("delivery", "default_max_in_flight"): (lambda v: v >= 1, "must be >= 1"),
     ("delivery", "success_statuses"): (
         lambda v: all(200 <= s <= 299 for s in v),

@@ -39,6 +39,19 @@ OLDEST_DUE_SECONDS = Gauge(
 ENDPOINTS_BY_STATE = Gauge(
     "dispatcher_endpoints", "Endpoints by state", ["state"], registry=REGISTRY,
 )
+OUTCOMES_DROPPED = Counter(
+    "dispatcher_outcomes_dropped", "Attempt outcomes the database refused to store "
+    "(the delivery is sent again when its lease ends)", registry=REGISTRY,
+)
+OUTCOMES_UNWRITTEN = Gauge(
+    "dispatcher_outcomes_unwritten", "Attempt outcomes made here and not yet written",
+    registry=REGISTRY,
+)
+OUTCOMES_UNWRITTEN_AGE = Gauge(
+    "dispatcher_outcomes_unwritten_age_seconds",
+    "How long this process has had outcomes waiting that it could not write",
+    registry=REGISTRY,
+)
 ENDPOINT_PAUSES = Counter(
     "dispatcher_endpoint_pauses", "Endpoints paused by failure thresholds", registry=REGISTRY,
 )

@@ -212,7 +212,7 @@ async def test_a_delivery_held_past_the_limit_fails_and_a_retry_sends_it(
     async with h.pool.acquire() as conn:
         await resume_endpoint(conn, endpoint, env.clock.now())
         assert await env.m.redrive() == 0  # it is not held any more: nothing re-driven
-        assert await retry_delivery(conn, endpoint, event.id, env.clock.now())
+        assert await retry_delivery(conn, endpoint, event.id, env.clock.now()) is None
     env.h.advance(0)
     await receiver.wait_for(1)
     await h.wait_status([DeliveryStatus.SUCCESS], 1)

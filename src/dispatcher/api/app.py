@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from dispatcher.api import health
-from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, DSN, HTTP, POOL
+from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, DSN, HTTP, POOL, READINESS
 from dispatcher.api.errors import json_errors, request_context
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.config import Config
+from dispatcher.readiness import Readiness
 from dispatcher.store.pool import create_pool
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
@@ -49,6 +50,7 @@ def create_app(
     app[DSN] = dsn
     app[CLOCK] = clock or SystemClock()
     app[COMPONENTS] = {}
+    app[READINESS] = Readiness()
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_http_ctx)
     health.add_routes(app)

@@ -13,6 +13,7 @@ from dispatcher.api.keycache import KeyCache
 from dispatcher.catalogue import EventType
 from dispatcher.clock import Clock
 from dispatcher.config import Config
+from dispatcher.readiness import Readiness
 from dispatcher.retry import RetryPolicy
 from dispatcher.secretbox import SecretBox
 
@@ -21,6 +22,7 @@ CLOCK = web.AppKey("clock", Clock)
 DSN = web.AppKey("dsn", str)
 POOL = web.AppKey("pool", asyncpg.Pool)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
+READINESS = web.AppKey("readiness", Readiness)
 # Components registered by later layers (engine, scheduler) keyed by name.
 COMPONENTS = web.AppKey("components", dict[str, Any])
 

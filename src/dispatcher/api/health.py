@@ -1,5 +1,6 @@
 """Liveness (/healthz: the process answers) and readiness (/readyz: the database
-answers and every migration is applied)."""
+answers, every migration is applied, and no component of this process reports a
+problem, such as an outcome writer that has not written for too long)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 import asyncpg
 from aiohttp import web
 
-from dispatcher.api.context import POOL
+from dispatcher.api.context import POOL, READINESS
 from dispatcher.errors import MigrationError
 from dispatcher.store.migrate import pending_migrations
 
@@ -36,6 +37,10 @@ async def readyz(request: web.Request) -> web.Response:
              "pending": [m.name for m in pending]},
             status=503,
         )
+    problems = request.app[READINESS].problems()
+    if problems:
+        return web.json_response(
+            {"status": "unavailable", "reason": "; ".join(problems)}, status=503)
     return web.json_response({"status": "ok"})
 
 

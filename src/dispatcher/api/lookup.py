@@ -33,7 +33,7 @@ from dispatcher.api.views import attempt_json, event_json, event_status_json
 from dispatcher.errors import Conflict, NotFound, ValidationError
 from dispatcher.model import DeliveryStatus
 from dispatcher.store import lookup
-from dispatcher.store.deliveries import bulk_retry, retry_delivery
+from dispatcher.store.deliveries import RetryRefused, bulk_retry, retry_delivery
 from dispatcher.store.pool import Conn
 
 STATUS_LABELS = [s.label for s in DeliveryStatus]
@@ -169,9 +169,18 @@ async def retry_event(request: web.Request) -> web.Response:
         if found.status not in RETRYABLE:
             raise Conflict(f"only Retrying or Failed events can be retried; this one is "
                            f"{found.status.label}", field="status")
-        if not await retry_delivery(conn, endpoint_id, event_id, now):
-            raise Conflict("the event is being delivered right now; try again shortly",
-                           field="status")
+        refused = await retry_delivery(conn, endpoint_id, event_id, now)
+    if refused is RetryRefused.ALREADY_SCHEDULED:
+        raise Conflict("a retry of this event is already scheduled and has not been "
+                       "attempted yet", field="status", code="retry_already_scheduled")
+    if refused is RetryRefused.NOT_FOUND:
+        raise NotFound("no such event at this endpoint", field="event_id")
+    if refused is RetryRefused.NOT_RETRYABLE:
+        raise Conflict("the event's status changed meanwhile; only Retrying or Failed "
+                       "events can be retried", field="status")
+    if refused is not None:
+        raise Conflict("the event is being delivered right now; try again shortly",
+                       field="status", code="delivery_in_progress")
     return web.json_response({"retried": True}, status=201)
 
 

@@ -61,9 +61,18 @@ class EndpointCache:
         self._policies = policies
         self._default_policy = default_policy
         self._targets: dict[UUID, EndpointTarget] = {}
+        # Deleted endpoints: a load that read the row before the delete committed
+        # must not bring it back.
+        self._deleted: set[UUID] = set()
 
     def get(self, endpoint_id: UUID) -> EndpointTarget | None:
         return self._targets.get(endpoint_id)
+
+    def __contains__(self, endpoint_id: UUID) -> bool:
+        return endpoint_id in self._targets
+
+    def ids(self) -> list[UUID]:
+        return list(self._targets)
 
     def stale(self, wanted: Iterable[tuple[UUID, int]], now: datetime) -> set[UUID]:
         """Endpoints whose cached copy is missing or older than the claimed version."""
@@ -75,10 +84,19 @@ class EndpointCache:
         return out
 
     async def load(self, conn: Conn, ids: Iterable[UUID], now: datetime) -> None:
+        """Read these endpoints again. One that no longer exists is forgotten for
+        good; a copy is never replaced by an older version read concurrently."""
         ids = list(ids)
         if not ids:
             return
-        for r in await conn.fetch(_LOAD, ids):
+        rows = await conn.fetch(_LOAD, ids)
+        for gone in set(ids) - {r["id"] for r in rows}:
+            self._targets.pop(gone, None)
+            self._deleted.add(gone)
+        for r in rows:
+            known = self._targets.get(r["id"])
+            if r["id"] in self._deleted or (known is not None and known.version > r["version"]):
+                continue
             try:
                 signer = await self._signer(conn, r, now)
             except DispatcherError as exc:

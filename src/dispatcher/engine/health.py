@@ -109,10 +109,12 @@ class HealthMonitor:
         self._default_retries = self._policies[config.delivery.default_retry_policy].retries
         self._idempotency = timedelta(seconds=config.server.idempotency_window_seconds)
 
-    async def record(self, conn: Conn, outcomes: Sequence[Outcome], now: datetime) -> None:
+    async def record(self, conn: Conn, outcomes: Sequence[Outcome], now: datetime) -> set[UUID]:
+        """Count the batch's failures; returns the endpoints it paused."""
+        paused: set[UUID] = set()
         failures = count_failures(outcomes)
         if not failures:
-            return
+            return paused
         for counts in await store.add_failures(conn, failures, now, self._cfg.window_seconds):
             if counts.state != EndpointState.ACTIVE:
                 continue  # in flight when it was paused or disabled: counted, nothing more
@@ -120,8 +122,10 @@ class HealthMonitor:
             which = crossed(counts, limits)
             if which is not None:
                 await self._pause(conn, counts, limits, which, now)
+                paused.add(counts.endpoint_id)
             else:
                 await self._warn(conn, counts, limits, now)
+        return paused
 
     async def _pause(
         self, conn: Conn, counts: FailureCounts, limits: Thresholds, which: str,

@@ -1,6 +1,11 @@
 """The delivery worker of one process: claims due deliveries in batches, sends them
 with bounded concurrency, and writes outcomes in batches.
 
+Endpoint changes (pause, disable, update, delete) arrive by NOTIFY from whichever
+process made them: from then on no request to that endpoint starts here until it
+has been read again. Rows claimed but not yet sent are then held (paused,
+disabled), dropped (deleted: their rows are gone) or sent with the new settings.
+
 Per-endpoint isolation with batch claims: each endpoint may have `max_in_flight`
 requests in flight here, and only as many claimed rows waiting locally as it can
 send within half a lease at its observed speed. Rows beyond that are given back at
@@ -14,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -35,15 +41,17 @@ from dispatcher.retry import load_policies, parse_retry_after
 from dispatcher.secretbox import SecretBox
 from dispatcher.store import deliveries as queue
 from dispatcher.store.deliveries import ClaimedDelivery, Outcome
-from dispatcher.store.pool import Conn
+from dispatcher.store.pool import DB_ERRORS, DB_UNAVAILABLE, Conn
 
 log = structlog.get_logger(__name__)
 
 NOTIFY_CHANNEL = "dispatcher_deliveries"
+ENDPOINTS_CHANNEL = "dispatcher_endpoints"  # payload: the id of a changed endpoint
 DEFER_SECONDS = 1.0  # rows given back for a saturated endpoint are due again after this
 UNUSABLE_DEFER_SECONDS = 60.0  # rows of an endpoint that cannot be signed for
 FLUSH_LINGER = 0.005  # gather outcomes this long before writing them in one statement
 WRITE_RETRY_SECONDS = 1.0
+REFRESH_RETRY_SECONDS = 0.5
 
 # Label lookups cost more than the increment; bind each child once.
 _ATTEMPT_COUNTERS = {reason: metrics.ATTEMPTS.labels(reason.value if reason else "success")
@@ -52,7 +60,9 @@ _ATTEMPT_COUNTERS = {reason: metrics.ATTEMPTS.labels(reason.value if reason else
 _FINISHED_COUNTERS = {s: metrics.DELIVERIES_FINISHED.labels(s.label)
                       for s in (DeliveryStatus.SUCCESS, DeliveryStatus.FAILED)}
 
-OutcomeHook = Callable[[Conn, Sequence[Outcome], datetime], Awaitable[None]]
+# Runs inside the transaction that records a batch; returns the endpoints it changed
+# (paused), which this worker stops sending to as soon as the batch commits.
+OutcomeHook = Callable[[Conn, Sequence[Outcome], datetime], Awaitable[Collection[UUID]]]
 
 
 class DeliveryWorker:
@@ -83,7 +93,12 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._outcomes: list[Outcome] = []
+        self._to_hold: list[int] = []  # claimed rows whose endpoint stopped meanwhile
         self._outcomes_ready = asyncio.Event()
+        # Monotonic time since which outcomes have been waiting unwritten (None: none).
+        self._backlog_since: float | None = None
+        self._dirty: set[UUID] = set()  # endpoints changed since last read
+        self._refreshing: dict[UUID, asyncio.Task[None]] = {}
         self._stopping = False
         self._batches: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -115,7 +130,7 @@ class DeliveryWorker:
         await _cancel(write_loop)
         try:
             await self._write_pending()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DB_ERRORS as exc:
             # The leases run out and these deliveries are sent again: at least once.
             log.error("engine.final_write_failed", error=str(exc), lost=len(self._outcomes))
             return
@@ -140,7 +155,7 @@ class DeliveryWorker:
             limit = min(self._cfg.claim_batch_size, room)
             try:
                 rows = await self._claim(limit)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DB_ERRORS as exc:
                 log.warning("engine.claim_failed", error=str(exc))
                 await asyncio.sleep(self._cfg.poll_interval_seconds)
                 continue
@@ -170,7 +185,7 @@ class DeliveryWorker:
                 await self._cache.load(conn, stale, now)
             except BaseException:
                 # Unsent: due again now rather than stranded until their lease runs out.
-                with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                with contextlib.suppress(*DB_ERRORS):
                     await queue.release(conn, [r.id for r in rows], self.owner, now)
                 for r in rows:
                     self._finish_row(r.id)
@@ -242,13 +257,52 @@ class DeliveryWorker:
             async with self._slots(target), self._global:
                 if self._stopping:
                     return  # not sent: stop() gives the lease back
-                result = await send(self._session, target, row, self._clock, self._success,
-                                     self._cfg.response_body_limit)
-            self._record(row, target, result)
+                current = await self._current(row.endpoint_id)
+                if current is None:  # deleted: its deliveries went with it
+                    self._finish_row(row.id)
+                    return
+                if not (current.active and current.usable):
+                    self._to_hold.append(row.id)  # held, or due again if resumed
+                    self._outcomes_ready.set()
+                    return
+                result = await send(self._session, current, row, self._clock,
+                                    self._success, self._cfg.response_body_limit)
+            self._record(row, current, result)
         finally:
             self._endpoint_load[row.endpoint_id] -= 1
             if self._endpoint_load[row.endpoint_id] <= 0:
                 del self._endpoint_load[row.endpoint_id]
+
+    async def _current(self, endpoint_id: UUID) -> EndpointTarget | None:
+        """The endpoint as it is now: waits while a change notified is being read."""
+        refresh = self._refreshing.get(endpoint_id)
+        if refresh is not None:
+            await asyncio.shield(refresh)
+        return self._cache.get(endpoint_id)
+
+    def endpoint_changed(self, endpoint_id: UUID) -> None:
+        """An endpoint was changed or deleted: start no request to it until it has
+        been read again. Synchronous, so it takes effect before any other task runs."""
+        if endpoint_id not in self._cache:
+            return
+        self._dirty.add(endpoint_id)
+        if endpoint_id not in self._refreshing:
+            self._refreshing[endpoint_id] = asyncio.create_task(self._refresh(endpoint_id))
+
+    async def _refresh(self, endpoint_id: UUID) -> None:
+        try:
+            while endpoint_id in self._dirty:  # changed again while being read: again
+                self._dirty.discard(endpoint_id)
+                try:
+                    async with self._pool.acquire() as conn:
+                        await self._cache.load(conn, [endpoint_id], self._clock.now())
+                except DB_ERRORS as exc:
+                    log.warning("engine.endpoint_refresh_failed",
+                                endpoint_id=str(endpoint_id), error=str(exc))
+                    self._dirty.add(endpoint_id)
+                    await asyncio.sleep(REFRESH_RETRY_SECONDS)
+        finally:
+            del self._refreshing[endpoint_id]
 
     def _record(self, row: ClaimedDelivery, target: EndpointTarget, result: AttemptResult) -> None:
         seconds = result.duration_ms / 1000
@@ -294,37 +348,99 @@ class DeliveryWorker:
 
     # -- writing outcomes ------------------------------------------------------------
 
+    def writer_backlog(self) -> tuple[int, float]:
+        """Outcomes waiting to be written, and for how many seconds the writer has
+        had some waiting without managing to write them."""
+        if self._backlog_since is None:
+            return 0, 0.0
+        return len(self._outcomes) + len(self._to_hold), time.monotonic() - self._backlog_since
+
     async def _write_loop(self) -> None:
         while True:
             await self._outcomes_ready.wait()
+            if self._backlog_since is None:
+                self._backlog_since = time.monotonic()
             await asyncio.sleep(FLUSH_LINGER)
             try:
                 await self._write_pending()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DB_ERRORS as exc:
                 # Leases keep the rows ours for a while; try again shortly.
                 log.warning("engine.write_failed", error=str(exc), pending=len(self._outcomes))
                 await asyncio.sleep(WRITE_RETRY_SECONDS)
 
     async def _write_pending(self) -> None:
+        """Write the outcomes and holds gathered so far. If the database refuses the
+        batch for anything but being unavailable, write it row by row and drop (with
+        a log line) only the rows it refuses: one bad row never blocks the rest."""
         batch, self._outcomes = self._outcomes, []
+        holds, self._to_hold = self._to_hold, []
         self._outcomes_ready.clear()
-        if not batch:
-            return
-        now = self._clock.now()
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                await queue.record_outcomes(conn, batch, self.owner, now)
-                gone = {o.endpoint_id for o in batch if o.response_status == GONE}
-                if gone:
-                    await _disable_gone(conn, gone, now)
-                for hook in self.outcome_hooks:
-                    await hook(conn, batch, now)
-        except BaseException:
-            self._outcomes[:0] = batch
+            await self._write(batch, holds)
+        except BaseException as exc:
+            if isinstance(exc, DB_UNAVAILABLE) or not isinstance(exc, asyncpg.PostgresError):
+                self._put_back(batch, holds)
+                raise
+            log.error("engine.write_rejected", error=str(exc), outcomes=len(batch))
+            await self._write_isolated(batch, holds)
+        else:
+            self._finish_rows(batch, holds)
+        self._backlog_since = time.monotonic() if self._outcomes or self._to_hold else None
+
+    def _put_back(self, batch: Sequence[Outcome], holds: Sequence[int]) -> None:
+        self._outcomes[:0] = batch
+        self._to_hold[:0] = holds
+        if batch or holds:
             self._outcomes_ready.set()
-            raise
+
+    def _finish_rows(self, batch: Sequence[Outcome], holds: Sequence[int]) -> None:
         for o in batch:
             self._finish_row(o.delivery_id)
+        for delivery_id in holds:
+            self._finish_row(delivery_id)
+
+    async def _write(self, batch: Sequence[Outcome], holds: Sequence[int]) -> None:
+        now = self._clock.now()
+        changed: set[UUID] = set()
+        async with self._pool.acquire() as conn, conn.transaction():
+            await queue.hold(conn, holds, self.owner, now)
+            written = await queue.record_outcomes(conn, batch, self.owner, now)
+            if len(written) < len(batch):
+                dropped = [o for o in batch if o.delivery_id not in written]
+                # Endpoint or event deleted while the request was on the wire.
+                log.info("delivery.outcome_dropped", reason="delivery deleted",
+                         count=len(dropped), delivery_ids=[o.delivery_id for o in dropped][:20])
+                batch = [o for o in batch if o.delivery_id in written]
+            gone = {o.endpoint_id for o in batch if o.response_status == GONE}
+            if gone:
+                changed |= await _disable_gone(conn, gone, now)
+            for hook in self.outcome_hooks:
+                changed.update(await hook(conn, batch, now))
+        for endpoint_id in changed:
+            self.endpoint_changed(endpoint_id)
+
+    async def _write_isolated(self, batch: Sequence[Outcome], holds: Sequence[int]) -> None:
+        try:
+            await self._write([], holds)
+        except DB_UNAVAILABLE:
+            self._put_back(batch, holds)
+            raise
+        except asyncpg.PostgresError as exc:  # they come back due when their lease ends
+            log.error("engine.hold_rejected", error=str(exc), rows=len(holds))
+        self._finish_rows([], holds)
+        for i, outcome in enumerate(batch):
+            try:
+                await self._write([outcome], [])
+            except DB_UNAVAILABLE:
+                self._put_back(batch[i:], [])
+                raise
+            except asyncpg.PostgresError as exc:
+                # Its lease runs out and the delivery is sent again: at least once.
+                metrics.OUTCOMES_DROPPED.inc()
+                log.error("delivery.outcome_dropped", reason="rejected by the database",
+                          error=str(exc), delivery_id=outcome.delivery_id,
+                          endpoint_id=str(outcome.endpoint_id))
+            self._finish_rows([outcome], [])
 
     # -- NOTIFY ----------------------------------------------------------------------
 
@@ -344,12 +460,20 @@ class DeliveryWorker:
             conn.add_termination_listener(_setter(closed))
             try:
                 await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+                await conn.add_listener(ENDPOINTS_CHANNEL, self._on_endpoint_notify)
+                for endpoint_id in self._cache.ids():
+                    self.endpoint_changed(endpoint_id)  # changes missed while disconnected
                 self._wake.set()  # catch up on whatever arrived while disconnected
                 await closed.wait()
                 log.warning("engine.listen_connection_lost")
             finally:
                 if not conn.is_closed():
                     await conn.close()
+
+
+    def _on_endpoint_notify(self, _conn: Conn, _pid: int, _channel: str, payload: object) -> None:
+        with contextlib.suppress(ValueError):
+            self.endpoint_changed(UUID(str(payload)))
 
 
 _DISABLE_GONE = """
@@ -359,17 +483,21 @@ WITH off AS (
         state_changed_at = $2, version = version + 1, updated_at = $2
     WHERE id = ANY($1::uuid[]) AND state <> 'disabled'
     RETURNING id
-)
-UPDATE deliveries SET held_since = coalesce(held_since, $2), next_attempt_at = 'infinity'
+), held AS (
+    UPDATE deliveries SET held_since = coalesce(held_since, $2), next_attempt_at = 'infinity'
 WHERE endpoint_id IN (SELECT id FROM off) AND status < 2
+)
+SELECT id FROM off
 """
 
 
-async def _disable_gone(conn: Conn, endpoint_ids: set[UUID], now: datetime) -> None:
+async def _disable_gone(conn: Conn, endpoint_ids: set[UUID], now: datetime) -> set[UUID]:
     """410 Gone: the receiver wants no more deliveries. Hold, never drop, the rest."""
-    await conn.execute(_DISABLE_GONE, list(endpoint_ids), now)
-    log.warning("endpoint.disabled", endpoint_ids=[str(e) for e in endpoint_ids],
-                reason="410 Gone")
+    disabled = {r["id"] for r in await conn.fetch(_DISABLE_GONE, list(endpoint_ids), now)}
+    if disabled:
+        log.warning("endpoint.disabled", endpoint_ids=[str(e) for e in disabled],
+                    reason="410 Gone")
+    return disabled
 
 
 def _setter(event: asyncio.Event) -> Callable[..., None]:

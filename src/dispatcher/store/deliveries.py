@@ -8,6 +8,7 @@ time comparison takes `now` from the caller's clock, so schedules are testable.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -118,9 +119,12 @@ class Outcome:
     error_detail: str | None = None
 
 
-# The attempt is always logged (it happened); the delivery state only changes if
-# this worker still holds the lease. A delivery whose endpoint was paused while it
-# was in flight stays held.
+# The attempt is logged if its delivery still exists (an endpoint or event deleted
+# while the request was on the wire takes the delivery and its log with it); the
+# delivery state only changes if this worker still holds the lease. `live` locks the
+# rows FOR KEY SHARE, so a concurrent delete either commits first (the row is
+# skipped) or waits for this statement (and then removes the attempt with it): the
+# foreign key can never fail. A delivery paused while in flight stays held.
 _RECORD = """
 WITH o AS (
     SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::int[], $4::smallint[], $5::int[],
@@ -129,13 +133,15 @@ WITH o AS (
         AS o(delivery_id, endpoint_id, attempt_number, status, retries_left, next_at,
              started_at, duration_ms, request_headers, response_status, response_headers,
              response_body, failure_reason, error_detail)
+), live AS (
+    SELECT d.id FROM deliveries d WHERE d.id = ANY($1::bigint[]) FOR KEY SHARE
 ), upd AS (
     UPDATE deliveries d
     SET status = o.status, attempts = o.attempt_number, retries_left = o.retries_left,
         next_attempt_at = CASE WHEN d.held_since IS NOT NULL AND o.status < 2
                                THEN 'infinity'::timestamptz ELSE o.next_at END,
         failure_reason = o.failure_reason, last_attempt_at = o.started_at,
-        lease_owner = NULL, updated_at = $15
+        lease_owner = NULL, retry_pending = false, updated_at = $15
     FROM o
     WHERE d.id = o.delivery_id AND d.lease_owner = $16
 )
@@ -145,16 +151,18 @@ INSERT INTO attempts (delivery_id, endpoint_id, attempt_number, started_at, dura
 SELECT o.delivery_id, o.endpoint_id, o.attempt_number, o.started_at, o.duration_ms,
        o.request_headers::jsonb, o.response_status, o.response_headers::jsonb,
        o.response_body, o.failure_reason, o.error_detail
-FROM o
+FROM o JOIN live ON live.id = o.delivery_id
+RETURNING delivery_id
 """
 
 
 async def record_outcomes(
     conn: Conn, outcomes: Sequence[Outcome], owner: UUID, now: datetime
-) -> None:
-    """Write every attempt of a batch and the new delivery states in one statement."""
+) -> set[int]:
+    """Write every attempt of a batch and the new delivery states in one statement;
+    returns the ids of the deliveries written (those that still exist)."""
     if not outcomes:
-        return
+        return set()
     cols: list[list[object]] = [[] for _ in range(14)]
     for o in outcomes:
         for col, value in zip(cols, (
@@ -164,38 +172,62 @@ async def record_outcomes(
             o.error_detail,
         ), strict=True):
             col.append(value)
-    await conn.execute(_RECORD, *cols, now, owner)
+    rows = await conn.fetch(_RECORD, *cols, now, owner)
+    return {r[0] for r in rows}
 
 
 # Manual retry: one attempt now for a Retrying or Failed delivery. A Failed one
 # goes back to Retrying with its retries used up, so a failure ends it Failed again.
+# `retry_pending` stays set until that attempt is recorded, so concurrent retries of
+# one delivery serialize on its row and only the first is acknowledged.
 _RETRY_ONE = """
 UPDATE deliveries d
 SET status = 1, next_attempt_at = CASE WHEN ep.state = 'active' THEN $3
                                        ELSE 'infinity'::timestamptz END,
     held_since = CASE WHEN ep.state = 'active' THEN NULL ELSE coalesce(d.held_since, $3) END,
-    lease_owner = NULL, updated_at = $3
+    lease_owner = NULL, retry_pending = true, updated_at = $3
 FROM endpoints ep
 WHERE d.endpoint_id = $1 AND d.event_id = $2 AND ep.id = d.endpoint_id
   AND d.status IN (1, 3) AND d.lease_owner IS NULL
+  AND NOT (d.retry_pending AND d.status < 2)
 RETURNING d.id
 """
 
 
+class RetryRefused(enum.Enum):
+    """Why retry_delivery scheduled nothing."""
+
+    NOT_FOUND = "not_found"
+    NOT_RETRYABLE = "not_retryable"  # Pending or Success
+    IN_PROGRESS = "in_progress"  # an attempt is on the wire right now
+    ALREADY_SCHEDULED = "already_scheduled"  # an earlier retry's attempt is still to come
+
+
 async def retry_delivery(
     conn: Conn, endpoint_id: UUID, event_id: UUID, now: datetime
-) -> bool:
-    """Make one Retrying/Failed delivery due now; False if it is in another status."""
-    row = await conn.fetchval(_RETRY_ONE, endpoint_id, event_id, now)
-    if row is not None:
+) -> RetryRefused | None:
+    """Make one Retrying/Failed delivery due now (exactly one new attempt); None when
+    done, else why not."""
+    if await conn.fetchval(_RETRY_ONE, endpoint_id, event_id, now) is not None:
         await conn.execute("SELECT pg_notify('dispatcher_deliveries', '')")
-    return row is not None
+        return None
+    row = await conn.fetchrow(
+        "SELECT status, lease_owner, retry_pending FROM deliveries "
+        "WHERE endpoint_id = $1 AND event_id = $2", endpoint_id, event_id)
+    if row is None:
+        return RetryRefused.NOT_FOUND
+    if row["status"] not in (DeliveryStatus.RETRYING, DeliveryStatus.FAILED):
+        return RetryRefused.NOT_RETRYABLE
+    if row["retry_pending"] and row["status"] < DeliveryStatus.SUCCESS:
+        return RetryRefused.ALREADY_SCHEDULED
+    return RetryRefused.IN_PROGRESS
 
 
 _RETRY_MANY = """
 WITH picked AS (
     SELECT d.id FROM deliveries d
     WHERE d.endpoint_id = $1 AND d.status = ANY($2::smallint[]) AND d.lease_owner IS NULL
+      AND NOT (d.retry_pending AND d.status < 2)
       AND d.created_at >= $3 AND d.created_at < $4
     ORDER BY d.id
     LIMIT $6
@@ -205,7 +237,7 @@ UPDATE deliveries d
 SET status = 1, next_attempt_at = CASE WHEN ep.state = 'active' THEN $5
                                        ELSE 'infinity'::timestamptz END,
     held_since = CASE WHEN ep.state = 'active' THEN NULL ELSE coalesce(d.held_since, $5) END,
-    updated_at = $5
+    retry_pending = true, updated_at = $5
 FROM picked, endpoints ep
 WHERE d.id = picked.id AND ep.id = d.endpoint_id
 """

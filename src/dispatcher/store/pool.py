@@ -36,3 +36,13 @@ async def create_pool(dsn: str, cfg: DatabaseConfig) -> asyncpg.Pool:
     )
     assert pool is not None
     return pool
+
+
+# Everything a database call may raise.
+DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+# The subset that says the database is unreachable, restarting or overloaded, not
+# that a statement or its data is wrong: the same work may succeed later as it is.
+DB_UNAVAILABLE = (OSError, TimeoutError, asyncpg.InterfaceError,
+                  asyncpg.PostgresConnectionError, asyncpg.OperatorInterventionError,
+                  asyncpg.InsufficientResourcesError, asyncpg.TransactionRollbackError)
