@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -28,9 +24,10 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import aiohttp
 import asyncpg
 
+from common import PAYLOAD, CpuMeter, ceiling, start_python_receiver, stop_process
+from common import run as _run
 from dispatcher.clock import SystemClock
 from dispatcher.config import load_config
 from dispatcher.engine.http import create_client_session
@@ -43,82 +40,6 @@ from dispatcher.store.migrate import migrate_dsn
 from dispatcher.store.pool import create_pool
 from dispatcher.store.secrets import set_endpoint_secret
 from dispatcher.store.tenants import ensure_tenant
-
-PAYLOAD = {"data_type": "Transaction", "x": "y" * 900}  # ~1 KB, like the ceiling's body
-RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n"
-            b"Connection: keep-alive\r\n\r\nok")
-
-
-# -- receiver (its own process) -------------------------------------------------
-
-class _Http200(asyncio.Protocol):
-    """Answers every request with 200; counts requests by their end of headers and
-    Content-Length, enough for keep-alive POSTs from aiohttp."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        self.buf = b""
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        while True:
-            head_end = self.buf.find(b"\r\n\r\n")
-            if head_end < 0:
-                return
-            head = self.buf[:head_end].lower()
-            i = head.find(b"content-length:")
-            length = int(head[i + 15:head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0
-                              else len(head)]) if i >= 0 else 0
-            total = head_end + 4 + length
-            if len(self.buf) < total:
-                return
-            self.buf = self.buf[total:]
-            self.transport.write(RESPONSE)  # type: ignore[attr-defined]
-
-
-def _serve_receiver(port_queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(_Http200, "127.0.0.1", 0)
-        port_queue.put(server.sockets[0].getsockname()[1])
-        await server.serve_forever()
-
-    _run(main())
-
-
-def _run(coro: object) -> object:
-    try:
-        import uvloop
-        return uvloop.run(coro)  # type: ignore[arg-type]
-    except ImportError:
-        return asyncio.run(coro)  # type: ignore[arg-type]
-
-
-# -- ceiling: raw aiohttp, same job without persistence -----------------------------
-
-async def ceiling(url: str, n: int, conc: int) -> float:
-    secret = os.urandom(32)
-    body = json.dumps({"type": "wallets.transaction.updated", "data": PAYLOAD}).encode()
-    sem = asyncio.Semaphore(conc)
-    ok = 0
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc),
-                                     timeout=aiohttp.ClientTimeout(total=2)) as s:
-        async def one(i: int) -> None:
-            nonlocal ok
-            msg_id, ts = f"msg_{i}", str(int(time.time()))
-            sig = base64.b64encode(hmac.new(secret, f"{msg_id}.{ts}.".encode() + body,
-                                            hashlib.sha256).digest()).decode()
-            headers = {"content-type": "application/json", "webhook-id": msg_id,
-                       "webhook-timestamp": ts, "webhook-signature": "v1," + sig}
-            async with sem, s.post(url, data=body, headers=headers) as r:
-                await r.read()
-                ok += 200 <= r.status < 300
-
-        t = time.perf_counter()
-        for i in range(0, n, 2000):
-            await asyncio.gather(*(one(j) for j in range(i, min(n, i + 2000))))
-        dt = time.perf_counter() - t
-    return ok / dt
-
 
 # -- engine worker (its own process) ----------------------------------------------
 
@@ -202,10 +123,8 @@ def main() -> None:
         _run(_worker_main(args.worker))
         return
 
-    queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
-    receiver = multiprocessing.Process(target=_serve_receiver, args=(queue,), daemon=True)
-    receiver.start()
-    url = f"http://127.0.0.1:{queue.get(timeout=10)}/hook"
+    receiver = start_python_receiver()
+    url = receiver.url
     tmp = Path(tempfile.mkdtemp(prefix="dispatcher-bench-"))
     embedded = None
     dsn = args.dsn
@@ -224,7 +143,8 @@ def main() -> None:
             assert p.stdout is not None
             p.stdout.readline()  # "ready"
             workers.append(p)
-        cpu = _CpuMeter([p.pid for p in workers], receiver.pid, embedded)
+        cpu = CpuMeter({"workers": [p.pid for p in workers], "receiver": [receiver.proc.pid]},
+                       postgres=embedded is not None)
         committed = _run(publish_all(dsn, tenant, args.events, str(tmp)))
         cpu.start()
         finished = _run(wait_done(dsn, args.events, timeout=600))
@@ -242,46 +162,10 @@ def main() -> None:
         for p in workers:
             p.send_signal(signal.SIGTERM)
         for p in workers:
-            p.wait(30)
-        receiver.terminate()
+            stop_process(p, grace=30)
+        receiver.stop()
         if embedded:
             embedded.stop()
-
-
-class _CpuMeter:
-    """Share of one core each part used during the timed window (workers, the
-    receiver, PostgreSQL with all its backends)."""
-
-    def __init__(self, workers: list[int], receiver: int | None, embedded: object) -> None:
-        import psutil
-
-        self._psutil = psutil
-        self._groups: dict[str, list[psutil.Process]] = {
-            "workers": [psutil.Process(p) for p in workers],
-            "receiver": [psutil.Process(receiver)] if receiver else [],
-            "postgres": [p for p in psutil.process_iter(["name"])
-                         if p.info["name"] == "postgres"] if embedded else [],
-        }
-
-    def _total(self) -> dict[str, float]:
-        out = {}
-        for name, procs in self._groups.items():
-            t = 0.0
-            for p in procs:
-                try:
-                    c = p.cpu_times()
-                    t += c.user + c.system
-                except self._psutil.Error:
-                    pass
-            out[name] = t
-        return out
-
-    def start(self) -> None:
-        self._t0, self._c0 = time.perf_counter(), self._total()
-
-    def stop(self) -> dict[str, float]:
-        dt, c1 = time.perf_counter() - self._t0, self._total()
-        return {k: round((c1[k] - self._c0[k]) / dt, 2) for k in c1}
 
 
 async def _count_attempts(dsn: str) -> int:
