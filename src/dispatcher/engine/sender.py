@@ -99,7 +99,8 @@ async def post_once(
             result.status_text = resp.reason or ""
             result.response_headers = dict(resp.headers)
             raw = await resp.content.read(body_limit)
-            result.response_body = raw.decode("utf-8", "replace")
+            # PostgreSQL text cannot hold NUL: store it as U+FFFD like other bad bytes.
+            result.response_body = raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
             result.failure = failure_for_status(resp.status, success_statuses)
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         result.failure = classify_exception(exc)

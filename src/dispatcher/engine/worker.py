@@ -97,6 +97,7 @@ class DeliveryWorker:
         self._outcomes_ready = asyncio.Event()
         # Monotonic time since which outcomes have been waiting unwritten (None: none).
         self._backlog_since: float | None = None
+        self._writing = 0  # outcomes and holds in the write under way
         self._dirty: set[UUID] = set()  # endpoints changed since last read
         self._refreshing: dict[UUID, asyncio.Task[None]] = {}
         self._stopping = False
@@ -353,7 +354,8 @@ class DeliveryWorker:
         had some waiting without managing to write them."""
         if self._backlog_since is None:
             return 0, 0.0
-        return len(self._outcomes) + len(self._to_hold), time.monotonic() - self._backlog_since
+        waiting = len(self._outcomes) + len(self._to_hold) + self._writing
+        return waiting, time.monotonic() - self._backlog_since
 
     async def _write_loop(self) -> None:
         while True:
@@ -375,9 +377,11 @@ class DeliveryWorker:
         batch, self._outcomes = self._outcomes, []
         holds, self._to_hold = self._to_hold, []
         self._outcomes_ready.clear()
+        self._writing = len(batch) + len(holds)
         try:
             await self._write(batch, holds)
         except BaseException as exc:
+            self._writing = 0
             if isinstance(exc, DB_UNAVAILABLE) or not isinstance(exc, asyncpg.PostgresError):
                 self._put_back(batch, holds)
                 raise
@@ -385,6 +389,7 @@ class DeliveryWorker:
             await self._write_isolated(batch, holds)
         else:
             self._finish_rows(batch, holds)
+        self._writing = 0
         self._backlog_since = time.monotonic() if self._outcomes or self._to_hold else None
 
     def _put_back(self, batch: Sequence[Outcome], holds: Sequence[int]) -> None:
