@@ -25,8 +25,9 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
+# `make bench BENCH_ARGS="--quick"`; bench/engine_burst.py (the engine alone) runs by hand.
 bench: $(STAMP)
-	$(BIN)/python bench/engine_burst.py
+	$(BIN)/python bench/serve_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
