@@ -3,9 +3,11 @@ stderr and a non-zero exit, and changes nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, ParamSpec, TypeVar
@@ -92,15 +94,46 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 @click.option("--host", default=None, help="Listen address (config server.host).")
 @click.option("--port", default=None, type=click.IntRange(0, 65535),
               help="Listen port (config server.port).")
+@click.option("--workers", default=None, type=click.IntRange(0, 256),
+              help="Worker processes sharing the port (config server.workers; "
+                   "0: one per CPU, the default; 1: a single process).")
+@click.option("--role", default=None, type=click.Choice(["all", "api", "worker"]),
+              help="What the workers run (config server.role): all, api (management "
+                   "API only) or worker (delivery only).")
 @click.pass_context
 @handles_errors
-def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
-    """Run the daemon: API, delivery engine and maintenance."""
+def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None,
+          role: str | None) -> None:
+    """Run the daemon: API, delivery engine and maintenance.
+
+    \b
+    Example:
+      dispatcher serve --workers 4 --port 8080
+    """
     from dispatcher.daemon import serve as serve_daemon
 
     config = _config(ctx)
-    _run(serve_daemon(config, host or config.server.host,
-                      config.server.port if port is None else port))
+    server = config.server
+    config = dataclasses.replace(config, server=dataclasses.replace(
+        server,
+        workers=server.workers if workers is None else workers,
+        role=server.role if role is None else role,  # type: ignore[arg-type]
+    ))
+    _run(serve_daemon(config, host or server.host, server.port if port is None else port,
+                      config_path=ctx.find_root().params.get("config_path")))
+
+
+@main.command("worker-process", hidden=True)
+@click.option("--fd", required=True, type=int)
+@click.option("--role", required=True, type=click.Choice(["all", "api", "worker"]))
+@click.option("--owner", required=True, type=click.UUID)
+@click.pass_context
+@handles_errors
+def worker_process(ctx: click.Context, fd: int, role: str, owner: uuid.UUID) -> None:
+    """One worker of `dispatcher serve`, started by its supervisor (internal)."""
+    from dispatcher.daemon import run_worker_process
+
+    _run(run_worker_process(_config(ctx), fd, role, owner))  # type: ignore[arg-type]
 
 
 @main.command()

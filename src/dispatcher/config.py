@@ -34,6 +34,8 @@ class ServerConfig:
     max_body_bytes: int = 262144
     max_batch_events: int = 500
     idempotency_window_seconds: int = 86400
+    workers: int = 0  # worker processes; 0: one per CPU
+    role: Literal["all", "api", "worker"] = "all"
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("server", "port"): (lambda v: 0 <= v <= 65535, "must be between 0 and 65535"),
     ("server", "grace_period_seconds"): (lambda v: v >= 0, "must be >= 0"),
     ("server", "max_body_bytes"): (lambda v: v > 0, "must be > 0"),
+    ("server", "workers"): (lambda v: 0 <= v <= 256, "must be between 0 and 256"),
     ("database", "pool_min_size"): (lambda v: v >= 1, "must be >= 1"),
     ("database", "pool_max_size"): (lambda v: v >= 2, "must be >= 2"),
     ("delivery", "timeout_seconds"): (lambda v: 0.1 <= v <= 30, "must be between 0.1 and 30"),

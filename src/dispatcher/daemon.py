@@ -1,26 +1,139 @@
-"""`dispatcher serve`: database, migrations, the HTTP app with the engine inside,
-and a graceful stop on SIGTERM/SIGINT."""
+"""The composition root: the one place that builds and wires the pool, the HTTP
+client, the API, the delivery engine and maintenance. The API and the engine never
+import each other; they meet here and in the database.
+
+`dispatcher serve` runs a supervisor that owns the database (embedded or not),
+migrations, the first-start admin key, the listening socket and signals, and starts
+`server.workers` worker processes (default: one per CPU) that share the socket. Each
+worker runs the API and/or a delivery engine (`server.role`). A worker that dies is
+restarted, and the deliveries it had leased become due again at once. With one
+worker, everything runs in the supervisor's process instead.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import os
+import shutil
 import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Literal
 
 import asyncpg
 import structlog
 from aiohttp import web
 
+from dispatcher import metrics
 from dispatcher.api.app import create_app
+from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, DSN, POOL, READINESS
 from dispatcher.clock import Clock
 from dispatcher.config import Config
+from dispatcher.engine import health
+from dispatcher.engine.http import create_client_session
+from dispatcher.engine.worker import DeliveryWorker
+from dispatcher.maintenance import MAINTENANCE, Maintenance
+from dispatcher.secretbox import load_secret_box
 from dispatcher.store.database import database_url
 from dispatcher.store.migrate import migrate_dsn
+from dispatcher.store.pool import DB_ERRORS, create_pool
 from dispatcher.store.tenants import count_tenants, create_api_key
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_TENANT = "default"
+WORKER = "delivery_worker"
+Role = Literal["all", "api", "worker"]
+OWNER = web.AppKey("lease_owner", uuid.UUID)
+RESTART_BACKOFF_MAX = 30.0
+STABLE_SECONDS = 10.0  # a worker that lived this long is restarted without delay
+
+
+# -- one process: the application -------------------------------------------------------
+
+def build_app(
+    config: Config,
+    dsn: str,
+    clock: Clock | None = None,
+    *,
+    role: Role | None = None,
+    owner: uuid.UUID | None = None,
+) -> web.Application:
+    """The aiohttp application of one process: the management API (role all/api; a
+    worker serves only /healthz, /readyz and /metrics), and the delivery engine with
+    the maintenance jobs (role all/worker)."""
+    role = role or effective_role(config)
+    app = create_app(config, dsn, clock, management=role != "worker")
+    if role != "api":
+        app[OWNER] = owner or uuid.uuid4()
+        app.cleanup_ctx.append(_engine_ctx)
+        app.cleanup_ctx.append(_maintenance_ctx)
+    return app
+
+
+def effective_role(config: Config) -> Role:
+    """`delivery.enabled = false` means the same as role `api`."""
+    if config.server.role == "all" and not config.delivery.enabled:
+        return "api"
+    return config.server.role
+
+
+async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    session = create_client_session(config)
+    # A lease is not data: a claim lost in a crash only makes its rows due again,
+    # which at-least-once allows, so claims and releases skip the WAL flush wait.
+    lease_pool = await create_pool(
+        app[DSN], dataclasses.replace(config.database, pool_min_size=1, pool_max_size=4),
+        server_settings={"synchronous_commit": "off"},
+    )
+    worker = DeliveryWorker(app[POOL], app[DSN], session, config, app[CLOCK],
+                            load_secret_box(config), lease_pool=lease_pool, owner=app[OWNER])
+    health.install(worker, config)
+    app[COMPONENTS][WORKER] = worker
+    stall = config.delivery.writer_stall_seconds
+
+    def writer_stalled() -> str | None:
+        count, age = worker.writer_backlog()
+        if age <= stall:
+            return None
+        return f"delivery outcomes unwritten: {count} waiting for {age:.0f} s"
+
+    app[READINESS].add(writer_stalled)
+    gauges = asyncio.create_task(_publish_backlog(worker))
+    await worker.start()
+    try:
+        yield
+    finally:
+        await worker.stop(config.server.grace_period_seconds)
+        gauges.cancel()
+        await session.close()
+        await lease_pool.close()
+
+
+async def _publish_backlog(worker: DeliveryWorker) -> None:
+    """Keep the unwritten-outcome gauges current, even while a write hangs."""
+    while True:
+        count, age = worker.writer_backlog()
+        metrics.OUTCOMES_UNWRITTEN.set(count)
+        metrics.OUTCOMES_UNWRITTEN_AGE.set(age)
+        await asyncio.sleep(1.0)
+
+
+async def _maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
+    maintenance = Maintenance(app[POOL], app[CONFIG], app[CLOCK])
+    app[COMPONENTS][MAINTENANCE] = maintenance
+    maintenance.start()
+    yield
+    await maintenance.stop(app[CONFIG].server.grace_period_seconds)
 
 
 async def bootstrap_admin_key(dsn: str) -> str | None:
@@ -34,41 +147,226 @@ async def bootstrap_admin_key(dsn: str) -> str | None:
         await conn.close()
 
 
-async def serve(config: Config, host: str, port: int, clock: Clock | None = None) -> None:
+def worker_count(config: Config) -> int:
+    return config.server.workers or os.cpu_count() or 1
+
+
+# -- serve ------------------------------------------------------------------------------
+
+async def serve(
+    config: Config, host: str, port: int, clock: Clock | None = None,
+    config_path: str | None = None,
+) -> None:
     async with database_url(config) as dsn:
         applied = await migrate_dsn(dsn)
         if applied:
             log.info("migrations.done", applied=applied)
         first_key = await bootstrap_admin_key(dsn)
-        app = create_app(config, dsn, clock)
-        runner = web.AppRunner(
-            app, shutdown_timeout=config.server.grace_period_seconds, access_log=None
-        )
-        await runner.setup()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        sock = _listen(host, port)
         try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-            address = f"http://{host}:{port}"
-            log.info("daemon.listening", url=address)
-            print(f"dispatcher listening on {address}", file=sys.stderr, flush=True)
-            if first_key:
-                print(
-                    f"admin API key for tenant '{DEFAULT_TENANT}' (shown once): {first_key}",
-                    file=sys.stderr, flush=True,
-                )
-            await stop.wait()
-            log.info("daemon.stopping", grace_seconds=config.server.grace_period_seconds)
+            workers = worker_count(config)
+            stop = _stop_event()
+            if workers == 1:
+                app = build_app(config, dsn, clock)
+                async with _serving(app, sock, config):
+                    _announce(sock, first_key, workers)
+                    await stop.wait()
+            else:
+                supervisor = Supervisor(config, dsn, sock, workers, config_path)
+                await supervisor.start()
+                _announce(sock, first_key, workers)
+                await stop.wait()
+                log.info("daemon.stopping", grace_seconds=config.server.grace_period_seconds)
+                # The workers' copies close as they stop: then connections are refused.
+                sock.close()
+                await supervisor.stop()
         finally:
-            # Stops accepting, waits for in-flight requests, then closes the engine,
-            # scheduler, HTTP client and pool in reverse order of creation.
-            await runner.cleanup()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+            sock.close()
+            _clear_stop_handlers()
     log.info("daemon.stopped")
+
+
+async def run_worker_process(config: Config, fd: int, role: Role, owner: uuid.UUID) -> None:
+    """A worker started by the supervisor: serve the inherited socket until SIGTERM,
+    or until the supervisor is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which stops us
+    sock = socket.socket(fileno=fd)
+    app = build_app(config, config.database.url, role=role, owner=owner)
+    stop = _stop_event(signals=(signal.SIGTERM,))
+    parent = os.getppid()
+    async with _serving(app, sock, config):
+        log.info("daemon.worker_ready", pid=os.getpid(), role=role)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await stop.wait()
+            if os.getppid() != parent:
+                log.error("daemon.supervisor_gone", pid=os.getpid())
+                break
+    _clear_stop_handlers((signal.SIGTERM,))
+
+
+@contextlib.asynccontextmanager
+async def _serving(app: web.Application, sock: socket.socket, config: Config
+                   ) -> AsyncIterator[None]:
+    runner = web.AppRunner(app, shutdown_timeout=config.server.grace_period_seconds,
+                           access_log=None)
+    await runner.setup()
+    try:
+        await web.SockSite(runner, sock).start()
+        yield
+        log.info("daemon.stopping", grace_seconds=config.server.grace_period_seconds)
+    finally:
+        # Stops accepting, waits for in-flight requests, then closes the engine,
+        # scheduler, HTTP client and pool in reverse order of creation.
+        await runner.cleanup()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _announce(sock: socket.socket, first_key: str | None, workers: int) -> None:
+    host, port = sock.getsockname()[:2]
+    address = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    log.info("daemon.listening", url=address, workers=workers)
+    print(f"dispatcher listening on {address}", file=sys.stderr, flush=True)
+    if first_key:
+        print(f"admin API key for tenant '{DEFAULT_TENANT}' (shown once): {first_key}",
+              file=sys.stderr, flush=True)
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _stop_event(signals: tuple[signal.Signals, ...] = _STOP_SIGNALS) -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _clear_stop_handlers(signals: tuple[signal.Signals, ...] = _STOP_SIGNALS) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in signals:
+        loop.remove_signal_handler(sig)
+
+
+# -- the supervisor ---------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Child:
+    slot: int
+    owner: uuid.UUID
+    proc: asyncio.subprocess.Process
+    started: float
+
+
+class Supervisor:
+    """Starts the worker processes, restarts one that dies (after making what it had
+    leased due again), and stops them all on request."""
+
+    def __init__(self, config: Config, dsn: str, sock: socket.socket, workers: int,
+                 config_path: str | None) -> None:
+        self._config = config
+        self._dsn = dsn
+        self._sock = sock
+        self._workers = workers
+        self._config_path = config_path
+        self._metrics_dir = tempfile.mkdtemp(prefix="dispatcher-metrics-")
+        self._children: dict[int, _Child] = {}
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    async def start(self) -> None:
+        for slot in range(self._workers):
+            await self._spawn(slot)
+
+    async def _spawn(self, slot: int) -> None:
+        owner = uuid.uuid4()
+        env = {**os.environ, "DISPATCHER_DATABASE_URL": self._dsn,
+               "PROMETHEUS_MULTIPROC_DIR": self._metrics_dir}
+        if self._config_path:
+            env["DISPATCHER_CONFIG"] = self._config_path
+        fd = self._sock.fileno()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "dispatcher", "worker-process", "--fd", str(fd),
+            "--role", effective_role(self._config), "--owner", str(owner),
+            env=env, pass_fds=(fd,), stdin=subprocess.DEVNULL,
+        )
+        child = _Child(slot, owner, proc, time.monotonic())
+        self._children[slot] = child
+        log.info("daemon.worker_started", slot=slot, pid=proc.pid)
+        task = asyncio.create_task(self._watch(child))
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    async def _watch(self, child: _Child) -> None:
+        code = await child.proc.wait()
+        if self._stopping:
+            return
+        lived = time.monotonic() - child.started
+        log.error("daemon.worker_died", slot=child.slot, pid=child.proc.pid, exit_code=code,
+                  lived_seconds=round(lived, 1))
+        _mark_dead(child.proc.pid, self._metrics_dir)
+        await self._release_leases(child.owner)
+        if lived < STABLE_SECONDS:  # crashing at start: do not spin
+            await asyncio.sleep(min(RESTART_BACKOFF_MAX, 1.0 + lived))
+        if not self._stopping:
+            await self._spawn(child.slot)
+
+    async def _release_leases(self, owner: uuid.UUID) -> None:
+        """The dead worker's claimed deliveries are due now instead of when their
+        lease runs out; whatever it had on the wire may be sent again (at least once)."""
+        try:
+            conn = await asyncpg.connect(self._dsn)
+            try:
+                status = await conn.execute(
+                    """UPDATE deliveries SET lease_owner = NULL,
+                           next_attempt_at = CASE WHEN held_since IS NULL THEN $2
+                                                  ELSE 'infinity'::timestamptz END
+                       WHERE lease_owner = $1 AND status < 2""",
+                    owner, datetime.now(UTC))
+                await conn.execute("SELECT pg_notify('dispatcher_deliveries', '')")
+            finally:
+                await conn.close()
+        except DB_ERRORS as exc:
+            log.warning("daemon.lease_release_failed", error=str(exc))
+            return
+        log.info("daemon.leases_released", owner=str(owner), rows=int(status.split()[-1]))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        procs = [c.proc for c in self._children.values() if c.proc.returncode is None]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        grace = self._config.server.grace_period_seconds + 10
+        try:
+            async with asyncio.timeout(grace):
+                await asyncio.gather(*(p.wait() for p in procs))
+        except TimeoutError:
+            for proc in procs:
+                if proc.returncode is None:
+                    log.error("daemon.worker_killed", pid=proc.pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+            await asyncio.gather(*(p.wait() for p in procs))
+        for task in list(self._watchers):
+            task.cancel()
+        shutil.rmtree(self._metrics_dir, ignore_errors=True)
+
+
+def _mark_dead(pid: int, metrics_dir: str) -> None:
+    """Drop a dead worker's live gauges from the totals (its counters stay counted)."""
+    from prometheus_client import multiprocess
+
+    with contextlib.suppress(OSError):
+        multiprocess.mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]
 
 
 def run_async(coro: object) -> object:

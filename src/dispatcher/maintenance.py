@@ -14,18 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import structlog
-from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from dispatcher import metrics
-from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, POOL
 from dispatcher.clock import Clock
 from dispatcher.config import Config
 from dispatcher.model import DeliveryStatus, FailureReason
@@ -244,12 +242,3 @@ _DROP_BUCKETS = """
 DELETE FROM endpoint_failure_buckets WHERE ctid = ANY(ARRAY(
     SELECT ctid FROM endpoint_failure_buckets WHERE bucket_start < $1 LIMIT $2))
 """
-
-
-async def maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: the maintenance scheduler for the life of the application."""
-    maintenance = Maintenance(app[POOL], app[CONFIG], app[CLOCK])
-    app[COMPONENTS][MAINTENANCE] = maintenance
-    maintenance.start()
-    yield
-    await maintenance.stop(app[CONFIG].server.grace_period_seconds)

@@ -1,11 +1,18 @@
-"""Prometheus metrics, one registry per process. Gauges that describe the database
-(queue depth, oldest due, endpoints by state) are refreshed by a maintenance job."""
+"""Prometheus metrics. Gauges that describe the database (queue depth, oldest due,
+endpoints by state) are refreshed by a maintenance job and by scrapes.
+
+`dispatcher serve` with several worker processes sets PROMETHEUS_MULTIPROC_DIR for
+them before they start: each process then writes its values to files there, and
+`render()` in any of them answers the totals of all (prometheus_client's
+multiprocess mode). With one process the registry below is read directly."""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from dispatcher.model import DeliveryStatus, EndpointState
 
@@ -28,29 +35,32 @@ ATTEMPT_SECONDS = Histogram(
 )
 DELIVERIES_BY_STATUS = Gauge(
     "dispatcher_deliveries", "Deliveries in the database by status",
-    ["status"], registry=REGISTRY,
+    ["status"], registry=REGISTRY, multiprocess_mode="mostrecent",
 )
 QUEUE_DEPTH = Gauge(
     "dispatcher_queue_depth", "Deliveries due now and not leased", registry=REGISTRY,
+    multiprocess_mode="mostrecent",
 )
 OLDEST_DUE_SECONDS = Gauge(
     "dispatcher_oldest_due_age_seconds", "Age of the oldest due delivery", registry=REGISTRY,
+    multiprocess_mode="mostrecent",
 )
 ENDPOINTS_BY_STATE = Gauge(
     "dispatcher_endpoints", "Endpoints by state", ["state"], registry=REGISTRY,
+    multiprocess_mode="mostrecent",
 )
 OUTCOMES_DROPPED = Counter(
     "dispatcher_outcomes_dropped", "Attempt outcomes the database refused to store "
     "(the delivery is sent again when its lease ends)", registry=REGISTRY,
 )
 OUTCOMES_UNWRITTEN = Gauge(
-    "dispatcher_outcomes_unwritten", "Attempt outcomes made here and not yet written",
-    registry=REGISTRY,
+    "dispatcher_outcomes_unwritten", "Attempt outcomes made and not yet written",
+    registry=REGISTRY, multiprocess_mode="livesum",
 )
 OUTCOMES_UNWRITTEN_AGE = Gauge(
     "dispatcher_outcomes_unwritten_age_seconds",
-    "How long this process has had outcomes waiting that it could not write",
-    registry=REGISTRY,
+    "Longest time a process has had outcomes waiting that it could not write",
+    registry=REGISTRY, multiprocess_mode="livemax",
 )
 ENDPOINT_PAUSES = Counter(
     "dispatcher_endpoint_pauses", "Endpoints paused by failure thresholds", registry=REGISTRY,
@@ -67,3 +77,12 @@ def set_gauges(gauges: Gauges) -> None:
     for state in EndpointState:
         ENDPOINTS_BY_STATE.labels(state=state.value).set(
             gauges.endpoints_by_state.get(state.value, 0))
+
+
+def render() -> bytes:
+    """The text exposition: this process's registry, or every worker's totals."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)

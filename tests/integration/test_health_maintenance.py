@@ -18,10 +18,10 @@ import pytest
 from aiohttp import web
 
 from dispatcher import maintenance as maintenance_module
-from dispatcher.api.app import create_app
 from dispatcher.api.context import COMPONENTS
 from dispatcher.clock import FakeClock
 from dispatcher.config import Config
+from dispatcher.daemon import build_app
 from dispatcher.maintenance import MAINTENANCE, Maintenance
 from dispatcher.metrics import REGISTRY
 from dispatcher.store import deliveries as queue
@@ -209,7 +209,7 @@ async def test_the_app_runs_maintenance_and_the_scheduler_redrives_a_resumed_end
 ) -> None:
     config = make_config(health__resume_rate_per_second="100")
     clock = FakeClock()
-    app = create_app(config, db_url, clock, run_engine=True)
+    app = build_app(config, db_url, clock, role="all")
     runner = web.AppRunner(app)
     await runner.setup()
     try:

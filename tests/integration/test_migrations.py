@@ -188,7 +188,7 @@ async def test_readyz_fails_on_drift_and_on_pending_migrations(
 ) -> None:
     """db_url is fully migrated from the real migrations directory; tamper with
     its records the way an edited file or a missing migration would look."""
-    app = create_app(config, db_url, run_engine=False)
+    app = create_app(config, db_url)
     async with TestClient(TestServer(app)) as client:
         resp = await client.get("/readyz")
         assert resp.status == 200, await resp.text()

@@ -29,7 +29,7 @@ def _served(app: web.Application) -> set[tuple[str, str]]:
 
 
 def test_every_served_route_is_in_the_document(make_config: Callable[..., Config]) -> None:
-    app = create_app(make_config(), "postgresql://unused", run_engine=False)
+    app = create_app(make_config(), "postgresql://unused")
     served = _served(app)
     document = app[OPENAPI]
     documented = {(method.upper(), path) for path, ops in document["paths"].items()

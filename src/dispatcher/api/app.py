@@ -1,6 +1,7 @@
-"""Builds the aiohttp application. Each long-lived resource (pool, HTTP client,
-delivery engine, maintenance scheduler) is made and closed by one cleanup_ctx
-generator, so start-up and shutdown read top to bottom."""
+"""Builds the aiohttp application of the management API: middlewares, the pool
+(made and closed by a cleanup_ctx generator), health probes, metrics and, unless
+only the probes are wanted, every API route. The delivery engine is attached by
+the composition root (dispatcher.daemon), never from here."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from dispatcher.api import health
-from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, DSN, HTTP, POOL, READINESS
+from dispatcher.api import health, metrics
+from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, DSN, POOL, READINESS
 from dispatcher.api.errors import json_errors, request_context
+from dispatcher.api.routes import add_api_routes
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.config import Config
 from dispatcher.readiness import Readiness
@@ -25,23 +27,14 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[POOL].close()
 
 
-async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The one outgoing HTTP session of the process."""
-    from dispatcher.engine.http import create_client_session
-
-    app[HTTP] = create_client_session(app[CONFIG])
-    yield
-    await app[HTTP].close()
-
-
 def create_app(
     config: Config,
     dsn: str,
     clock: Clock | None = None,
     *,
-    run_engine: bool | None = None,
-    extra_contexts: list[CleanupCtx] | None = None,
+    management: bool = True,
 ) -> web.Application:
+    """`management=False`: only /healthz, /readyz and /metrics (a delivery-only worker)."""
     app = web.Application(
         middlewares=[request_context, json_errors],
         client_max_size=config.server.max_body_bytes,
@@ -52,23 +45,9 @@ def create_app(
     app[COMPONENTS] = {}
     app[READINESS] = Readiness()
     app.cleanup_ctx.append(_pool_ctx)
-    app.cleanup_ctx.append(_http_ctx)
     health.add_routes(app)
-    _add_later_layers(app, config, run_engine)
-    for ctx in extra_contexts or []:
-        app.cleanup_ctx.append(ctx)
+    if management:
+        add_api_routes(app, config)
+    else:
+        app.router.add_get("/metrics", metrics.metrics)
     return app
-
-
-def _add_later_layers(app: web.Application, config: Config, run_engine: bool | None) -> None:
-    """API routes, the delivery engine and maintenance, each owned by its package."""
-    from dispatcher.api.routes import add_api_routes
-    from dispatcher.engine.lifecycle import engine_ctx
-    from dispatcher.maintenance import maintenance_ctx
-
-    add_api_routes(app, config)
-
-    if config.delivery.enabled if run_engine is None else run_engine:
-        app.cleanup_ctx.append(engine_ctx)
-        app.cleanup_ctx.append(maintenance_ctx)
-

@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncpg
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from dispatcher.api.context import CLOCK, COMPONENTS, POOL
 from dispatcher.api.spec import Route
 from dispatcher.clock import monotonic
-from dispatcher.metrics import REGISTRY, set_gauges
+from dispatcher.metrics import render, set_gauges
 from dispatcher.store.lookup import read_gauges
 
 # The per-status count reads the whole deliveries table: not on every scrape.
@@ -38,7 +38,7 @@ async def refresh_gauges(app: web.Application) -> None:
 
 async def metrics(request: web.Request) -> web.Response:
     await refresh_gauges(request.app)
-    return web.Response(body=generate_latest(REGISTRY),
+    return web.Response(body=render(),
                         headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

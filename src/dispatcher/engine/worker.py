@@ -74,9 +74,15 @@ class DeliveryWorker:
         config: Config,
         clock: Clock,
         box: SecretBox,
+        *,
+        lease_pool: asyncpg.Pool | None = None,
+        owner: UUID | None = None,
     ) -> None:
-        self.owner = uuid.uuid4()
+        self.owner = owner or uuid.uuid4()
         self._pool = pool
+        # Claims and releases (lease changes, not data) may use a pool that does not
+        # wait for the WAL flush; outcomes always go through `pool`.
+        self._lease_pool = lease_pool or pool
         self._dsn = dsn
         self._session = session
         self._clock = clock
@@ -177,7 +183,7 @@ class DeliveryWorker:
     async def _claim(self, limit: int) -> list[ClaimedDelivery]:
         now = self._clock.now()
         lease_until = now + timedelta(seconds=self._cfg.lease_seconds)
-        async with self._pool.acquire() as conn:
+        async with self._lease_pool.acquire() as conn:
             rows = await queue.claim_due(conn, self.owner, limit, now, lease_until,
                                          self._saturated())
             self._claimed.update(r.id for r in rows)
@@ -237,7 +243,7 @@ class DeliveryWorker:
     ) -> None:
         """Return rows unsent: held (endpoint not active), deferred a moment (endpoint
         saturated here) or parked a minute (endpoint unusable)."""
-        async with self._pool.acquire() as conn:
+        async with self._lease_pool.acquire() as conn:
             await queue.hold(conn, to_hold, self.owner, now)
             await queue.release(conn, to_defer, self.owner,
                                 now + timedelta(seconds=DEFER_SECONDS * (1 + random.random())))

@@ -26,13 +26,16 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-async def create_pool(dsn: str, cfg: DatabaseConfig) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, cfg: DatabaseConfig, server_settings: dict[str, str] | None = None
+) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
         min_size=cfg.pool_min_size,
         max_size=cfg.pool_max_size,
         init=_init_connection,
         command_timeout=60,
+        server_settings=server_settings,
     )
     assert pool is not None
     return pool
