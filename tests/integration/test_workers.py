@@ -4,8 +4,8 @@ is lost, and the roles split API and delivery between daemons."""
 
 from __future__ import annotations
 
-import asyncio
 import ast
+import asyncio
 import os
 import re
 import signal
