@@ -295,14 +295,23 @@ async def ceiling(url: str, n: int, conc: int, body: bytes | None = None) -> flo
     return ok / dt
 
 
-def ceiling_in_process(url: str, n: int, conc: int, timeout: float) -> float:
-    """The ceiling in a fresh process of its own (on uvloop when installed)."""
-    out = subprocess.run(
-        [sys.executable, str(HERE), "ceiling", "--url", url, "--events", str(n),
-         "--concurrency", str(conc)],
-        capture_output=True, timeout=timeout, check=True,
-    )
-    rate: float = json.loads(out.stdout)["per_s"]
+async def ceiling_in_process(url: str, n: int, conc: int, timeout: float) -> float:
+    """The ceiling in a fresh process of its own (on uvloop when installed); killed
+    if this is cancelled or takes longer than `timeout` seconds."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(HERE), "ceiling", "--url", url, "--events", str(n),
+        "--concurrency", str(conc),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+    if proc.returncode != 0:
+        raise RuntimeError(f"ceiling exited with {proc.returncode}: {err.decode()[-2000:]}")
+    rate: float = json.loads(out)["per_s"]
     return rate
 
 

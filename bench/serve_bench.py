@@ -25,8 +25,8 @@ Scenarios (letters for --only; the default runs all of a-g):
   e  isolation: a healthy endpoint's latency at 200/s, alone and then with a second
      endpoint of the same tenant, subscribed to the same events (max_in_flight 100,
      pause thresholds out of reach), whose receiver accepts and never answers, so
-     every attempt to it times out after 2 s; then once more with that endpoint
-     changed to the default max_in_flight (10).
+     every attempt to it times out after 2 s; then, in a fresh daemon, next to such
+     an endpoint with the default max_in_flight (10).
   f  (a) again with 1,000,000 finished events, deliveries and attempts already in
      the tables (seeded with SQL, then VACUUM ANALYZE as autovacuum would); the
      ratio to (a).
@@ -61,6 +61,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -707,13 +708,39 @@ async def scenario_d(ctx: Ctx, drain_rate: float | None) -> dict[str, Any]:
     return res
 
 
-async def scenario_e(ctx: Ctx) -> dict[str, Any]:
+async def with_dead_endpoint(ctx: Ctx, api: Api, hang_log: Path, hang_url: str,
+                             max_in_flight: int, what: str) -> dict[str, Any]:
+    """The healthy endpoint's latency at 200/s while a never-answering endpoint of the
+    same tenant gets the same events; its pause thresholds are out of reach, so it
+    stays active (and failing) for the whole phase."""
     p = ctx.params
-    env = await ctx.database_env("e")
+    dead = await api.create_endpoint(
+        hang_url, max_in_flight=max_in_flight,
+        pause_window_threshold=10_000_000, pause_total_threshold=10_000_000)
+    note(f"(e) {what}: {p.latency_events:,} at {LATENCY_RATE:.0f}/s next to a never-answering "
+         f"endpoint with max_in_flight {max_in_flight}")
+    before = count_lines(hang_log)
+    t = time.monotonic()
+    res = await paced_latency(ctx, api, LATENCY_RATE, p.latency_events, 1, f"(e) {what}")
+    health = await api.call("GET", f"/v1/endpoints/{dead}/health")
+    res["dead_endpoint"] = {
+        "max_in_flight": max_in_flight, "seconds": round(time.monotonic() - t, 1),
+        "requests_received": count_lines(hang_log) - before,
+        "failures_recorded": health.get("failures_in_window"), "state": health.get("state")}
+    return res
+
+
+async def scenario_e(ctx: Ctx) -> dict[str, Any]:
+    """Alone, then next to a dead endpoint with max_in_flight 100; then, in a fresh
+    daemon (no backlog left over), next to one with the default max_in_flight. The
+    last tells a limit that is too generous from isolation that does not work."""
+    p = ctx.params
     res: dict[str, Any] = {}
-    hang = start_python_receiver(ctx.tmp / "hang.log", answer=False)
+    hang_log = ctx.tmp / "hang.log"
+    hang = start_python_receiver(hang_log, answer=False)
     ctx.children.add(hang.proc)
     try:
+        env = await ctx.database_env("e")
         async with serving(ctx, "e", env, delivery=True, want_key=True) as (srv, key):
             assert key is not None
             api = Api(ctx.http, srv.url, key)
@@ -721,34 +748,15 @@ async def scenario_e(ctx: Ctx) -> dict[str, Any]:
             note(f"(e) healthy endpoint alone, {p.latency_events:,} at {LATENCY_RATE:.0f}/s")
             res["alone"] = await paced_latency(ctx, api, LATENCY_RATE, p.latency_events, 1,
                                                "(e) alone")
-            dead = await api.create_endpoint(
-                hang.url, max_in_flight=DEAD_MAX_IN_FLIGHT,
-                pause_window_threshold=10_000_000, pause_total_threshold=10_000_000)
-            note(f"(e) with a never-answering endpoint, {p.latency_events:,} at "
-                 f"{LATENCY_RATE:.0f}/s")
-            t = time.monotonic()
-            res["with_dead"] = await paced_latency(ctx, api, LATENCY_RATE, p.latency_events, 1,
-                                                   "(e) with dead endpoint")
-            seconds = time.monotonic() - t
-            health = await api.call("GET", f"/v1/endpoints/{dead}/health")
-            received = count_lines(ctx.tmp / "hang.log")
-            res["dead_endpoint"] = {
-                "max_in_flight": DEAD_MAX_IN_FLIGHT, "seconds": round(seconds, 1),
-                "requests_received": received,
-                "failures_recorded": health.get("failures_in_window"),
-                "state": health.get("state")}
-            # The same with the dead endpoint at the default max_in_flight: tells a
-            # limit that is too generous from isolation that does not work at all.
-            await api.call("PATCH", f"/v1/endpoints/{dead}",
-                           {"max_in_flight": DEFAULT_MAX_IN_FLIGHT})
-            note(f"(e) the same, dead endpoint at max_in_flight {DEFAULT_MAX_IN_FLIGHT}")
-            t = time.monotonic()
-            res["with_dead_default_limit"] = await paced_latency(
-                ctx, api, LATENCY_RATE, p.latency_events, 1, "(e) dead at default limit")
-            res["with_dead_default_limit"]["dead_max_in_flight"] = DEFAULT_MAX_IN_FLIGHT
-            res["with_dead_default_limit"]["dead_requests_received"] = (
-                count_lines(ctx.tmp / "hang.log") - received)
-            res["with_dead_default_limit"]["seconds"] = round(time.monotonic() - t, 1)
+            res["with_dead"] = await with_dead_endpoint(ctx, api, hang_log, hang.url,
+                                                        DEAD_MAX_IN_FLIGHT, "with dead")
+        env = await ctx.database_env("e2")
+        async with serving(ctx, "e2", env, delivery=True, want_key=True) as (srv, key):
+            assert key is not None
+            api = Api(ctx.http, srv.url, key)
+            await api.create_endpoint(ctx.receiver.url)
+            res["with_dead_default_limit"] = await with_dead_endpoint(
+                ctx, api, hang_log, hang.url, DEFAULT_MAX_IN_FLIGHT, "with dead, default limit")
     finally:
         hang.stop()
     return res
@@ -829,11 +837,16 @@ def dispatcher_version(cmd: list[str]) -> str:
 async def run_all(args: argparse.Namespace, params: Params, selected: str, scale: bool,
                   tmp: Path, children: Children) -> dict[str, Any]:
     doc: dict[str, Any] = {}
+    # SIGTERM cancels the run like Ctrl-C does, so every process is still stopped.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     dispatcher = dispatcher_command()
     has_workers = serve_has_workers_option(dispatcher)
     if args.workers is not None and not has_workers and args.workers != 1:
-        raise SystemExit("error: this `dispatcher serve` has no --workers option "
-                         "(it runs one process)")
+        print("error: this `dispatcher serve` has no --workers option (it runs one process)",
+              file=sys.stderr)
+        raise SystemExit(2)
     workers_args = ["--workers", str(args.workers)] if has_workers and args.workers else []
     logdir = tmp / "logs"
     logdir.mkdir()
@@ -860,6 +873,7 @@ async def run_all(args: argparse.Namespace, params: Params, selected: str, scale
         ctx = Ctx(params, tmp, logdir, receiver, arrivals, http, children, dispatcher,
                   workers_args, args.dsn)
         errors: dict[str, str] = {}
+        ceiling_wanted = "g" in selected or scale or bool(set(selected) & set("abcf"))
 
         async def attempt(key: str, make: Callable[[], Any]) -> Any:
             try:
@@ -872,12 +886,9 @@ async def run_all(args: argparse.Namespace, params: Params, selected: str, scale
                 return None
 
         try:
-            if "g" in selected or "a" in selected or scale:
-                note(f"(g) raw-aiohttp ceiling: {params.ceiling_events:,} requests, 100 in flight")
-                g = await asyncio.to_thread(ceiling_in_process, receiver.url,
-                                            params.ceiling_events, 100, 300)
-                doc["g"] = {"requests": params.ceiling_events, "concurrency": 100,
-                            "per_s": round(g)}
+            if ceiling_wanted:
+                doc["g"] = {"requests": params.ceiling_events, "concurrency": 100}
+                doc["g"]["per_s_start"] = await measure_ceiling(ctx, "at the start")
             if "a" in selected or "c" in selected:
                 singles = params.singles if "c" in selected else 0
                 await attempt("a", lambda: drain_scenario(ctx, "a", 0, drain="a" in selected,
@@ -890,13 +901,6 @@ async def run_all(args: argparse.Namespace, params: Params, selected: str, scale
                                            "concurrency": SINGLE_CONCURRENCY}}
                     if "a" not in selected:
                         del doc["a"]
-            if "b" in selected:
-                await attempt("b", lambda: scenario_b(ctx))
-            drain_rate = (doc.get("a") or {}).get("per_s_first_to_last")
-            if "d" in selected:
-                await attempt("d", lambda: scenario_d(ctx, drain_rate))
-            if "e" in selected:
-                await attempt("e", lambda: scenario_e(ctx))
             if "f" in selected:
                 await attempt("f", lambda: drain_scenario(ctx, "f", params.seed_rows, drain=True,
                                                           singles=0))
@@ -906,8 +910,25 @@ async def run_all(args: argparse.Namespace, params: Params, selected: str, scale
                         f["per_s_from_start"] / a["per_s_from_start"], 3)
                     f["ratio_to_a_first_to_last"] = round(
                         f["per_s_first_to_last"] / a["per_s_first_to_last"], 3)
+            if "b" in selected:
+                await attempt("b", lambda: scenario_b(ctx))
+            drain_rate = (doc.get("a") or {}).get("per_s_first_to_last")
+            if "d" in selected:
+                await attempt("d", lambda: scenario_d(ctx, drain_rate))
+            if "e" in selected:
+                await attempt("e", lambda: scenario_e(ctx))
             if scale:
                 await attempt("scale_out", lambda: scenario_scale(ctx))
+            if ceiling_wanted:
+                g = doc["g"]
+                try:
+                    g["per_s_end"] = await measure_ceiling(ctx, "at the end")
+                except Exception as exc:
+                    note(f"(g) at the end failed: {exc}")
+                    errors["g"] = f"at the end: {type(exc).__name__}: {exc}"[:2000]
+                    g["per_s_end"] = g["per_s_start"]
+                g["per_s"] = round((g["per_s_start"] + g["per_s_end"]) / 2)
+                g["end_to_start"] = round(g["per_s_end"] / g["per_s_start"], 2)
         finally:
             arrivals.close()
             with contextlib.suppress(Exception):
@@ -916,6 +937,13 @@ async def run_all(args: argparse.Namespace, params: Params, selected: str, scale
         if errors:
             doc["errors"] = errors
     return doc
+
+
+async def measure_ceiling(ctx: Ctx, when: str) -> int:
+    n = ctx.params.ceiling_events
+    note(f"(g) raw-aiohttp ceiling {when}: {n:,} requests, 100 in flight")
+    rate_per_s = await ceiling_in_process(ctx.receiver.url, n, 100, 300)
+    return round(rate_per_s)
 
 
 def add_ratios(doc: dict[str, Any]) -> None:
@@ -956,7 +984,10 @@ def table(doc: dict[str, Any]) -> str:
             rows.append((label, "skipped: " + d["skipped"], ""))
 
     if g:
-        rows.append(("(g) ceiling: raw aiohttp, 100 in flight", f"{g:,} /s", "1.00"))
+        gd = doc["g"]
+        rows.append(("(g) ceiling: raw aiohttp, 100 in flight (mean)", f"{g:,} /s", "1.00"))
+        rows.append(("(g)   at the start / at the end of the run",
+                     f"{gd['per_s_start']:,} / {gd['per_s_end']:,} /s", ""))
     a = doc.get("a")
     if a:
         n = a.get("drain_events", 0)
@@ -980,9 +1011,9 @@ def table(doc: dict[str, Any]) -> str:
     e = doc.get("e")
     if e:
         lat("(e) healthy endpoint alone p50 / p99 / max", e.get("alone"))
-        lat(f"(e) with a never-answering one (max_in_flight {DEAD_MAX_IN_FLIGHT})",
+        lat(f"(e) next to a never-answering one, max_in_flight {DEAD_MAX_IN_FLIGHT}",
             e.get("with_dead"))
-        lat(f"(e) with it at max_in_flight {DEFAULT_MAX_IN_FLIGHT}",
+        lat(f"(e) next to a never-answering one, max_in_flight {DEFAULT_MAX_IN_FLIGHT}",
             e.get("with_dead_default_limit"))
     f = doc.get("f")
     if f:
@@ -1033,7 +1064,13 @@ def parse_args() -> argparse.Namespace:
                     help="finished rows seeded for (f) (default 1000000; --quick 20000)")
     ap.add_argument("--keep-tmp", action="store_true",
                     help="keep the temporary directory (daemon logs, receiver log)")
-    return ap.parse_args()
+    args = ap.parse_args()
+    unknown = set(args.only.replace(",", "")) - set(SCENARIOS)
+    if unknown:
+        ap.error(f"--only: unknown scenario(s) {','.join(sorted(unknown))}")
+    if args.events is not None and args.events < 2 * BATCH:
+        ap.error(f"--events must be at least {2 * BATCH}")
+    return args
 
 
 def main() -> int:
@@ -1043,8 +1080,6 @@ def main() -> int:
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     quick = args.quick
     events = args.events or (2_000 if quick else 50_000)
-    if events < 2 * BATCH:
-        raise SystemExit(f"error: --events must be at least {2 * BATCH}")
     params = Params(
         events=events,
         seed_rows=args.seed_rows or (20_000 if quick else 1_000_000),
@@ -1054,19 +1089,18 @@ def main() -> int:
         scale_events=4_000 if quick else 100_000,
         singles=min(2_000, events // 10),
     )
-    selected = "".join(s for s in SCENARIOS if s in args.only.replace(",", "")) if args.only \
-        else ("" if args.scale_out else SCENARIOS)
-    unknown = set(args.only.replace(",", "")) - set(SCENARIOS)
-    if unknown:
-        raise SystemExit(f"error: unknown scenario(s) {''.join(sorted(unknown))}")
+    if args.only:
+        selected = "".join(s for s in SCENARIOS if s in args.only)
+    else:
+        selected = "" if args.scale_out else SCENARIOS
     t0 = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="dispatcher-serve-bench-"))
     children = Children()
     doc: dict[str, Any] = {}
     try:
         doc = run(run_all(args, params, selected, args.scale_out, tmp, children))
-    except KeyboardInterrupt:
-        note("interrupted")
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        note("interrupted; stopping everything started here")
         return 130
     finally:
         children.stop_all()
