@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import pytest
 
 from dispatcher.clock import SystemClock
 from dispatcher.config import Config
@@ -30,20 +31,26 @@ async def _publish_many(h: EngineHarness, tenant: UUID, count: int, type_: str =
         await h.publish(tenant, *[(type_, {"n": start + i}) for i in range(n)])
 
 
+@pytest.mark.parametrize(("dead_slots", "concurrency"), [(10, 100), (20, 20)])
 async def test_dead_endpoint_does_not_delay_a_healthy_one(
-    db_url: str, config: Config, make_receiver: Callable[[], Any]
+    db_url: str, make_config: Callable[..., Config], make_receiver: Callable[[], Any],
+    dead_slots: int, concurrency: int,
 ) -> None:
+    """Also when the dead endpoint's max_in_flight is the process's whole concurrency:
+    one endpoint never holds more than half of it."""
+    config = make_config(delivery__max_concurrency=str(concurrency))
+    held = min(dead_slots, concurrency // 2)
     dead: Receiver = await make_receiver()
     healthy: Receiver = await make_receiver()
     dead.reply_with(then=Reply(delay=5))  # every request times out
     async with EngineHarness(db_url, config, SystemClock()) as h:
         tenant = await make_tenant(h.pool)
         await make_endpoint(h.pool, h.box, tenant, dead.url, event_types=["dead"],
-                            timeout_seconds=2, max_in_flight=10)
+                            timeout_seconds=2, max_in_flight=dead_slots)
         await make_endpoint(h.pool, h.box, tenant, healthy.url, event_types=["ok"])
         await _publish_many(h, tenant, 2000, "dead")  # a backlog far beyond its slots
         await h.start_worker()
-        await dead.wait_for(10)  # the dead endpoint's slots are all taken now
+        await dead.wait_for(held)  # the dead endpoint's slots are all taken now
         latencies = []
         for i in range(40):
             t0 = time.monotonic()
@@ -51,8 +58,8 @@ async def test_dead_endpoint_does_not_delay_a_healthy_one(
             await healthy.wait_for(i + 1, timeout=5)
             latencies.append(healthy.requests[i].at - t0)
             await asyncio.sleep(0.02)
-        # Never more than its max_in_flight at once at the dead endpoint.
-        assert len(dead.requests) <= 10 + 10 * 2
+        # Never more than its slots at once at the dead endpoint.
+        assert len(dead.requests) <= held + held * 2
     p95 = statistics.quantiles(latencies, n=20)[-1]
     assert p95 < 0.25, f"healthy endpoint p95 latency {p95:.3f}s while another hangs"
 

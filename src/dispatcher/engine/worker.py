@@ -7,7 +7,8 @@ has been read again. Rows claimed but not yet sent are then held (paused,
 disabled), dropped (deleted: their rows are gone) or sent with the new settings.
 
 Per-endpoint isolation with batch claims: each endpoint may have `max_in_flight`
-requests in flight here, and only as many claimed rows waiting locally as it can
+requests in flight here (never more than half of the process's `max_concurrency`,
+so one endpoint that hangs can never hold every slot), and only as many claimed rows waiting locally as it can
 send within half a lease at its observed speed. Rows beyond that are given back at
 once, due a moment later (no attempt is spent), and the next claims skip that
 endpoint while it is saturated. So a dead endpoint holds a few slots and a short
@@ -92,6 +93,7 @@ class DeliveryWorker:
         self._success = frozenset(config.delivery.success_statuses)
         self._max_open = config.delivery.claim_batch_size * config.delivery.batches_in_flight
         self._global = asyncio.Semaphore(config.delivery.max_concurrency)
+        self._endpoint_cap = max(1, config.delivery.max_concurrency // 2)
         self._endpoint_slots: dict[UUID, tuple[int, asyncio.Semaphore]] = {}
         self._endpoint_load: Counter[UUID] = Counter()
         self._endpoint_speed: dict[UUID, float] = {}  # EWMA of attempt seconds
@@ -206,8 +208,9 @@ class DeliveryWorker:
         if target is None:
             return 1
         speed = self._endpoint_speed.get(endpoint_id, target.timeout.total or 2.0)
-        per_lease = target.max_in_flight * (self._cfg.lease_seconds / 2) / max(speed, 0.001)
-        return max(2 * target.max_in_flight, int(per_lease))
+        slots = self._slot_count(target)
+        per_lease = slots * (self._cfg.lease_seconds / 2) / max(speed, 0.001)
+        return max(2 * slots, int(per_lease))
 
     # -- sending -------------------------------------------------------------------
 
@@ -252,10 +255,14 @@ class DeliveryWorker:
         for delivery_id in (*to_hold, *to_defer, *to_park):
             self._finish_row(delivery_id)
 
+    def _slot_count(self, target: EndpointTarget) -> int:
+        return min(target.max_in_flight, self._endpoint_cap)
+
     def _slots(self, target: EndpointTarget) -> asyncio.Semaphore:
         known = self._endpoint_slots.get(target.id)
-        if known is None or known[0] != target.max_in_flight:
-            known = (target.max_in_flight, asyncio.Semaphore(target.max_in_flight))
+        slots = self._slot_count(target)
+        if known is None or known[0] != slots:
+            known = (slots, asyncio.Semaphore(slots))
             self._endpoint_slots[target.id] = known
         return known[1]
 
