@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -55,6 +56,7 @@ Role = Literal["all", "api", "worker"]
 OWNER = web.AppKey("lease_owner", uuid.UUID)
 RESTART_BACKOFF_MAX = 30.0
 STABLE_SECONDS = 10.0  # a worker that lived this long is restarted without delay
+STOP_MARGIN_SECONDS = 10.0  # beyond the grace period, before a stopping worker exits hard
 
 
 # -- one process: the application -------------------------------------------------------
@@ -203,7 +205,19 @@ async def run_worker_process(config: Config, fd: int, role: Role, owner: uuid.UU
             if os.getppid() != parent:
                 log.error("daemon.supervisor_gone", pid=os.getpid())
                 break
+        # Shutting down must end even if the database is gone and a close hangs.
+        _exit_after(config.server.grace_period_seconds + STOP_MARGIN_SECONDS)
     _clear_stop_handlers((signal.SIGTERM,))
+
+
+def _exit_after(seconds: float) -> None:
+    def force() -> None:
+        log.error("daemon.stop_timeout", pid=os.getpid(), seconds=seconds)
+        os._exit(1)
+
+    timer = threading.Timer(seconds, force)
+    timer.daemon = True
+    timer.start()
 
 
 @contextlib.asynccontextmanager
@@ -345,7 +359,7 @@ class Supervisor:
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
-        grace = self._config.server.grace_period_seconds + 10
+        grace = self._config.server.grace_period_seconds + STOP_MARGIN_SECONDS + 5
         try:
             async with asyncio.timeout(grace):
                 await asyncio.gather(*(p.wait() for p in procs))
