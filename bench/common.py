@@ -318,47 +318,66 @@ async def ceiling_in_process(url: str, n: int, conc: int, timeout: float) -> flo
 # -- CPU accounting -----------------------------------------------------------------
 
 class CpuMeter:
-    """Share of one core each group of processes used during the timed window. Each
+    """Share of one core each group of processes used during the timed window. A
     group is some pids with all their descendants; `postgres=True` adds a group of
-    every process named postgres (the server and its backends)."""
+    every process named postgres (the server and its backends). Both are looked up
+    again at the end, so processes started meanwhile (new database connections,
+    worker processes) count too; those that ended meanwhile are missed."""
 
     def __init__(self, groups: dict[str, Iterable[int]], postgres: bool = False) -> None:
         import psutil
 
         self._psutil = psutil
-        self._groups: dict[str, list[Any]] = {}
-        for name, pids in groups.items():
+        self._roots = {name: list(pids) for name, pids in groups.items()}
+        self._postgres = postgres
+        self._t0 = 0.0
+        self._wall0 = 0.0
+        self._c0: dict[tuple[int, float], float] = {}
+
+    def _members(self) -> dict[str, list[Any]]:
+        psutil = self._psutil
+        out: dict[str, list[Any]] = {}
+        for name, pids in self._roots.items():
             procs = []
             for pid in pids:
                 with contextlib.suppress(psutil.Error):
                     p = psutil.Process(pid)
                     procs += [p, *p.children(recursive=True)]
-            self._groups[name] = procs
-        if postgres:
-            self._groups["postgres"] = [p for p in psutil.process_iter(["name"])
-                                        if p.info["name"] == "postgres"]
-        self._t0 = 0.0
-        self._c0: dict[str, float] = {}
+            out[name] = procs
+        if self._postgres:
+            out["postgres"] = [p for p in psutil.process_iter(["name"])
+                               if p.info["name"] == "postgres"]
+        return out
 
-    def _total(self) -> dict[str, float]:
-        out = {}
-        for name, procs in self._groups.items():
-            t = 0.0
+    def _cpu(self) -> dict[str, dict[tuple[int, float], float]]:
+        out: dict[str, dict[tuple[int, float], float]] = {}
+        for name, procs in self._members().items():
+            seen = out[name] = {}
             for p in procs:
                 try:
                     c = p.cpu_times()
-                    t += c.user + c.system
+                    seen[(p.pid, p.create_time())] = c.user + c.system
                 except self._psutil.Error:
                     pass
-            out[name] = t
         return out
 
     def start(self) -> None:
-        self._t0, self._c0 = time.perf_counter(), self._total()
+        self._wall0 = time.time()
+        self._c0 = {k: v for seen in self._cpu().values() for k, v in seen.items()}
+        self._t0 = time.perf_counter()
 
     def stop(self) -> dict[str, float]:
-        dt, c1 = time.perf_counter() - self._t0, self._total()
-        return {k: round((c1[k] - self._c0[k]) / dt, 2) for k in c1}
+        dt = time.perf_counter() - self._t0
+        busy: dict[str, float] = {}
+        for name, seen in self._cpu().items():
+            total = 0.0
+            for key, cpu in seen.items():
+                if key in self._c0:
+                    total += cpu - self._c0[key]
+                elif key[1] >= self._wall0 - 1:  # started during the window
+                    total += cpu
+            busy[name] = round(total / dt, 2)
+        return busy
 
 
 # -- child processes ------------------------------------------------------------------
