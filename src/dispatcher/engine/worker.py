@@ -8,11 +8,12 @@ disabled), dropped (deleted: their rows are gone) or sent with the new settings.
 
 Per-endpoint isolation with batch claims: each endpoint may have `max_in_flight`
 requests in flight here (never more than half of the process's `max_concurrency`,
-so one endpoint that hangs can never hold every slot), and only as many claimed rows waiting locally as it can
-send within half a lease at its observed speed. Rows beyond that are given back at
-once, due a moment later (no attempt is spent), and the next claims skip that
-endpoint while it is saturated. So a dead endpoint holds a few slots and a short
-local queue, and never the process's global concurrency or its claims.
+so one endpoint that hangs can never hold every slot), and only as many claimed
+rows waiting locally as it can send within half a lease at its observed speed. Rows
+beyond that are given back at once, due a moment later (no attempt is spent), and
+the next claims skip that endpoint while it is saturated. So a dead endpoint holds
+a few slots and a short local queue, and never the process's global concurrency or
+its claims.
 """
 
 from __future__ import annotations

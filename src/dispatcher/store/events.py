@@ -52,28 +52,36 @@ WHERE tenant_id = $1 AND idempotency_key = ANY($2::text[])
 # An expired key may be used again: the old event keeps its id but loses the key.
 _FORGET_KEYS = "UPDATE events SET idempotency_key = NULL WHERE id = ANY($1::uuid[])"
 
-_INSERT_EVENTS = """
-INSERT INTO events (id, tenant_id, type, body, created_at, idempotency_key)
-SELECT e.id, $1, e.type, e.body, $2, e.key
-FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::text[]) AS e(id, type, body, key)
-ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING id
-"""
-
-# Fan-out: every endpoint of the tenant subscribed to the type (or to '*'). Paused
-# and disabled endpoints get the delivery too, held at 'infinity' until resumed.
-_INSERT_DELIVERIES = """
-INSERT INTO deliveries (event_id, endpoint_id, status, retries_left, next_attempt_at,
-                        held_since, created_at, updated_at)
-SELECT e.id, ep.id, 0, coalesce(p.retries, $5),
-       CASE WHEN ep.state = 'active' THEN $2 ELSE 'infinity'::timestamptz END,
-       CASE WHEN ep.state = 'active' THEN NULL ELSE $2 END,
-       $2, $2
-FROM unnest($3::uuid[], $4::text[]) AS e(id, type)
-JOIN endpoints ep ON ep.tenant_id = $1
-                 AND (ep.event_types @> '{*}' OR e.type = ANY(ep.event_types))
-                 AND ep.id <> ALL($8::uuid[])
-LEFT JOIN unnest($6::text[], $7::int[]) AS p(name, retries) ON p.name = ep.retry_policy
+# One statement stores the events and fans them out: every endpoint of the tenant
+# subscribed to the type (or to '*'). Paused and disabled endpoints get the delivery
+# too, held at 'infinity' until resumed. It answers the events stored (a duplicate
+# idempotency key stores nothing) and their deliveries, so a publish without keys is
+# one round trip.
+_INSERT = """
+WITH ev AS (
+    INSERT INTO events (id, tenant_id, type, body, created_at, idempotency_key)
+    SELECT e.id, $1, e.type, e.body, $2, e.key
+    FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::text[]) AS e(id, type, body, key)
+    ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, type
+), d AS (
+    INSERT INTO deliveries (event_id, endpoint_id, status, retries_left, next_attempt_at,
+                            held_since, created_at, updated_at)
+    SELECT ev.id, ep.id, 0, coalesce(p.retries, $7),
+           CASE WHEN ep.state = 'active' THEN $2 ELSE 'infinity'::timestamptz END,
+           CASE WHEN ep.state = 'active' THEN NULL ELSE $2 END,
+           $2, $2
+    FROM ev
+    JOIN endpoints ep ON ep.tenant_id = $1
+                     AND (ep.event_types @> '{*}' OR ev.type = ANY(ep.event_types))
+                     AND ep.id <> ALL($10::uuid[])
+    LEFT JOIN unnest($8::text[], $9::int[]) AS p(name, retries) ON p.name = ep.retry_policy
+    RETURNING id, event_id, endpoint_id, status
+)
+SELECT id AS event_id, NULL::uuid AS endpoint_id, NULL::smallint AS status, 0::bigint AS seq
+FROM ev
+UNION ALL
+SELECT event_id, endpoint_id, status, id FROM d
 """
 
 _DELIVERIES_OF = """
@@ -97,9 +105,15 @@ async def publish_events(
     An idempotency key seen within the window returns the original event.
     `exclude_endpoints` get no delivery even if subscribed (an endpoint is not told
     about its own failures: it is the one not listening)."""
+    if all(ev.idempotency_key is None for ev in events):
+        # One statement: atomic by itself, no transaction round trips.
+        fresh = [(i, ev, uuid.uuid4()) for i, ev in enumerate(events)]
+        stored = await _insert(conn, tenant_id, fresh, policies, now, default_retries,
+                               exclude_endpoints)
+        return _results(events, fresh, stored, {}, now)
     async with conn.transaction():
         originals = await _originals_by_key(conn, tenant_id, events, now, idempotency_window)
-        fresh: list[tuple[int, NewEvent, UUID]] = []
+        fresh = []
         first_of_key: dict[str, UUID] = {}
         for i, ev in enumerate(events):
             key = ev.idempotency_key
@@ -109,15 +123,15 @@ async def publish_events(
             fresh.append((i, ev, eid))
             if key is not None:
                 first_of_key[key] = eid
-        inserted = await _insert(conn, tenant_id, fresh, policies, now, default_retries,
-                                 exclude_endpoints)
-        lost = [(i, ev, eid) for i, ev, eid in fresh if eid not in inserted]
+        stored = await _insert(conn, tenant_id, fresh, policies, now, default_retries,
+                               exclude_endpoints)
+        lost = [(i, ev, eid) for i, ev, eid in fresh if eid not in stored]
         if lost:  # a concurrent publish took the same key between our read and write
             originals.update(
                 await _originals_by_key(conn, tenant_id, [ev for _, ev, _ in lost], now,
                                         idempotency_window)
             )
-        return await _results(conn, events, fresh, inserted, originals, now)
+        return _results(events, fresh, stored, originals, now)
 
 
 async def _originals_by_key(
@@ -152,24 +166,27 @@ async def _insert(
     now: datetime,
     default_retries: int,
     exclude_endpoints: Sequence[UUID],
-) -> set[UUID]:
+) -> dict[UUID, list[tuple[UUID, DeliveryStatus]]]:
+    """Store the fresh events with their deliveries; returns, for each event stored,
+    its deliveries in creation order."""
     if not fresh:
-        return set()
-    ids = [eid for _, _, eid in fresh]
-    types = [ev.type for _, ev, _ in fresh]
-    bodies = [event_body(eid, ev.type, now, ev.data) for _, ev, eid in fresh]
-    keys = [ev.idempotency_key for _, ev, _ in fresh]
-    rows = await conn.fetch(_INSERT_EVENTS, tenant_id, now, ids, types, bodies, keys)
-    inserted = {r["id"] for r in rows}
-    kept = [(eid, t) for eid, t in zip(ids, types, strict=True) if eid in inserted]
-    if kept:
-        names = list(policies)
-        await conn.execute(
-            _INSERT_DELIVERIES,
-            tenant_id, now, [k[0] for k in kept], [k[1] for k in kept], default_retries,
-            names, [policies[n].retries for n in names], list(exclude_endpoints),
-        )
-    return inserted
+        return {}
+    names = list(policies)
+    rows = await conn.fetch(
+        _INSERT, tenant_id, now,
+        [eid for _, _, eid in fresh], [ev.type for _, ev, _ in fresh],
+        [event_body(eid, ev.type, now, ev.data) for _, ev, eid in fresh],
+        [ev.idempotency_key for _, ev, _ in fresh],
+        default_retries, names, [policies[n].retries for n in names], list(exclude_endpoints),
+    )
+    stored: dict[UUID, list[tuple[UUID, DeliveryStatus]]] = {}
+    for r in sorted(rows, key=lambda r: r["seq"]):
+        if r["endpoint_id"] is None:
+            stored.setdefault(r["event_id"], [])
+        else:
+            stored.setdefault(r["event_id"], []).append(
+                (r["endpoint_id"], DeliveryStatus(r["status"])))
+    return stored
 
 
 async def _deliveries_of(
@@ -183,27 +200,25 @@ async def _deliveries_of(
     return out
 
 
-async def _results(
-    conn: Conn,
+def _results(
     events: Sequence[NewEvent],
     fresh: list[tuple[int, NewEvent, UUID]],
-    inserted: set[UUID],
+    stored: dict[UUID, list[tuple[UUID, DeliveryStatus]]],
     originals: dict[str, PublishedEvent],
     now: datetime,
 ) -> list[PublishedEvent]:
-    new_ids = {i: eid for i, _, eid in fresh if eid in inserted}
-    found = await _deliveries_of(conn, list(new_ids.values()))
+    new_ids = {i: eid for i, _, eid in fresh if eid in stored}
     by_key = {ev.idempotency_key: new_ids[i] for i, ev, _ in fresh
               if ev.idempotency_key is not None and i in new_ids}
     results: list[PublishedEvent] = []
     for i, ev in enumerate(events):
         if i in new_ids:
             eid = new_ids[i]
-            results.append(PublishedEvent(eid, ev.type, now, found.get(eid, [])))
+            results.append(PublishedEvent(eid, ev.type, now, stored[eid]))
         elif ev.idempotency_key in originals:
             results.append(originals[ev.idempotency_key])
         else:  # same key twice in one batch: the later one repeats the first
             assert ev.idempotency_key is not None
             eid = by_key[ev.idempotency_key]
-            results.append(PublishedEvent(eid, ev.type, now, found.get(eid, []), duplicate=True))
+            results.append(PublishedEvent(eid, ev.type, now, stored[eid], duplicate=True))
     return results
