@@ -31,7 +31,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     grace_period_seconds: float = 10.0
-    max_body_bytes: int = 262144
+    max_body_bytes: int = 1048576
     max_batch_events: int = 500
     idempotency_window_seconds: int = 86400
     workers: int = 0  # worker processes; 0: one per CPU

@@ -163,9 +163,10 @@ async def serve(
         applied = await migrate_dsn(dsn)
         if applied:
             log.info("migrations.done", applied=applied)
-        first_key = await bootstrap_admin_key(dsn)
+        # Bind first: a start that cannot listen must not spend the one-time admin key.
         sock = _listen(host, port)
         try:
+            first_key = await bootstrap_admin_key(dsn)
             workers = worker_count(config)
             stop = _stop_event()
             if workers == 1:

@@ -18,7 +18,7 @@ from tests.integration.test_api_support import Api, ApiServer
 api_server, http, api, other = support.api_server, support.http, support.api, support.other
 
 URL = "https://hooks.example.com/in"
-MAX_BODY = 262144
+MAX_BODY = 1048576
 
 
 async def test_missing_bad_and_revoked_keys_are_401(api: Api, api_server: ApiServer) -> None:

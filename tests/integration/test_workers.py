@@ -9,12 +9,16 @@ import asyncio
 import os
 import re
 import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from tests.conftest import TEST_ENV
 from tests.integration.test_api_support import Api, ApiServer, new_api
 from tests.support.daemon import DaemonProcess
 from tests.support.receiver import Receiver, Reply
@@ -152,3 +156,25 @@ def test_the_api_and_the_engine_do_not_import_each_other() -> None:
         for path in (SRC / package).rglob("*.py"):
             bad = {m for m in imported_modules(path) if m.startswith(forbidden)}
             assert not bad, f"{path.relative_to(SRC)} imports {bad}"
+
+
+async def test_a_first_start_that_cannot_listen_keeps_the_admin_key_for_the_next(
+    daemon_factory: Callable[..., Any], db_url: str, tmp_path: Path
+) -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    env = {**os.environ, **TEST_ENV, "DISPATCHER_DATABASE_URL": db_url,
+           "DISPATCHER_DATA_DIR": str(tmp_path / "data")}
+    try:
+        failed = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "dispatcher", "serve", "--port",
+             str(busy.getsockname()[1])],
+            env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        busy.close()
+    assert failed.returncode != 0
+    assert "admin API key" not in failed.stderr + failed.stdout
+    daemon: DaemonProcess = await daemon_factory()
+    assert "admin API key for tenant 'default'" in daemon.log()

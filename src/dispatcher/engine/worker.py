@@ -19,6 +19,7 @@ its claims.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import random
 import time
@@ -95,7 +96,7 @@ class DeliveryWorker:
         self._max_open = config.delivery.claim_batch_size * config.delivery.batches_in_flight
         self._global = asyncio.Semaphore(config.delivery.max_concurrency)
         self._endpoint_cap = max(1, config.delivery.max_concurrency // 2)
-        self._endpoint_slots: dict[UUID, tuple[int, asyncio.Semaphore]] = {}
+        self._endpoint_slots: dict[UUID, Slots] = {}
         self._endpoint_load: Counter[UUID] = Counter()
         self._endpoint_speed: dict[UUID, float] = {}  # EWMA of attempt seconds
         self._claimed: set[int] = set()  # delivery ids leased here, outcome not written
@@ -259,13 +260,15 @@ class DeliveryWorker:
     def _slot_count(self, target: EndpointTarget) -> int:
         return min(target.max_in_flight, self._endpoint_cap)
 
-    def _slots(self, target: EndpointTarget) -> asyncio.Semaphore:
-        known = self._endpoint_slots.get(target.id)
-        slots = self._slot_count(target)
-        if known is None or known[0] != slots:
-            known = (slots, asyncio.Semaphore(slots))
-            self._endpoint_slots[target.id] = known
-        return known[1]
+    def _slots(self, target: EndpointTarget) -> Slots:
+        """The endpoint's slots, resized (for rows already waiting too) when its
+        max_in_flight changed."""
+        slots = self._endpoint_slots.get(target.id)
+        if slots is None:
+            slots = self._endpoint_slots[target.id] = Slots(self._slot_count(target))
+        else:
+            slots.resize(self._slot_count(target))
+        return slots
 
     async def _deliver(self, row: ClaimedDelivery, target: EndpointTarget) -> None:
         try:
@@ -273,6 +276,8 @@ class DeliveryWorker:
                 if self._stopping:
                     return  # not sent: stop() gives the lease back
                 current = await self._current(row.endpoint_id)
+                if current is not None and current is not target:
+                    self._slots(current)  # settings changed meanwhile: resize for the rest
                 if current is None:  # deleted: its deliveries went with it
                     self._finish_row(row.id)
                     return
@@ -311,6 +316,9 @@ class DeliveryWorker:
                 try:
                     async with self._pool.acquire() as conn:
                         await self._cache.load(conn, [endpoint_id], self._clock.now())
+                    target = self._cache.get(endpoint_id)
+                    if target is not None and endpoint_id in self._endpoint_slots:
+                        self._slots(target)  # a new max_in_flight applies to queued rows
                 except DB_ERRORS as exc:
                     log.warning("engine.endpoint_refresh_failed",
                                 endpoint_id=str(endpoint_id), error=str(exc))
@@ -493,6 +501,46 @@ class DeliveryWorker:
     def _on_endpoint_notify(self, _conn: Conn, _pid: int, _channel: str, payload: object) -> None:
         with contextlib.suppress(ValueError):
             self.endpoint_changed(UUID(str(payload)))
+
+
+class Slots:
+    """A semaphore whose size may change while tasks wait on it: lowering an
+    endpoint's max_in_flight applies to the rows already queued for it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def resize(self, limit: int) -> None:
+        if limit != self.limit:
+            self.limit = limit
+            self._wake()
+
+    async def __aenter__(self) -> None:
+        while self.used >= self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+                self._wake()  # pass on a wake-up this task may have taken
+                raise
+        self.used += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.used -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        free = self.limit - self.used
+        while free > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
 
 
 _DISABLE_GONE = """
