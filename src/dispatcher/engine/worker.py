@@ -505,7 +505,8 @@ class DeliveryWorker:
 
 class Slots:
     """A semaphore whose size may change while tasks wait on it: lowering an
-    endpoint's max_in_flight applies to the rows already queued for it."""
+    endpoint's max_in_flight applies to the rows already queued for it. A freed
+    slot is handed to the longest waiter directly, so a release wakes one task."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -515,32 +516,37 @@ class Slots:
     def resize(self, limit: int) -> None:
         if limit != self.limit:
             self.limit = limit
-            self._wake()
+            self._hand_over()
 
     async def __aenter__(self) -> None:
-        while self.used >= self.limit:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
+        if self.used < self.limit and not self._waiters:
+            self.used += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # resolved with the slot already counted as ours
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # handed a slot, then cancelled: pass it on
+            else:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
-                self._wake()  # pass on a wake-up this task may have taken
-                raise
-        self.used += 1
+            raise
 
     async def __aexit__(self, *exc: object) -> None:
-        self.used -= 1
-        self._wake()
+        self._release()
 
-    def _wake(self) -> None:
-        free = self.limit - self.used
-        while free > 0 and self._waiters:
+    def _release(self) -> None:
+        self.used -= 1
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        while self.used < self.limit and self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
+                self.used += 1
                 waiter.set_result(None)
-                free -= 1
 
 
 _DISABLE_GONE = """
