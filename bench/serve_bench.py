@@ -458,6 +458,11 @@ async def publish_paced(api: Api, rate: float, n: int, batch: int,
 
 # -- statistics ------------------------------------------------------------------------
 
+def ms_text(value: float) -> str:
+    """Milliseconds as read in a table: one decimal below 100 ms."""
+    return f"{value:.1f}" if value < 100 else f"{value:,.0f}"
+
+
 def percentile(sorted_values: list[float], p: float) -> float:
     """Nearest rank."""
     if not sorted_values:
@@ -1005,8 +1010,8 @@ def table(doc: dict[str, Any]) -> str:
 
     def lat(label: str, d: dict[str, Any] | None) -> None:
         if d and "p50_ms" in d:
-            rows.append((label, f"{d['p50_ms']:,.0f} / {d['p99_ms']:,.0f} / {d['max_ms']:,.0f} ms",
-                         ""))
+            parts = [ms_text(d[k]) for k in ("p50_ms", "p99_ms", "max_ms")]
+            rows.append((label, " / ".join(parts) + " ms", ""))
         elif d and "skipped" in d:
             rows.append((label, "skipped: " + d["skipped"], ""))
 

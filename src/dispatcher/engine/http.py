@@ -10,6 +10,10 @@ from dispatcher.config import Config
 from dispatcher.engine.guard import GuardedResolver, guarded_socket_factory
 
 USER_AGENT = f"dispatcher/{__version__}"
+# Sent on every request: who we are, and that responses must not be compressed (we
+# keep the raw bytes, capped). Set as session headers rather than skip_auto_headers,
+# which makes aiohttp copy the request's headers on every request.
+SESSION_HEADERS = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
 
 
 def create_client_session(config: Config) -> aiohttp.ClientSession:
@@ -26,7 +30,6 @@ def create_client_session(config: Config) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=connector,
         cookie_jar=aiohttp.DummyCookieJar(),
-        headers={"User-Agent": USER_AGENT},
+        headers=SESSION_HEADERS,
         auto_decompress=False,
-        skip_auto_headers=("Accept-Encoding",),
     )

@@ -14,7 +14,7 @@ import aiohttp
 
 from dispatcher.clock import SystemClock
 from dispatcher.config import UrlPolicyConfig
-from dispatcher.engine.http import USER_AGENT
+from dispatcher.engine.http import SESSION_HEADERS, USER_AGENT
 from dispatcher.engine.outcome import GONE
 from dispatcher.engine.sender import BASE_HEADERS, post_once
 from dispatcher.model import FailureReason
@@ -38,9 +38,8 @@ def sandbox_session() -> aiohttp.ClientSession:
     """A client like the engine's (no cookies, no decompression), without the guard."""
     return aiohttp.ClientSession(
         cookie_jar=aiohttp.DummyCookieJar(),
-        headers={"User-Agent": USER_AGENT},
+        headers=SESSION_HEADERS,
         auto_decompress=False,
-        skip_auto_headers=("Accept-Encoding",),
     )
 
 
