@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-import aiohttp
 import asyncpg
 from aiohttp import web
 
@@ -21,7 +20,6 @@ CONFIG = web.AppKey("config", Config)
 CLOCK = web.AppKey("clock", Clock)
 DSN = web.AppKey("dsn", str)
 POOL = web.AppKey("pool", asyncpg.Pool)
-HTTP = web.AppKey("http", aiohttp.ClientSession)
 READINESS = web.AppKey("readiness", Readiness)
 # Components registered by later layers (engine, scheduler) keyed by name.
 COMPONENTS = web.AppKey("components", dict[str, Any])
