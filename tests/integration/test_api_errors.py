@@ -124,3 +124,43 @@ async def test_conflicts_are_409(api: Api) -> None:
     assert again.status == 409 and again.error["field"] == "name"
     builtin = await api.post("/v1/event-types", {"name": "transaction"})
     assert builtin.status == 409
+
+
+async def raw_request(server: ApiServer, head: bytes, body: bytes) -> tuple[int, dict[str, object]]:
+    """Bytes on the wire, for what aiohttp's client will not send (non-UTF-8 headers)."""
+    host, port = server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        raw = await reader.read()
+    finally:
+        writer.close()
+    status_line, _, rest = raw.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+async def test_a_non_utf8_idempotency_key_is_422_and_stores_nothing(
+    api: Api, api_server: ApiServer
+) -> None:
+    head = (b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + api.key.encode() + b"\r\nIdempotency-Key: caf\xe9\r\n")
+    status, body = await raw_request(api_server, head, b'{"type": "transaction", "data": {}}')
+    assert status == 422, body
+    error = body["error"]
+    assert isinstance(error, dict) and error["field"] == "Idempotency-Key"
+    assert (await api.get("/v1/events")).body["data"] == []
+
+
+async def test_a_body_that_is_not_what_its_content_encoding_says_is_400(
+    api: Api, api_server: ApiServer
+) -> None:
+    for encoding in (b"gzip", b"deflate"):
+        head = (b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Authorization: Bearer " + api.key.encode() + b"\r\n"
+                b"Content-Encoding: " + encoding + b"\r\n")
+        status, body = await raw_request(api_server, head, b'{"type": "transaction"}')
+        assert status == 400, (encoding, body)
+        error = body["error"]
+        assert isinstance(error, dict) and error["code"] == "bad_request"
+    assert (await api.get("/v1/events")).body["data"] == []

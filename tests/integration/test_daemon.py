@@ -132,6 +132,14 @@ async def test_readyz_goes_503_when_the_database_stops(
         assert body["reason"].startswith("database")
         assert time.monotonic() - started < 3  # answers promptly, does not hang
         assert await get(daemon.url + "/healthz") == (200, {"status": "ok"})  # still alive
+        # Publishing meanwhile: 503 with a code and Retry-After, so publishers retry.
+        key = admin_key(daemon)
+        async with aiohttp.ClientSession() as http, http.post(
+                daemon.url + "/v1/events", json={"type": "transaction", "data": {}},
+                headers={"Authorization": f"Bearer {key}"}) as resp:
+            assert resp.status == 503
+            assert (await resp.json())["error"]["code"] == "database_unavailable"
+            assert int(resp.headers["Retry-After"]) >= 1
 
         # The database comes back: readiness follows without a restart.
         assert await asyncio.to_thread(server.start) == dsn

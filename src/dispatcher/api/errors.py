@@ -9,10 +9,12 @@ import structlog
 from aiohttp import web
 
 from dispatcher.errors import DispatcherError
+from dispatcher.store.pool import DB_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+RETRY_AFTER_SECONDS = 2  # sent with 503 database_unavailable
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -64,6 +66,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         resp = error_response(exc.status, code, message)
         if exc.status == 405 and "Allow" in exc.headers:
             resp.headers["Allow"] = exc.headers["Allow"]
+        return resp
+    except DB_UNAVAILABLE as exc:
+        # Not the client's fault and not a bug: the publisher should retry shortly.
+        log.warning("api.database_unavailable", path=request.path, error=str(exc))
+        resp = error_response(503, "database_unavailable",
+                              "the database is unavailable; retry shortly")
+        resp.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return resp
     except Exception:
         log.exception("api.unhandled_error", path=request.path, method=request.method)

@@ -13,6 +13,8 @@ from typing import Any, NoReturn
 from uuid import UUID
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from dispatcher.api.context import CONFIG
 from dispatcher.errors import (
@@ -98,6 +100,9 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise PayloadTooLarge(f"request body exceeds {max_bytes} bytes") from exc
+    except (HttpProcessingError, RequestPayloadError) as exc:  # e.g. gzip that is not
+        raise BadRequest("request body could not be decoded as its Content-Encoding says",
+                         field="Content-Encoding") from exc
     if not raw.strip():
         if not required:
             return None
@@ -116,9 +121,14 @@ def path_uuid(request: web.Request, name: str) -> UUID:
 
 
 def check_text(value: str, field: str) -> str:
-    """PostgreSQL text cannot hold NUL characters."""
+    """Text PostgreSQL can store: no NUL characters, and valid UTF-8 (a header with
+    a byte that is not UTF-8 arrives as a lone surrogate)."""
     if "\x00" in value:
         raise ValidationError(f"{field} must not contain NUL characters", field=field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(f"{field} must be valid UTF-8 text", field=field) from exc
     return value
 
 
