@@ -42,6 +42,7 @@ from dispatcher.config import Config
 from dispatcher.engine import health
 from dispatcher.engine.http import create_client_session
 from dispatcher.engine.worker import DeliveryWorker
+from dispatcher.logs import protocol_error_logger
 from dispatcher.maintenance import MAINTENANCE, Maintenance
 from dispatcher.secretbox import load_secret_box
 from dispatcher.store.database import database_url
@@ -236,7 +237,7 @@ def _exit_after(seconds: float) -> None:
 async def _serving(app: web.Application, sock: socket.socket, config: Config
                    ) -> AsyncIterator[None]:
     runner = web.AppRunner(app, shutdown_timeout=config.server.grace_period_seconds,
-                           access_log=None)
+                           access_log=None, logger=protocol_error_logger())
     await runner.setup()
     try:
         await web.SockSite(runner, sock).start()

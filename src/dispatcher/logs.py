@@ -30,3 +30,26 @@ def configure_logging(cfg: LogConfig) -> None:
     )
     # Libraries that log through the standard library (aiohttp access logs are off).
     logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr)
+
+
+class _ProtocolErrors(logging.Handler):
+    """aiohttp's server logs a request it cannot parse (a header over 8 KB, a bad
+    request line) as a multi-line traceback whose text can quote the request, an
+    API key included. Turn each into one structured line that names the error's
+    class only: nothing of the request's headers or body."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        structlog.get_logger("dispatcher.http").warning(
+            "http.unparsable_request", error=type(exc).__name__ if exc else record.levelname,
+            status=getattr(exc, "code", None), remote=str(remote) if remote else None)
+
+
+def protocol_error_logger() -> logging.Logger:
+    """The logger to give aiohttp's request handler (`AppRunner(..., logger=...)`)."""
+    logger = logging.getLogger("dispatcher.http.protocol")
+    if not logger.handlers:
+        logger.addHandler(_ProtocolErrors())
+        logger.propagate = False
+    return logger

@@ -164,3 +164,23 @@ async def test_a_body_that_is_not_what_its_content_encoding_says_is_400(
         error = body["error"]
         assert isinstance(error, dict) and error["code"] == "bad_request"
     assert (await api.get("/v1/events")).body["data"] == []
+
+
+async def test_an_unparsable_request_is_logged_in_one_line_without_its_headers(
+    api_server: ApiServer,
+) -> None:
+    secret = "dk_ThisMustNeverReachTheLog"
+    host, port = api_server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(b"GET /v1/endpoints HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                     + secret.encode() + b" " + b"x" * 9000 + b"\r\n\r\n")
+        await writer.drain()
+        raw = await reader.read()
+    finally:
+        writer.close()
+    assert raw.split()[1] == b"400", raw[:100]
+    await asyncio.sleep(0.2)
+    log = api_server.daemon.log()
+    assert "http.unparsable_request" in log
+    assert secret not in log and "Traceback" not in log
