@@ -1,4 +1,5 @@
-"""structlog setup: JSON lines for machines, pretty console when stdout is a TTY."""
+"""structlog setup: JSON lines for machines, pretty console on a terminal. Logs go
+to stderr, so a command's stdout holds only its output (`--json | jq` works)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dispatcher.config import LogConfig
 
 def configure_logging(cfg: LogConfig) -> None:
     level = logging.getLevelNamesMapping()[cfg.level.upper()]
-    use_console = cfg.format == "console" or (cfg.format == "auto" and sys.stdout.isatty())
+    use_console = cfg.format == "console" or (cfg.format == "auto" and sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
     )
@@ -25,7 +26,7 @@ def configure_logging(cfg: LogConfig) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
     # Libraries that log through the standard library (aiohttp access logs are off).

@@ -204,3 +204,16 @@ async def test_missing_required_option_is_a_usage_error(cli: Run) -> None:
     result = await cli("keys", "create")
     assert result.returncode == 2
     assert "Missing option '--tenant'" in result.stderr
+
+
+async def test_logs_go_to_stderr_and_json_output_is_one_document(
+    cli: Run, tmp_path: Path
+) -> None:
+    """A first command on a fresh embedded database logs its start-up and migrations
+    at info level: on stderr, never mixed into the JSON on stdout."""
+    result = await cli("keys", "create", "--tenant", "acme", "--json",
+                       env={"DISPATCHER_DATABASE_URL": "", "DISPATCHER_LOG__LEVEL": "info",
+                            "DISPATCHER_DATA_DIR": str(tmp_path / "fresh")})
+    out = json.loads(ok(result))
+    assert out["key"].startswith("dk_")
+    assert '"migration.applied"' in result.stderr
