@@ -106,7 +106,8 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     stall = config.delivery.writer_stall_seconds
 
     def writer_stalled() -> str | None:
-        count, age = worker.writer_backlog()
+        # Every worker answers for the whole `serve`: a probe lands on any of them.
+        count, age = metrics.shared_outcome_backlog() or worker.writer_backlog()
         if age <= stall:
             return None
         return f"delivery outcomes unwritten: {count} waiting for {age:.0f} s"

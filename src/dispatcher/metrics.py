@@ -86,3 +86,16 @@ def render() -> bytes:
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
     return generate_latest(REGISTRY)
+
+
+def shared_outcome_backlog() -> tuple[int, float] | None:
+    """Unwritten outcomes summed over this `serve`'s workers and the longest time one
+    of them has been stuck, from the gauges each worker publishes every second; None
+    in a single process (ask the worker itself)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    values = {s.name: s.value for m in registry.collect() for s in m.samples}
+    return (int(values.get("dispatcher_outcomes_unwritten", 0)),
+            float(values.get("dispatcher_outcomes_unwritten_age_seconds", 0.0)))

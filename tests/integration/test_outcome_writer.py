@@ -26,9 +26,17 @@ CREATE TRIGGER reject_418 BEFORE INSERT ON attempts FOR EACH ROW EXECUTE FUNCTIO
 """
 
 
+async def probe(served: Api) -> Any:
+    """/readyz over a new connection, so the kernel may pick any worker."""
+    async with aiohttp.ClientSession() as http:
+        return await Api(http, served.server, served.key, served.tenant).get(
+            "/readyz", auth=False)
+
+
 @pytest.fixture
 async def served(daemon_factory: Callable[..., Any], db_url: str) -> AsyncIterator[Api]:
-    daemon = await daemon_factory(DISPATCHER_DELIVERY__WRITER_STALL_SECONDS="1")
+    daemon = await daemon_factory(DISPATCHER_DELIVERY__WRITER_STALL_SECONDS="1",
+                                  DISPATCHER_SERVER__WORKERS="2")
     async with aiohttp.ClientSession() as http:
         yield await new_api(http, ApiServer(daemon.url, db_url, daemon))
 
@@ -75,10 +83,13 @@ async def test_readyz_is_503_while_outcomes_cannot_be_written(
         await served.publish("transaction", {"n": 1})
         await receiver.wait_for(1)
         async with asyncio.timeout(10):
-            while (ready := await served.get("/readyz", auth=False)).status == 200:
+            while (ready := await probe(served)).status == 200:
                 await asyncio.sleep(0.1)
         assert ready.status == 503
         assert "delivery outcomes unwritten: 1 waiting" in ready.body["reason"]
+        # Whichever worker answers (a new connection each time), the answer is the same.
+        answers = [(await probe(served)).status for _ in range(8)]
+        assert answers == [503] * 8
         metrics = (await served.get("/metrics", auth=False)).body
         assert "dispatcher_outcomes_unwritten 1.0" in metrics
         await tx.rollback()
