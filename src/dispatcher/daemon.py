@@ -27,7 +27,6 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Literal
 
 import asyncpg
@@ -37,7 +36,7 @@ from aiohttp import web
 from dispatcher import metrics
 from dispatcher.api.app import create_app
 from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, DSN, POOL, READINESS
-from dispatcher.clock import Clock
+from dispatcher.clock import Clock, SystemClock
 from dispatcher.config import Config
 from dispatcher.engine import health
 from dispatcher.engine.http import create_client_session
@@ -46,6 +45,7 @@ from dispatcher.logs import protocol_error_logger
 from dispatcher.maintenance import MAINTENANCE, Maintenance
 from dispatcher.secretbox import load_secret_box
 from dispatcher.store.database import database_url
+from dispatcher.store.deliveries import release_owner
 from dispatcher.store.migrate import migrate_dsn
 from dispatcher.store.pool import DB_ERRORS, create_pool
 from dispatcher.store.tenants import count_tenants, create_api_key
@@ -179,7 +179,8 @@ async def serve(
                     _announce(sock, first_key, workers)
                     await stop.wait()
             else:
-                supervisor = Supervisor(config, dsn, sock, workers, config_path)
+                supervisor = Supervisor(config, dsn, sock, workers, config_path,
+                                        clock or SystemClock())
                 await supervisor.start()
                 _announce(sock, first_key, workers)
                 await stop.wait()
@@ -299,12 +300,13 @@ class Supervisor:
     leased due again), and stops them all on request."""
 
     def __init__(self, config: Config, dsn: str, sock: socket.socket, workers: int,
-                 config_path: str | None) -> None:
+                 config_path: str | None, clock: Clock) -> None:
         self._config = config
         self._dsn = dsn
         self._sock = sock
         self._workers = workers
         self._config_path = config_path
+        self._clock = clock
         self._metrics_dir = tempfile.mkdtemp(prefix="dispatcher-metrics-")
         self._children: dict[int, _Child] = {}
         self._watchers: set[asyncio.Task[None]] = set()
@@ -353,19 +355,13 @@ class Supervisor:
         try:
             conn = await asyncpg.connect(self._dsn)
             try:
-                status = await conn.execute(
-                    """UPDATE deliveries SET lease_owner = NULL,
-                           next_attempt_at = CASE WHEN held_since IS NULL THEN $2
-                                                  ELSE 'infinity'::timestamptz END
-                       WHERE lease_owner = $1 AND status < 2""",
-                    owner, datetime.now(UTC))
-                await conn.execute("SELECT pg_notify('dispatcher_deliveries', '')")
+                rows = await release_owner(conn, owner, self._clock.now())
             finally:
                 await conn.close()
         except DB_ERRORS as exc:
             log.warning("daemon.lease_release_failed", error=str(exc))
             return
-        log.info("daemon.leases_released", owner=str(owner), rows=int(status.split()[-1]))
+        log.info("daemon.leases_released", owner=str(owner), rows=rows)
 
     async def stop(self) -> None:
         self._stopping = True

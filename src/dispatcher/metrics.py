@@ -79,23 +79,27 @@ def set_gauges(gauges: Gauges) -> None:
             gauges.endpoints_by_state.get(state.value, 0))
 
 
+def _all_workers() -> CollectorRegistry | None:
+    """The totals of every worker of this `serve`; None in a single process."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
 def render() -> bytes:
     """The text exposition: this process's registry, or every worker's totals."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-    return generate_latest(REGISTRY)
+    return generate_latest(_all_workers() or REGISTRY)
 
 
 def shared_outcome_backlog() -> tuple[int, float] | None:
     """Unwritten outcomes summed over this `serve`'s workers and the longest time one
     of them has been stuck, from the gauges each worker publishes every second; None
     in a single process (ask the worker itself)."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    registry = _all_workers()
+    if registry is None:
         return None
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     values = {s.name: s.value for m in registry.collect() for s in m.samples}
     return (int(values.get("dispatcher_outcomes_unwritten", 0)),
             float(values.get("dispatcher_outcomes_unwritten_age_seconds", 0.0)))

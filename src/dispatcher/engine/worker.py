@@ -276,8 +276,6 @@ class DeliveryWorker:
                 if self._stopping:
                     return  # not sent: stop() gives the lease back
                 current = await self._current(row.endpoint_id)
-                if current is not None and current is not target:
-                    self._slots(current)  # settings changed meanwhile: resize for the rest
                 if current is None:  # deleted: its deliveries went with it
                     self._finish_row(row.id)
                     return
@@ -410,8 +408,8 @@ class DeliveryWorker:
             log.error("engine.write_rejected", error=str(exc), outcomes=len(batch))
             await self._write_isolated(batch, holds)
         else:
+            self._writing = 0
             self._finish_rows(batch, holds)
-        self._writing = 0
         self._backlog_since = time.monotonic() if self._outcomes or self._to_hold else None
 
     def _put_back(self, batch: Sequence[Outcome], holds: Sequence[int]) -> None:
@@ -427,6 +425,8 @@ class DeliveryWorker:
             self._finish_row(delivery_id)
 
     async def _write(self, batch: Sequence[Outcome], holds: Sequence[int]) -> None:
+        if not batch and not holds:
+            return
         now = self._clock.now()
         changed: set[UUID] = set()
         async with self._pool.acquire() as conn, conn.transaction():
@@ -497,7 +497,6 @@ class DeliveryWorker:
                 if not conn.is_closed():
                     await conn.close()
 
-
     def _on_endpoint_notify(self, _conn: Conn, _pid: int, _channel: str, payload: object) -> None:
         with contextlib.suppress(ValueError):
             self.endpoint_changed(UUID(str(payload)))
@@ -558,7 +557,7 @@ WITH off AS (
     RETURNING id
 ), held AS (
     UPDATE deliveries SET held_since = coalesce(held_since, $2), next_attempt_at = 'infinity'
-WHERE endpoint_id IN (SELECT id FROM off) AND status < 2
+    WHERE endpoint_id IN (SELECT id FROM off) AND status < 2
 )
 SELECT id FROM off
 """

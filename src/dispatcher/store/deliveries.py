@@ -79,6 +79,23 @@ async def release(
         await conn.execute(_RELEASE, list(ids), owner, due_at)
 
 
+# Everything a worker process that died had leased: due at $2 (now) instead of when
+# the lease runs out. Held rows stay held.
+_RELEASE_OWNER = """
+UPDATE deliveries
+SET lease_owner = NULL,
+    next_attempt_at = CASE WHEN held_since IS NULL THEN $2 ELSE 'infinity'::timestamptz END
+WHERE lease_owner = $1 AND status < 2
+"""
+
+
+async def release_owner(conn: Conn, owner: UUID, due_at: datetime) -> int:
+    """Give back every lease of `owner` and wake the claimers; returns the rows."""
+    status = await conn.execute(_RELEASE_OWNER, owner, due_at)
+    await conn.execute("SELECT pg_notify('dispatcher_deliveries', '')")
+    return int(status.split()[-1])
+
+
 # Rows whose endpoint was paused or disabled after they were claimed: no attempt.
 # The state is read again here: if the endpoint was resumed since this worker's
 # cached copy, the row is given back due now instead of held on an active endpoint.
