@@ -26,6 +26,15 @@ class DeliveryStatus(IntEnum):
 FINISHED = DeliveryStatus.SUCCESS  # status >= FINISHED means no more attempts
 
 
+def retries_left_shown(status: DeliveryStatus, unused: int) -> int:
+    """The `retries_left` a reader sees: retries still to come, counting one that is
+    already scheduled (Cobo's meaning). The column counts retries not yet scheduled,
+    which is what the backoff schedule is indexed by."""
+    if status >= FINISHED:
+        return 0
+    return unused + 1 if status == DeliveryStatus.RETRYING else unused
+
+
 class EndpointState(StrEnum):
     ACTIVE = "active"
     PAUSED = "paused"

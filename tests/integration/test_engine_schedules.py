@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from dispatcher.clock import FakeClock
 from dispatcher.config import Config
-from dispatcher.model import DeliveryStatus
+from dispatcher.model import DeliveryStatus, retries_left_shown
 from tests.support.engine import EngineHarness
 from tests.support.factories import delivery_row, make_endpoint, make_tenant
 from tests.support.receiver import Receiver, Reply
@@ -46,6 +46,9 @@ async def _run_schedule(
             if n <= len(delays):
                 assert row["status"] == DeliveryStatus.RETRYING
                 assert row["retries_left"] == len(delays) - n
+                # shown: the scheduled retry still counts (okx: 7 after the first failure)
+                assert retries_left_shown(row["status"], row["retries_left"]) == (
+                    len(delays) - n + 1)
                 expected_at = expected_at + timedelta(seconds=delays[n - 1])
                 assert row["next_attempt_at"] == expected_at
                 # One tick short of the due time: nothing may be sent.
@@ -56,6 +59,7 @@ async def _run_schedule(
             else:
                 assert row["status"] == DeliveryStatus.FAILED
                 assert row["retries_left"] == 0
+                assert retries_left_shown(row["status"], row["retries_left"]) == 0
 
         if recover_after is not None:
             attempts = await h.wait_attempts(recover_after + 1)

@@ -14,7 +14,7 @@ from uuid import UUID
 
 import asyncpg
 
-from dispatcher.model import DeliveryStatus
+from dispatcher.model import DeliveryStatus, retries_left_shown
 from dispatcher.store.pool import Conn
 
 
@@ -83,7 +83,8 @@ JOIN endpoints ep ON ep.id = d.endpoint_id
 
 def _delivery(row: asyncpg.Record) -> DeliveryView:
     values = dict(row)
-    values["status"] = DeliveryStatus(values["status"])
+    values["status"] = status = DeliveryStatus(values["status"])
+    values["retries_left"] = retries_left_shown(status, values["retries_left"])
     return DeliveryView(**values)
 
 
