@@ -44,6 +44,7 @@ class EndpointState(StrEnum):
 class FailureReason(StrEnum):
     TIMEOUT = "timeout"
     CONNECT_ERROR = "connect_error"
+    PROTOCOL_ERROR = "protocol_error"  # an answer that is not valid HTTP
     TLS_ERROR = "tls_error"
     HTTP_STATUS = "http_status"
     REDIRECT = "redirect"

@@ -74,6 +74,26 @@ async def test_closed_port_is_a_connect_error(db_url: str, config: Config) -> No
     assert delivery["status"] == DeliveryStatus.RETRYING
 
 
+async def test_an_answer_that_is_not_http_is_a_protocol_error(
+    db_url: str, config: Config
+) -> None:
+    async def not_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(not_http, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        attempt, delivery = await _one_attempt(db_url, config, f"http://127.0.0.1:{port}/")
+    finally:
+        server.close()
+    assert attempt["failure_reason"] == "protocol_error"
+    assert "Content-Length" in str(attempt["error_detail"])
+    assert delivery["status"] == DeliveryStatus.RETRYING
+
+
 async def test_redirect_is_not_followed(
     db_url: str, config: Config, make_receiver: Callable[[], object]
 ) -> None:

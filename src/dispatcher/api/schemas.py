@@ -156,7 +156,8 @@ SCHEMAS: dict[str, Schema] = {
                                     "body": {"type": "string",
                                              "description": "Capped (4 KiB by default)."}})]},
         "failure_reason": {**NULLABLE_STRING, "description": "timeout, connect_error, "
-                           "tls_error, http_status, redirect, blocked_address, ..."},
+                           "protocol_error, tls_error, http_status, redirect, "
+                           "blocked_address, ..."},
         "error": {**NULLABLE_STRING, "description": "What went wrong when there was no "
                   "response."},
     }),

@@ -55,6 +55,11 @@ def classify_exception(exc: BaseException) -> FailureReason:
         return FailureReason.TIMEOUT
     if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
         return FailureReason.TLS_ERROR
+    # A status line, header or body the HTTP parser rejected: the receiver answered,
+    # just not in HTTP. (ClientResponseError is only raised for parser errors here:
+    # statuses are never raised, raise_for_status is off.)
+    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+        return FailureReason.PROTOCOL_ERROR
     return FailureReason.CONNECT_ERROR
 
 
