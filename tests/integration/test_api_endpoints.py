@@ -26,7 +26,8 @@ FIELDS = {"id", "url", "description", "event_types", "signing_scheme", "retry_po
 
 
 async def test_create_answers_the_endpoint_with_its_secret_once(api: Api) -> None:
-    created = await api.create_endpoint(URL, description="orders", metadata={"team": "a"})
+    created = await api.create_endpoint(URL, description="orders",
+                                        metadata={"team": "a", "limit": 1e308})
     assert set(created) == FIELDS | {"secret"}
     assert created["secret"].startswith("whsec_")
     assert created["url"] == URL
@@ -36,7 +37,9 @@ async def test_create_answers_the_endpoint_with_its_secret_once(api: Api) -> Non
     assert created["timeout_seconds"] == 2.0
     assert created["max_in_flight"] == 10
     assert created["state"] == "active" and created["state_reason"] is None
-    assert created["metadata"] == {"team": "a"}
+    assert created["metadata"] == {"team": "a", "limit": 1e308}
+    meta = (await api.get(f"/v1/endpoints/{created['id']}")).body["metadata"]
+    assert isinstance(meta["limit"], float)
     shown = await api.get(f"/v1/endpoints/{created['id']}")
     assert shown.status == 200
     assert set(shown.body) == FIELDS  # never the secret again

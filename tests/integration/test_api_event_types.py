@@ -83,6 +83,15 @@ async def test_tenant_types_are_listed_published_and_deleted(api: Api, other: Ap
     assert (await api.delete("/v1/event-types/transaction")).status == 409
 
 
+async def test_sample_numbers_come_back_as_written(api: Api) -> None:
+    # jsonb would turn 1e308 into a 309-digit integer; a float must stay a float.
+    floats = {"big": 1e308, "small": 5e-324, "tenth": 0.1, "int": 10**30}
+    made = await api.post("/v1/event-types", {"name": "floats", "sample": floats})
+    assert made.status == 201 and made.body["sample"] == floats
+    got = (await api.get("/v1/event-types/floats")).body["sample"]
+    assert got == floats and isinstance(got["big"], float) and isinstance(got["int"], int)
+
+
 async def test_event_type_validation(api: Api) -> None:
     for body, field in (({"name": "has space"}, "name"), ({"name": "*"}, "name"),
                         ({"name": ""}, "name"), ({}, "name"), ({"name": "x" * 101}, "name"),

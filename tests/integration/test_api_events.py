@@ -143,6 +143,10 @@ async def test_bulk_replay_of_failed_events(api: Api, receiver: Receiver) -> Non
     assert bad.status == 422 and bad.error["field"] == "status"
     bad = await api.post(f"/v1/endpoints/{ep['id']}/retry", {"since": "yesterday"})
     assert bad.status == 422 and bad.error["field"] == "since"
+    # an absent body means the defaults; a JSON null is not an object
+    null = await api.call("POST", f"/v1/endpoints/{ep['id']}/retry", data=b"null",
+                          headers={"Content-Type": "application/json"})
+    assert null.status == 422 and "must be a JSON object" in null.error["message"]
 
 
 async def test_endpoint_events_filter_and_paginate(api: Api, receiver: Receiver) -> None:

@@ -187,8 +187,7 @@ async def retry_event(request: web.Request) -> web.Response:
 async def retry_many(request: web.Request) -> web.Response:
     tenant_id = request[TENANT]
     endpoint_id = path_uuid(request, "endpoint_id")
-    body = await read_json(request, required=False)
-    f = Fields({} if body is None else body)
+    f = Fields(await read_json(request, required=False))
     f.reject_unknown(("status", "since", "until"))
     raw_status = f.data.get("status", [DeliveryStatus.FAILED.label])
     if isinstance(raw_status, str):

@@ -86,10 +86,12 @@ def parse_json(raw: bytes) -> Any:
 
 
 async def read_json(request: web.Request, *, required: bool = True) -> Any:
-    """The request's JSON body; None when `required` is False and there is none."""
+    """The request's JSON body. When `required` is False an absent (or blank) body
+    reads as `{}`: optional bodies are objects, so a literal `null` is still refused
+    by whoever expects an object."""
     max_bytes = request.app[CONFIG].server.max_body_bytes
     if not required and not request.body_exists:
-        return None
+        return {}
     if not is_json_content_type(request.content_type):
         raise UnsupportedMediaType(
             f"expected Content-Type application/json, got {request.content_type}"
@@ -105,7 +107,7 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
                          field="Content-Encoding") from exc
     if not raw.strip():
         if not required:
-            return None
+            return {}
         raise BadRequest("request body is empty; expected JSON")
     return parse_json(raw)
 
