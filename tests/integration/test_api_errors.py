@@ -140,15 +140,16 @@ async def raw_request(server: ApiServer, head: bytes, body: bytes) -> tuple[int,
     return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
 
 
-async def test_a_non_utf8_idempotency_key_is_422_and_stores_nothing(
+async def test_a_non_utf8_idempotency_key_is_400_and_stores_nothing(
     api: Api, api_server: ApiServer
 ) -> None:
     head = (b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Authorization: Bearer " + api.key.encode() + b"\r\nIdempotency-Key: caf\xe9\r\n")
     status, body = await raw_request(api_server, head, b'{"type": "transaction", "data": {}}')
-    assert status == 422, body
+    assert status == 400, body
     error = body["error"]
     assert isinstance(error, dict) and error["field"] == "Idempotency-Key"
+    assert error["code"] == "bad_request"
     assert (await api.get("/v1/events")).body["data"] == []
 
 

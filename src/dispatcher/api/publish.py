@@ -12,7 +12,7 @@ from uuid import UUID
 from aiohttp import web
 
 from dispatcher.api.context import CATALOGUE, CLOCK, CONFIG, POLICIES, POOL, TENANT
-from dispatcher.api.request import Fields, check_text, read_json
+from dispatcher.api.request import Fields, check_text, header_text, read_json
 from dispatcher.api.spec import Param, Route
 from dispatcher.api.views import published_json
 from dispatcher.catalogue import valid_name
@@ -80,8 +80,7 @@ async def _publish(
 
 
 async def publish_event(request: web.Request) -> web.Response:
-    header = request.headers.get(IDEMPOTENCY_HEADER)
-    key = _idempotency_key(header, IDEMPOTENCY_HEADER)
+    key = _idempotency_key(header_text(request, IDEMPOTENCY_HEADER), IDEMPOTENCY_HEADER)
     f = Fields(await read_json(request))
     event = _new_event(f, key)
     [published] = await _publish(request, [event], batch=False)

@@ -122,6 +122,19 @@ def path_uuid(request: web.Request, name: str) -> UUID:
     return value
 
 
+def header_text(request: web.Request, name: str) -> str | None:
+    """A request header as text, None when absent. A header with a byte that is not
+    UTF-8 (it arrives as a lone surrogate) is a malformed request: 400."""
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequest(f"header {name} is not valid UTF-8", field=name) from exc
+    return value
+
+
 def check_text(value: str, field: str) -> str:
     """Text PostgreSQL can store: no NUL characters, and valid UTF-8 (a header with
     a byte that is not UTF-8 arrives as a lone surrogate)."""
