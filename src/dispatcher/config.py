@@ -5,6 +5,7 @@ start with the key's dotted name and the reason."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -36,6 +37,13 @@ class ServerConfig:
     idempotency_window_seconds: int = 86400
     workers: int = 0  # worker processes; 0: one per CPU
     role: Literal["all", "api", "worker"] = "all"
+    header_timeout_seconds: float = 10.0  # a started request's headers, complete
+    body_timeout_seconds: float = 30.0  # a request's body, complete
+    keepalive_seconds: float = 75.0  # an idle connection (or one that sends nothing)
+    max_connections: int = 2000  # per worker process
+    auth_failure_limit: int = 20  # failed authentications per address and window; 0 = off
+    auth_failure_window_seconds: float = 60.0
+    trusted_proxies: list[str] = field(default_factory=list)  # CIDRs sending X-Forwarded-For
 
 
 @dataclass(frozen=True)
@@ -120,12 +128,28 @@ class Config:
     event_types: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 # Range checks beyond the type: (section, key) -> (predicate, reason).
 _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("server", "port"): (lambda v: 0 <= v <= 65535, "must be between 0 and 65535"),
     ("server", "grace_period_seconds"): (lambda v: v >= 0, "must be >= 0"),
     ("server", "max_body_bytes"): (lambda v: v > 0, "must be > 0"),
     ("server", "workers"): (lambda v: 0 <= v <= 256, "must be between 0 and 256"),
+    ("server", "header_timeout_seconds"): (lambda v: v >= 0, "must be >= 0 (0 = no limit)"),
+    ("server", "body_timeout_seconds"): (lambda v: v >= 0, "must be >= 0 (0 = no limit)"),
+    ("server", "keepalive_seconds"): (lambda v: v > 0, "must be > 0"),
+    ("server", "max_connections"): (lambda v: v >= 0, "must be >= 0 (0 = no limit)"),
+    ("server", "auth_failure_limit"): (lambda v: v >= 0, "must be >= 0 (0 = off)"),
+    ("server", "auth_failure_window_seconds"): (lambda v: v > 0, "must be > 0"),
+    ("server", "trusted_proxies"): (lambda v: all(_is_network(c) for c in v),
+                                    "must be a list of IP networks such as 10.0.0.0/8"),
     ("database", "pool_min_size"): (lambda v: v >= 1, "must be >= 1"),
     ("database", "pool_max_size"): (lambda v: v >= 2, "must be >= 2"),
     ("delivery", "timeout_seconds"): (lambda v: 0.1 <= v <= 30, "must be between 0.1 and 30"),

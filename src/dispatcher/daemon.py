@@ -35,6 +35,7 @@ from aiohttp import web
 
 from dispatcher import metrics
 from dispatcher.api.app import create_app
+from dispatcher.api.connections import ConnectionLimits, GuardedAppRunner
 from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, DSN, POOL, READINESS
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.config import Config
@@ -238,8 +239,16 @@ def _exit_after(seconds: float) -> None:
 @contextlib.asynccontextmanager
 async def _serving(app: web.Application, sock: socket.socket, config: Config
                    ) -> AsyncIterator[None]:
-    runner = web.AppRunner(app, shutdown_timeout=config.server.grace_period_seconds,
-                           access_log=None, logger=protocol_error_logger())
+    limits = ConnectionLimits(config.server.header_timeout_seconds,
+                              config.server.max_connections)
+    runner = GuardedAppRunner(app, limits, shutdown_timeout=config.server.grace_period_seconds,
+                              access_log=None, logger=protocol_error_logger(),
+                              keepalive_timeout=config.server.keepalive_seconds,
+                              # After an early answer (401, 408, 413) the rest of the
+                              # body is read and dropped so the client sees the answer;
+                              # no longer than a body may take.
+                              lingering_time=min(10.0, config.server.body_timeout_seconds
+                                                 or 10.0))
     await runner.setup()
     try:
         await web.SockSite(runner, sock).start()

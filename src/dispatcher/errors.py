@@ -45,6 +45,11 @@ class MethodNotAllowed(DispatcherError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(DispatcherError):
+    status = 408
+    code = "request_timeout"
+
+
 class Conflict(DispatcherError):
     status = 409
     code = "conflict"
@@ -63,3 +68,12 @@ class UnsupportedMediaType(DispatcherError):
 class ValidationError(DispatcherError):
     status = 422
     code = "validation_error"
+
+
+class TooManyRequests(DispatcherError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after: float, field: str | None = None) -> None:
+        super().__init__(message, field)
+        self.retry_after = retry_after  # seconds, sent as Retry-After

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from dispatcher.api import health, metrics
+from dispatcher.api.authlimit import AuthFailures, auth_failure_limit, parse_networks
 from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, DSN, POOL, READINESS
 from dispatcher.api.errors import json_errors, request_context
 from dispatcher.api.routes import add_api_routes
@@ -36,7 +37,10 @@ def create_app(
 ) -> web.Application:
     """`management=False`: only /healthz, /readyz and /metrics (a delivery-only worker)."""
     app = web.Application(
-        middlewares=[request_context, json_errors],
+        middlewares=[request_context, json_errors, auth_failure_limit(
+            AuthFailures(config.server.auth_failure_limit,
+                         config.server.auth_failure_window_seconds),
+            parse_networks(config.server.trusted_proxies))],
         client_max_size=config.server.max_body_bytes,
     )
     app[CONFIG] = config

@@ -52,4 +52,5 @@ def authenticated(handler: Handler) -> Handler:
         request[TENANT] = await authenticate_request(request)
         return await handler(request)
 
+    wrapper.authenticates = True  # type: ignore[attr-defined]  # see api/authlimit.py
     return wrapper

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
 
-from dispatcher.errors import DispatcherError
+from dispatcher.errors import DispatcherError, TooManyRequests
 from dispatcher.store.pool import DB_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
@@ -24,8 +25,10 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     409: "conflict",
     413: "payload_too_large",
+    408: "request_timeout",
     415: "unsupported_media_type",
     422: "validation_error",
+    429: "too_many_requests",
 }
 
 
@@ -57,6 +60,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         resp = error_response(exc.status, exc.code, exc.message, exc.field)
         if exc.status == 401:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="dispatcher"'
+        if exc.status == 408:
+            resp.force_close()  # the rest of the body may still be on its way
+        if isinstance(exc, TooManyRequests):
+            resp.headers["Retry-After"] = str(math.ceil(exc.retry_after))
         return resp
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -4,6 +4,7 @@ lets a client's bytes reach the database unchecked."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -21,6 +22,7 @@ from dispatcher.errors import (
     BadRequest,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     UnsupportedMediaType,
     ValidationError,
 )
@@ -98,8 +100,13 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
         )
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLarge(f"request body exceeds {max_bytes} bytes")
+    timeout = request.app[CONFIG].server.body_timeout_seconds or None
     try:
-        raw = await request.read()
+        async with asyncio.timeout(timeout):
+            raw = await request.read()
+    except TimeoutError as exc:
+        # The connection cannot be reused: the rest of the body may still come.
+        raise RequestTimeout(f"request body did not arrive within {timeout} s") from exc
     except web.HTTPRequestEntityTooLarge as exc:
         raise PayloadTooLarge(f"request body exceeds {max_bytes} bytes") from exc
     except (HttpProcessingError, RequestPayloadError) as exc:  # e.g. gzip that is not
