@@ -50,6 +50,7 @@ from dispatcher.store.deliveries import release_owner
 from dispatcher.store.migrate import migrate_dsn
 from dispatcher.store.pool import DB_ERRORS, create_pool
 from dispatcher.store.tenants import count_tenants, create_api_key
+from dispatcher.waiting import wait_for_database
 
 log = structlog.get_logger(__name__)
 
@@ -164,15 +165,17 @@ async def serve(
     config_path: str | None = None,
 ) -> None:
     async with database_url(config) as dsn:
-        applied = await migrate_dsn(dsn)
-        if applied:
-            log.info("migrations.done", applied=applied)
         # Bind first: a start that cannot listen must not spend the one-time admin key.
         sock = _listen(host, port)
         try:
+            stop = _stop_event()
+            if not await wait_for_database(dsn, sock, stop):
+                return
+            applied = await migrate_dsn(dsn)
+            if applied:
+                log.info("migrations.done", applied=applied)
             first_key = await bootstrap_admin_key(dsn)
             workers = worker_count(config)
-            stop = _stop_event()
             if workers == 1:
                 app = build_app(config, dsn, clock)
                 async with _serving(app, sock, config):

@@ -32,13 +32,17 @@ class DaemonProcess:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self, timeout: float = 30.0) -> None:
+        self.spawn()
+        await self.wait_ready(timeout)
+
+    def spawn(self) -> None:
+        """Start the process and return at once (start() also waits until ready)."""
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; tests want the handle
+        self.proc = subprocess.Popen(
             [sys.executable, "-m", "dispatcher", "serve", "--host", "127.0.0.1",
              "--port", str(self.port)],
             env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
-        await self.wait_ready(timeout)
 
     async def wait_ready(self, timeout: float) -> None:
         deadline = asyncio.get_running_loop().time() + timeout

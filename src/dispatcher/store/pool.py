@@ -42,10 +42,14 @@ async def create_pool(
 
 
 # Everything a database call may raise.
-DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+             asyncpg.exceptions._base.InternalClientError)
 
 # The subset that says the database is unreachable, restarting or overloaded, not
 # that a statement or its data is wrong: the same work may succeed later as it is.
+# InternalClientError: a connection that broke mid-statement can fail again when the
+# pool resets it on release ("cannot switch to state 15"); seen with the server stopped.
 DB_UNAVAILABLE = (OSError, TimeoutError, asyncpg.InterfaceError,
                   asyncpg.PostgresConnectionError, asyncpg.OperatorInterventionError,
-                  asyncpg.InsufficientResourcesError, asyncpg.TransactionRollbackError)
+                  asyncpg.InsufficientResourcesError, asyncpg.TransactionRollbackError,
+                  asyncpg.exceptions._base.InternalClientError)
