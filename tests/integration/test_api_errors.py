@@ -167,6 +167,30 @@ async def test_a_body_that_is_not_what_its_content_encoding_says_is_400(
     assert (await api.get("/v1/events")).body["data"] == []
 
 
+async def test_a_bad_compressed_body_after_its_headers_is_400_at_once(
+    api: Api, api_server: ApiServer
+) -> None:
+    """The body in a later TCP segment than the headers: the handler is already
+    waiting for it when it fails to decode."""
+    host, port = api_server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer " + api.key.encode() + b"\r\n"
+                     b"Content-Encoding: deflate\r\nContent-Length: 3\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(b"3zl")
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), timeout=5)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"400", raw
+    assert b"Connection: close" in head
+    assert json.loads(body)["error"]["code"] == "bad_request"
+
+
 async def test_an_unparsable_request_is_logged_in_one_line_without_its_headers(
     api_server: ApiServer,
 ) -> None:

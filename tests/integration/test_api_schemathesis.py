@@ -107,3 +107,32 @@ def test_schema_invalid_bodies_are_rejected(api_server: ApiServer) -> None:
                                    timeout=10)
 
         run()
+
+
+@pytest.mark.timeout(60)
+def test_odd_headers_and_encodings_never_get_a_5xx(api_server: ApiServer) -> None:
+    """Idempotency-Key with any Latin-1 byte (not UTF-8 on the wire), and bodies that
+    claim a Content-Encoding they may not have: a 4xx with the JSON error body, or a
+    202, never a 5xx."""
+    auth = {"Authorization": f"Bearer {_key(api_server)}"}
+    session = requests.Session()
+
+    @settings(max_examples=60, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(key=st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), min_size=1,
+                       max_size=40),
+           encoding=st.sampled_from(["gzip", "deflate", "br", "identity", "x-unknown", ""]),
+           body=st.one_of(st.binary(max_size=64),
+                          st.just(b'{"type": "transaction", "data": {}}')))
+    def run(key: str, encoding: str, body: bytes) -> None:
+        # (prefixed: the client refuses a header value that starts with whitespace)
+        headers = {**auth, "Content-Type": "application/json", "Idempotency-Key": "k" + key}
+        if encoding:
+            headers["Content-Encoding"] = encoding
+        resp = session.post(api_server.url + "/v1/events", data=body, headers=headers,
+                            timeout=10)
+        assert resp.status_code < 500, (resp.status_code, resp.text)
+        if resp.status_code >= 400:
+            assert set(resp.json()["error"]) == {"code", "message", "field"}
+
+    run()

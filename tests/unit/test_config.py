@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dispatcher.config import Config, RetryPolicyConfig, load_config, redacted
 from dispatcher.errors import ConfigError
@@ -374,3 +376,23 @@ def test_profiles_take_env_overrides_on_top(tmp_path: Path) -> None:
     cfg = load_config(CONFIG_DIR / "okx.toml", environ={"DISPATCHER_SERVER__PORT": "9999"})
     assert cfg.server.port == 9999
     assert cfg.delivery.default_retry_policy == "okx"
+
+
+_SECTIONS = [(s.name, getattr(Config(), s.name)) for s in dataclasses.fields(Config)]
+_FIELDS = [(name, f.name) for name, value in _SECTIONS if dataclasses.is_dataclass(value)
+           for f in dataclasses.fields(value)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_FIELDS),
+                          st.one_of(st.text(max_size=20), st.integers(), st.floats(),
+                                    st.booleans())), max_size=4))
+def test_any_env_override_gives_a_config_or_an_error_naming_its_key(
+    overrides: list[tuple[tuple[str, str], Any]]
+) -> None:
+    env = {f"DISPATCHER_{s.upper()}__{k.upper()}": str(v) for (s, k), v in overrides}
+    try:
+        load_config(environ=env)
+    except ConfigError as exc:
+        assert exc.field is not None
+        assert any(exc.field.startswith(f"{s}.{k}") for (s, k), _ in overrides), exc.message

@@ -24,8 +24,8 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from aiohttp.http_exceptions import LineTooLong
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_request import BaseRequest
 
 log = structlog.get_logger("dispatcher.http")
@@ -81,6 +81,22 @@ class GuardedRequestHandler(RequestHandler):
         if self._request_count != parsed:  # a request's headers are complete (or rejected)
             self._awaiting_headers = False
             self._cancel_header_timer()
+            self._fail_body_in_progress()
+
+    def _fail_body_in_progress(self) -> None:
+        """A body that fails to decode (bad gzip/deflate) in a later TCP segment than its
+        headers comes out of the parser as an error *message*, while the handler already
+        running for that request waits for the rest of its body forever. Hand the error
+        to that body instead, so the handler answers 400 at once."""
+        current = self._current_request
+        if current is None or current.content.is_eof():
+            return
+        for message, _ in self._messages:
+            if isinstance(message, _ErrInfo):
+                current.content.set_exception(
+                    message.exc if isinstance(message.exc, HttpProcessingError)
+                    else HttpProcessingError(code=400, message=message.message))
+                return
 
     def log_access(self, request: BaseRequest, response: web.StreamResponse,
                    time: float | None) -> None:
@@ -97,7 +113,7 @@ class GuardedRequestHandler(RequestHandler):
         super().handle_error(request, status, exc, message)  # logs one line, checks state
         code, text = _parser_message(status, exc)
         resp = web.json_response({"error": {"code": code, "message": text, "field": None}},
-                                 status=status)
+                                 status=status, headers={"Connection": "close"})
         resp.force_close()
         return resp
 

@@ -56,31 +56,39 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except DispatcherError as exc:
+    except Exception as exc:
+        resp = _error_for(request, exc)
+        if request.body_exists and not request.content.at_eof():
+            # Answered before the body was read to its end (or it could not be read):
+            # what is left of it would be taken for the next request. Close, and say so
+            # (Connection: close) so that the client does not reuse the connection.
+            resp.force_close()
+        return resp
+
+
+def _error_for(request: web.Request, exc: Exception) -> web.Response:
+    if isinstance(exc, DispatcherError):
         resp = error_response(exc.status, exc.code, exc.message, exc.field)
         if exc.status == 401:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="dispatcher"'
-        if exc.status == 408:
-            resp.force_close()  # the rest of the body may still be on its way
         if isinstance(exc, TooManyRequests):
             resp.headers["Retry-After"] = str(math.ceil(exc.retry_after))
         return resp
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         code = _HTTP_CODES.get(exc.status, "http_error")
         message = exc.reason if exc.status != 405 else f"method {request.method} not allowed"
         resp = error_response(exc.status, code, message)
         if exc.status == 405 and "Allow" in exc.headers:
             resp.headers["Allow"] = exc.headers["Allow"]
         return resp
-    except DB_UNAVAILABLE as exc:
+    if isinstance(exc, DB_UNAVAILABLE):
         # Not the client's fault and not a bug: the publisher should retry shortly.
         log.warning("api.database_unavailable", path=request.path, error=str(exc))
         resp = error_response(503, "database_unavailable",
                               "the database is unavailable; retry shortly")
         resp.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return resp
-    except Exception:
-        log.exception("api.unhandled_error", path=request.path, method=request.method)
-        return error_response(500, "internal_error", "internal error")
+    log.exception("api.unhandled_error", path=request.path, method=request.method)
+    return error_response(500, "internal_error", "internal error")
