@@ -240,6 +240,23 @@ async def test_idempotency_key_returns_the_original_event(
     assert theirs.body["duplicate"] is False
 
 
+async def test_concurrent_publishes_with_one_key_make_exactly_one_event(
+    api: Api, receiver: Receiver
+) -> None:
+    await api.create_endpoint(receiver.url)
+    replies = await asyncio.gather(*[
+        api.post("/v1/events", {"type": "transaction", "data": {"n": n}},
+                 headers={"Idempotency-Key": "race-1"}) for n in range(50)])
+    assert {r.status for r in replies} == {202}
+    assert len({r.body["id"] for r in replies}) == 1
+    assert sum(not r.body["duplicate"] for r in replies) == 1
+    events = await api.get("/v1/events")
+    assert [e["id"] for e in events.body["data"]] == [replies[0].body["id"]]
+    await receiver.wait_for(1)
+    await asyncio.sleep(0.3)
+    assert len(receiver.requests) == 1
+
+
 async def test_batch_publish(api: Api, receiver: Receiver) -> None:
     await api.create_endpoint(receiver.url)
     events: list[dict[str, Any]] = [
