@@ -155,10 +155,11 @@ async def test_counters_match_a_scan_of_a_million_attempts_at_a_fraction_of_the_
     assert scan > 100 * cheap, scan_plan
     assert buckets == ENDPOINTS * 240
     # The hook costs two small statements per batch, whatever the table sizes: the
-    # last batches are no slower than the first ones.
-    first, last = sorted(hook_seconds[:20])[10], sorted(hook_seconds[-20:])[10]
+    # last batches are no slower than the first ones. (Fastest of 20, not the median:
+    # on a busy machine the median measures the neighbours, the minimum the work.)
+    first, last = min(hook_seconds[:20]), min(hook_seconds[-20:])
     assert last < 3 * first + 0.005, (first, last)
-    print(f"\n1M attempts filled in {filled:.1f}s; hook median per {BATCH}-outcome batch "
+    print(f"\n1M attempts filled in {filled:.1f}s; hook fastest per {BATCH}-outcome batch "
           f"{first * 1000:.2f} ms first / {last * 1000:.2f} ms last; window query "
           f"{window_ms:.2f} ms, {cheap} buffers vs {scan} for a count over attempts")
 
