@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 import types
 import typing
@@ -105,6 +106,17 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    enabled: bool = True
+    title: str = "dispatcher"
+    logo_url: str = ""
+    accent_color: str = "#2457c5"
+    session_hours: float = 12.0
+    # A `dispatcher sandbox capture` receiver whose requests the sandbox page shows.
+    sandbox_capture_url: str = ""
+
+
+@dataclass(frozen=True)
 class RetryPolicyConfig:
     kind: Literal["fixed", "exponential"] = "fixed"
     delays: list[float] = field(default_factory=list)
@@ -124,6 +136,7 @@ class Config:
     urls: UrlPolicyConfig = field(default_factory=UrlPolicyConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     retry_policies: dict[str, RetryPolicyConfig] = field(default_factory=dict)
     event_types: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -169,6 +182,21 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("health", "warn_percentages"): (
         lambda v: all(0 < p < 100 for p in v),
         "must be percentages between 1 and 99",
+    ),
+    ("console", "title"): (lambda v: 1 <= len(v) <= 100, "must be 1 to 100 characters"),
+    ("console", "logo_url"): (
+        lambda v: v == "" or (v.startswith(("https://", "/")) and len(v) <= 2000
+                              and not any(c.isspace() or c in "\"'<>" for c in v)),
+        "must be empty, an https:// URL or a path starting with /",
+    ),
+    ("console", "accent_color"): (
+        lambda v: re.fullmatch(r"#[0-9a-fA-F]{3}|#[0-9a-fA-F]{6}", v) is not None,
+        "must be a colour as #rgb or #rrggbb",
+    ),
+    ("console", "session_hours"): (lambda v: 0 < v <= 720, "must be between 0 and 720"),
+    ("console", "sandbox_capture_url"): (
+        lambda v: v == "" or v.startswith(("http://", "https://")),
+        "must be empty or an http(s) URL",
     ),
     ("log", "level"): (
         lambda v: v.lower() in {"debug", "info", "warning", "error"},

@@ -19,6 +19,8 @@ from dispatcher.errors import Unauthorized
 from dispatcher.store.tenants import authenticate, hash_key
 
 MAX_KEY_LENGTH = 200
+
+
 async def authenticate_request(request: web.Request) -> UUID:
     header = request.headers.get("Authorization")
     if not header:
@@ -28,17 +30,22 @@ async def authenticate_request(request: web.Request) -> UUID:
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
         raise Unauthorized("expected Authorization: Bearer <key>", field="Authorization")
-    if len(key) > MAX_KEY_LENGTH or not key.isprintable():
-        raise Unauthorized("invalid or revoked API key", field="Authorization")
-    cache = request.app[KEY_CACHE]
+    return await authenticate_key(request.app, key, field="Authorization")
+
+
+async def authenticate_key(app: web.Application, key: str, *, field: str) -> UUID:
+    """The tenant of an unrevoked API key (Unauthorized naming `field` otherwise)."""
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise Unauthorized("invalid or revoked API key", field=field)
+    cache = app[KEY_CACHE]
     key_hash = hash_key(key)
     tenant_id = cache.get(key_hash)
     if tenant_id is not None:
         return tenant_id
-    async with request.app[POOL].acquire() as conn:
+    async with app[POOL].acquire() as conn:
         tenant_id = await authenticate(conn, key)
     if tenant_id is None:
-        raise Unauthorized("invalid or revoked API key", field="Authorization")
+        raise Unauthorized("invalid or revoked API key", field=field)
     cache.put(key_hash, tenant_id)
     return tenant_id
 

@@ -115,8 +115,13 @@ async def _validate(
 
 
 async def create_endpoint(request: web.Request) -> web.Response:
+    return await create_endpoint_from(request, await read_json(request))
+
+
+async def create_endpoint_from(request: web.Request, body: Any) -> web.Response:
+    """Create from an already decoded body (the JSON API, or the console's form)."""
     tenant_id = request[TENANT]
-    f = Fields(await read_json(request))
+    f = Fields(body)
     now = request.app[CLOCK].now()
     box = request.app[SECRET_BOX]
     async with request.app[POOL].acquire() as conn, conn.transaction():
@@ -166,9 +171,12 @@ async def get_endpoint(request: web.Request) -> web.Response:
 async def update_endpoint(request: web.Request) -> web.Response:
     """A partial update. A change of signing scheme makes a new secret (shown in
     this answer, as on create); the old one stops at once."""
+    return await update_endpoint_from(request, await read_json(request))
+
+
+async def update_endpoint_from(request: web.Request, body: Any) -> web.Response:
     tenant_id = request[TENANT]
     endpoint_id = path_uuid(request, "endpoint_id")
-    body = await read_json(request)
     now = request.app[CLOCK].now()
     box = request.app[SECRET_BOX]
     async with request.app[POOL].acquire() as conn, conn.transaction():

@@ -5,6 +5,7 @@ status per endpoint, per-attempt logs, and retries (one event, or a bulk replay)
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from aiohttp import web
@@ -42,7 +43,7 @@ _FAR_PAST = datetime(1970, 1, 1, tzinfo=UTC)
 _FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
 
 
-def _statuses(values: list[str] | None, field: str) -> list[DeliveryStatus] | None:
+def parse_statuses(values: list[str] | None, field: str) -> list[DeliveryStatus] | None:
     if values is None:
         return None
     out = []
@@ -94,7 +95,7 @@ async def list_endpoint_events(request: web.Request) -> web.Response:
     tenant_id = request[TENANT]
     endpoint_id = path_uuid(request, "endpoint_id")
     limit = page_limit(request)
-    statuses = _statuses(query_list(request, "status"), "status")
+    statuses = parse_statuses(query_list(request, "status"), "status")
     types = query_list(request, "type")
     since, until = _time_range(request)
     cursor = decode_cursor(request, "endpoint-events")
@@ -161,8 +162,11 @@ async def get_attempt_logs(request: web.Request) -> web.Response:
 
 
 async def retry_event(request: web.Request) -> web.Response:
-    endpoint_id = path_uuid(request, "endpoint_id")
-    event_id = path_uuid(request, "event_id")
+    return await retry_event_at(request, path_uuid(request, "endpoint_id"),
+                                path_uuid(request, "event_id"))
+
+
+async def retry_event_at(request: web.Request, endpoint_id: UUID, event_id: UUID) -> web.Response:
     now = request.app[CLOCK].now()
     async with request.app[POOL].acquire() as conn:
         found = await _delivery(conn, request[TENANT], endpoint_id, event_id)
@@ -185,9 +189,14 @@ async def retry_event(request: web.Request) -> web.Response:
 
 
 async def retry_many(request: web.Request) -> web.Response:
+    return await retry_many_from(request, await read_json(request, required=False))
+
+
+async def retry_many_from(request: web.Request, body: Any) -> web.Response:
+    """Bulk replay from an already decoded body (`{}`: the defaults)."""
     tenant_id = request[TENANT]
     endpoint_id = path_uuid(request, "endpoint_id")
-    f = Fields(await read_json(request, required=False))
+    f = Fields(body)
     f.reject_unknown(("status", "since", "until"))
     raw_status = f.data.get("status", [DeliveryStatus.FAILED.label])
     if isinstance(raw_status, str):

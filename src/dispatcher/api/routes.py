@@ -14,6 +14,7 @@ from dispatcher.api.openapi import OPENAPI_ROUTE, build_document
 from dispatcher.api.spec import Route
 from dispatcher.catalogue import load_catalogue
 from dispatcher.config import Config
+from dispatcher.console.app import add_console_routes
 from dispatcher.retry import load_policies
 from dispatcher.secretbox import load_secret_box
 
@@ -45,3 +46,5 @@ def add_api_routes(app: web.Application, config: Config) -> None:
     for route in [*API_ROUTES, OPENAPI_ROUTE]:
         handler = authenticated(route.handler) if route.auth else route.handler
         app.router.add_route(route.method, route.path, handler)
+    if config.console.enabled:
+        add_console_routes(app)

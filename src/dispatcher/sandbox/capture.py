@@ -34,15 +34,17 @@ class Verifier:
     scheme: str
     key: str
 
-    def check(self, headers: Mapping[str, str], body: bytes) -> str | None:
-        """None when the request verifies, else why not."""
+    def check(self, headers: Mapping[str, str], body: bytes,
+              now: float | None = None) -> str | None:
+        """None when the request verifies (its timestamp judged at `now`, default the
+        current time, in Unix seconds), else why not."""
         try:
             if self.scheme == COBALT:
                 verify_cobalt(self.key, headers, body)
             elif self.scheme == COBO:
-                verify_cobo(self.key, headers, body)
+                verify_cobo(self.key, headers, body, now=now)
             else:
-                verify_standard(self.key, headers, body)
+                verify_standard(self.key, headers, body, now=now)
         except VerificationError as exc:
             return str(exc)
         return None

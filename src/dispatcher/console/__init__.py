@@ -1,0 +1,1 @@
+"""The web console and customer portal, served by the daemon under /console/."""

@@ -1,0 +1,118 @@
+"""Who a console request acts for. Sign-in turns a credential into a scope; every
+page request turns its session's credential into a scope again, so what a session
+may see and do is always what its credential may, now.
+
+A scope names one tenant. API keys resolve through the API's own authentication
+(api/auth.py, with its key cache); other credentials (portal tokens, operator keys)
+plug in as another resolver with the same signature."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import quote
+from uuid import UUID
+
+from aiohttp import web
+
+from dispatcher.api.auth import authenticate_key
+from dispatcher.api.context import CLOCK, SECRET_BOX, TENANT
+from dispatcher.console.session import (
+    CSRF_FIELD,
+    SESSION_COOKIE,
+    Session,
+    clear_cookie,
+    csrf_ok,
+    unseal,
+)
+from dispatcher.errors import DispatcherError, Unauthorized
+
+
+@dataclass(frozen=True)
+class Scope:
+    kind: Literal["operator", "tenant", "portal"]
+    tenant_id: UUID
+    read_only: bool = False
+
+
+Resolver = Callable[[web.Request, str], Awaitable[Scope]]
+
+
+async def resolve_api_key(request: web.Request, credential: str) -> Scope:
+    """An API key's scope, checked exactly as the API checks `Authorization: Bearer`."""
+    return Scope("tenant", await authenticate_key(request.app, credential, field="key"))
+
+
+RESOLVER: web.AppKey[Resolver] = web.AppKey("console_scope_resolver")
+SCOPE = web.RequestKey("console_scope", Scope)
+SESSION = web.RequestKey("console_session", Session)
+FORM = web.RequestKey("console_form", dict[str, str])
+
+Page = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ErrorPage = Callable[[web.Request, int, str], web.StreamResponse]
+
+
+class CsrfRefused(DispatcherError):
+    status = 403
+    code = "csrf_refused"
+
+
+class ReadOnly(DispatcherError):
+    status = 403
+    code = "read_only"
+
+
+def login_redirect(request: web.Request) -> web.HTTPFound:
+    target = request.path_qs if request.method == "GET" else "/console/endpoints"
+    return web.HTTPFound("/console/login?next=" + quote(target, safe="/"))
+
+
+async def signed_in(request: web.Request) -> tuple[Session, Scope] | None:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return None
+    session = unseal(request.app[SECRET_BOX], cookie, request.app[CLOCK].now())
+    if session is None:
+        return None
+    try:
+        scope = await request.app[RESOLVER](request, session.credential)
+    except Unauthorized:
+        return None
+    return session, scope
+
+
+def signed_in_page(error_page: ErrorPage, *, write: bool = False) -> Callable[[Page], Page]:
+    """Wraps a console page: no session (or a credential no longer valid) redirects
+    to the sign-in page; a POST must carry the session's CSRF token; a write is
+    refused for a read-only scope; errors of the API's validation become an error
+    page with their status."""
+
+    def decorate(handler: Page) -> Page:
+        @functools.wraps(handler)
+        async def wrapper(request: web.Request) -> web.StreamResponse:
+            found = await signed_in(request)
+            if found is None:
+                redirect = login_redirect(request)
+                clear_cookie(redirect, SESSION_COOKIE)
+                raise redirect
+            session, scope = found
+            request[SESSION], request[SCOPE], request[TENANT] = session, scope, scope.tenant_id
+            if request.method == "POST":
+                form = await request.post()
+                request[FORM] = {k: v for k, v in form.items() if isinstance(v, str)}
+                if not csrf_ok(session.csrf, form.get(CSRF_FIELD)):
+                    return error_page(request, 403, "The form's CSRF token is missing or "
+                                      "invalid. Reload the page and try again.")
+                if write and scope.read_only:
+                    return error_page(request, 403, "This session is read-only.")
+            try:
+                return await handler(request)
+            except DispatcherError as exc:
+                return error_page(request, exc.status if exc.status < 500 else 500,
+                                  exc.message)
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,64 @@
+"""Mounts the web console on the management API's application under /console/:
+templates, static files, the theme from `[console]`, and every page. Pages are
+bookmarkable GETs; every change is a form POST carrying the session's CSRF token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from dispatcher.api.context import CONFIG
+from dispatcher.console import endpoints, events, sandbox, signin
+from dispatcher.console.access import RESOLVER, Page, resolve_api_key, signed_in_page
+from dispatcher.console.render import error_page, security_headers, setup_templates
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+read = signed_in_page(error_page)
+write = signed_in_page(error_page, write=True)
+
+PAGES: list[tuple[str, str, Page]] = [
+    ("GET", "/console/endpoints", read(endpoints.endpoints_page)),
+    ("POST", "/console/endpoints", write(endpoints.create)),
+    ("GET", "/console/endpoints/{endpoint_id}", read(endpoints.endpoint_page)),
+    ("POST", "/console/endpoints/{endpoint_id}", write(endpoints.update)),
+    ("POST", "/console/endpoints/{endpoint_id}/pause", write(endpoints.pause)),
+    ("POST", "/console/endpoints/{endpoint_id}/resume", write(endpoints.resume)),
+    ("POST", "/console/endpoints/{endpoint_id}/rotate-secret", write(endpoints.rotate_secret)),
+    ("POST", "/console/endpoints/{endpoint_id}/reveal-secret", write(endpoints.reveal_secret)),
+    ("POST", "/console/endpoints/{endpoint_id}/delete", write(endpoints.delete)),
+    ("POST", "/console/endpoints/{endpoint_id}/replay", write(endpoints.replay)),
+    ("GET", "/console/events", read(events.events_page)),
+    ("GET", "/console/events/{event_id}", read(events.event_page)),
+    ("POST", "/console/events/{event_id}/retry", write(events.retry)),
+    ("GET", "/console/sandbox", read(sandbox.sandbox_page)),
+    ("GET", "/console/sandbox/requests", read(sandbox.captures_fragment)),
+    ("POST", "/console/sandbox/send", write(sandbox.send_sample)),
+]
+
+
+async def theme(request: web.Request) -> web.Response:
+    """The accent colour as a stylesheet (validated by the config loader), so no
+    page needs an inline style."""
+    accent = request.app[CONFIG].console.accent_color
+    return web.Response(text=f":root {{ --accent: {accent}; }}\n", content_type="text/css")
+
+
+async def to_home(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/console/endpoints")
+
+
+def add_console_routes(app: web.Application) -> None:
+    setup_templates(app)
+    app[RESOLVER] = resolve_api_key
+    app.on_response_prepare.append(security_headers)
+    app.router.add_get("/console", to_home)
+    app.router.add_get("/console/", to_home)
+    app.router.add_get("/console/login", signin.login_page)
+    app.router.add_post("/console/login", signin.login)
+    app.router.add_get("/console/logout", signin.logout)
+    app.router.add_get("/console/theme.css", theme)
+    app.router.add_static("/console/static/", STATIC_DIR)
+    for method, path, handler in PAGES:
+        app.router.add_route(method, path, handler)

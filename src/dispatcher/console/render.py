@@ -1,0 +1,84 @@
+"""Rendering console pages: the Jinja2 environment (autoescaped), the context every
+page shares (branding, scope, CSRF token) and the security headers of every
+console response."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from dispatcher.api.context import CONFIG
+from dispatcher.console.access import SCOPE, SESSION
+
+CONSOLE_PREFIX = "/console/"
+# No inline script or style anywhere: scripts and styles come only from /console/static.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https:; "
+       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def ms_time(value: int | None) -> str:
+    if value is None:
+        return ""
+    return datetime.fromtimestamp(value / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def pretty(value: Any) -> str:
+    """JSON pretty-printed; text that is JSON is re-indented, other text kept."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return str(value)
+    text: str = json.dumps(value, indent=2, ensure_ascii=False)
+    return text
+
+
+def setup_templates(app: web.Application) -> None:
+    env = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.PackageLoader("dispatcher.console", "templates"),
+        autoescape=True,
+    )
+    env.filters["ms_time"] = ms_time
+    env.filters["pretty"] = pretty
+
+
+def render(request: web.Request, template: str, status: int = 200,
+           **context: Any) -> web.Response:
+    console = request.app[CONFIG].console
+    scope = request.get(SCOPE)
+    session = request.get(SESSION)
+    base = {
+        "title": console.title,
+        "logo_url": console.logo_url,
+        "scope": scope,
+        "read_only": bool(scope and scope.read_only),
+        "csrf": session.csrf if session else "",
+        "path": request.path,
+    }
+    response = aiohttp_jinja2.render_template(template, request, {**base, **context})
+    response.set_status(status)
+    return response
+
+
+def error_page(request: web.Request, status: int, message: str) -> web.Response:
+    return render(request, "error.html", status=status, status_code=status, message=message)
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every console answer carries the CSP and is not cached."""
+    if request.path.startswith(CONSOLE_PREFIX) or request.path == CONSOLE_PREFIX.rstrip("/"):
+        response.headers.update(SECURITY_HEADERS)
+        if not request.path.startswith(CONSOLE_PREFIX + "static/"):
+            response.headers["Cache-Control"] = "no-store"

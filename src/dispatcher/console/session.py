@@ -1,0 +1,73 @@
+"""Console sessions: a cookie holding the credential the user signed in with, its
+CSRF token and its expiry, encrypted and authenticated with the deployment's master
+key (AES-GCM, dispatcher.secretbox). Every worker process holds that key, so a
+session works whichever process answers, and nothing is stored server-side.
+
+The credential itself (not the scope it resolved to) is kept, so every request
+resolves it again: a revoked key ends its sessions within the API's key-cache time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from aiohttp import web
+
+from dispatcher.clock import to_ms
+from dispatcher.secretbox import SecretBox, SecretDecryptionError
+
+SESSION_COOKIE = "dispatcher_console"
+LOGIN_COOKIE = "dispatcher_console_login"  # the CSRF token of the sign-in form
+COOKIE_PATH = "/console/"
+CSRF_FIELD = "csrf"
+_AAD = b"dispatcher console session v1"
+
+
+@dataclass(frozen=True)
+class Session:
+    credential: str
+    csrf: str
+    expires_ms: int
+
+
+def new_session(credential: str, now: datetime, hours: float) -> Session:
+    return Session(credential, secrets.token_urlsafe(24), to_ms(now + timedelta(hours=hours)))
+
+
+def seal(box: SecretBox, session: Session) -> str:
+    text = json.dumps({"k": session.credential, "c": session.csrf, "e": session.expires_ms})
+    return base64.urlsafe_b64encode(box.encrypt(text, _AAD)).decode("ascii")
+
+
+def unseal(box: SecretBox, value: str, now: datetime) -> Session | None:
+    """The session in a cookie value, or None if it is altered, foreign or expired."""
+    try:
+        blob = base64.urlsafe_b64decode(value.encode("ascii"))
+        data = json.loads(box.decrypt(blob, _AAD))
+        session = Session(str(data["k"]), str(data["c"]), int(data["e"]))
+    except (SecretDecryptionError, binascii.Error, ValueError, KeyError, TypeError,
+            UnicodeError):
+        return None
+    return session if session.expires_ms > to_ms(now) else None
+
+
+def csrf_ok(expected: str, given: object) -> bool:
+    return isinstance(given, str) and bool(expected) and hmac.compare_digest(
+        expected.encode(), given.encode())
+
+
+def set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str,
+               max_age: int | None) -> None:
+    """HttpOnly, SameSite=Strict, limited to /console/, Secure when served over https."""
+    response.set_cookie(name, value, path=COOKIE_PATH, httponly=True, samesite="Strict",
+                        secure=request.secure, max_age=max_age)
+
+
+def clear_cookie(response: web.StreamResponse, name: str) -> None:
+    response.del_cookie(name, path=COOKIE_PATH)

@@ -1,0 +1,78 @@
+"""Sign-in and sign-out. The sign-in form posts the field `key` (an API key); its
+CSRF token is a random value in a short-lived cookie echoed by the form (there is
+no session yet to hold one). A good credential starts a session cookie."""
+
+from __future__ import annotations
+
+import secrets
+
+from aiohttp import web
+
+from dispatcher.api.context import CLOCK, CONFIG, SECRET_BOX
+from dispatcher.console.access import RESOLVER, signed_in
+from dispatcher.console.render import error_page, render
+from dispatcher.console.session import (
+    CSRF_FIELD,
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    clear_cookie,
+    csrf_ok,
+    new_session,
+    seal,
+    set_cookie,
+)
+from dispatcher.errors import Unauthorized
+
+HOME = "/console/endpoints"
+LOGIN_FORM_SECONDS = 3600
+
+
+def _next_page(value: object) -> str:
+    """Only a console path: never an open redirect to another site."""
+    if isinstance(value, str) and value.startswith("/console/") and "//" not in value \
+            and "\\" not in value and not value.startswith("/console/log"):
+        return value
+    return HOME
+
+
+def _login_form(request: web.Request, status: int = 200, message: str = "") -> web.Response:
+    token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
+    response = render(request, "login.html", status=status, login_csrf=token, message=message,
+                      next=_next_page(request.query.get("next")))
+    set_cookie(request, response, LOGIN_COOKIE, token, LOGIN_FORM_SECONDS)
+    return response
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    if await signed_in(request) is not None:
+        raise web.HTTPFound(_next_page(request.query.get("next")))
+    return _login_form(request)
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    expected = request.cookies.get(LOGIN_COOKIE, "")
+    if not csrf_ok(expected, form.get(CSRF_FIELD)):
+        return error_page(request, 403, "The sign-in form's CSRF token is missing or invalid. "
+                          "Reload the sign-in page and try again.")
+    key = form.get("key")
+    credential = key.strip() if isinstance(key, str) else ""
+    try:
+        await request.app[RESOLVER](request, credential)
+    except Unauthorized:
+        return _login_form(request, 401, "That key is not valid (or has been revoked).")
+    hours = request.app[CONFIG].console.session_hours
+    session = new_session(credential, request.app[CLOCK].now(), hours)
+    response = web.HTTPFound(_next_page(form.get("next")))
+    set_cookie(request, response, SESSION_COOKIE, seal(request.app[SECRET_BOX], session),
+               int(hours * 3600))
+    clear_cookie(response, LOGIN_COOKIE)
+    raise response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """Ends the session. A GET is enough: signing someone out is harmless, and the
+    cookie is SameSite=Strict so another site cannot even do that."""
+    response = web.HTTPFound("/console/login")
+    clear_cookie(response, SESSION_COOKIE)
+    raise response

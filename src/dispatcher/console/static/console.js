@@ -1,0 +1,27 @@
+// The console's only script (no inline scripts: the CSP forbids them).
+// 1. Forms with data-confirm ask before they are sent.
+// 2. An element with data-refresh reloads its content from that URL every 3 s;
+//    the server renders (and escapes) the HTML.
+"use strict";
+document.addEventListener("submit", function (ev) {
+  var form = ev.target;
+  var question = form.getAttribute && form.getAttribute("data-confirm");
+  if (question && !window.confirm(question)) {
+    ev.preventDefault();
+  }
+});
+document.addEventListener("DOMContentLoaded", function () {
+  var box = document.querySelector("[data-refresh]");
+  if (!box) { return; }
+  var url = box.getAttribute("data-refresh");
+  setInterval(function () {
+    fetch(url, {credentials: "same-origin"}).then(function (r) {
+      if (r.ok) { return r.text(); }
+      throw new Error(r.status);
+    }).then(function (html) {
+      var open = box.querySelector("details[open] summary");
+      box.innerHTML = html;
+      if (open) { box.setAttribute("data-updated", Date.now()); }
+    }).catch(function () {});
+  }, 3000);
+});
