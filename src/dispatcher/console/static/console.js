@@ -16,12 +16,11 @@ document.addEventListener("DOMContentLoaded", function () {
   var url = box.getAttribute("data-refresh");
   setInterval(function () {
     fetch(url, {credentials: "same-origin"}).then(function (r) {
+      if (r.redirected) { window.location.reload(); throw new Error("signed out"); }
       if (r.ok) { return r.text(); }
       throw new Error(r.status);
     }).then(function (html) {
-      var open = box.querySelector("details[open] summary");
       box.innerHTML = html;
-      if (open) { box.setAttribute("data-updated", Date.now()); }
     }).catch(function () {});
   }, 3000);
 });
