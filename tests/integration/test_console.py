@@ -101,6 +101,25 @@ async def test_sign_in_without_its_csrf_token_is_refused(user: ConsoleUser, api:
     assert user.session_cookie() is None
 
 
+async def test_failed_sign_ins_count_towards_the_failed_authentication_limit(
+    daemon_factory: Any, db_url: str
+) -> None:
+    daemon = await daemon_factory(DISPATCHER_SERVER__AUTH_FAILURE_LIMIT="3",
+                                  DISPATCHER_SERVER__WORKERS="1")
+    async with aiohttp.ClientSession() as http_session:
+        me = await new_api(http_session, ApiServer(daemon.url, db_url, daemon))
+    user = ConsoleUser(daemon.url)
+    try:
+        for _ in range(3):
+            assert (await user.sign_in("dk_guess")).status == 401
+        page = await user.sign_in(me.key)  # even the right key, from this address
+        assert page.status == 429 and "too many failed authentications" in page.text
+        assert int(page.headers["Retry-After"]) > 0
+        assert 'name="key"' in page.text and user.session_cookie() is None
+    finally:
+        await user.close()
+
+
 async def test_sign_out_ends_the_session(signed_in: ConsoleUser) -> None:
     page = await signed_in.get("/console/logout")
     assert page.url.endswith("/console/login")

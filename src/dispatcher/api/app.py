@@ -16,6 +16,7 @@ from dispatcher.api.errors import json_errors, request_context
 from dispatcher.api.routes import add_api_routes
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.config import Config
+from dispatcher.console.app import console_errors
 from dispatcher.readiness import Readiness
 from dispatcher.store.pool import create_pool
 
@@ -37,7 +38,7 @@ def create_app(
 ) -> web.Application:
     """`management=False`: only /healthz, /readyz and /metrics (a delivery-only worker)."""
     app = web.Application(
-        middlewares=[request_context, json_errors, auth_failure_limit(
+        middlewares=[request_context, json_errors, console_errors, auth_failure_limit(
             AuthFailures(config.server.auth_failure_limit,
                          config.server.auth_failure_window_seconds),
             parse_networks(config.server.trusted_proxies))],

@@ -51,7 +51,6 @@ SESSION = web.RequestKey("console_session", Session)
 FORM = web.RequestKey("console_form", dict[str, str])
 
 Page = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ErrorPage = Callable[[web.Request, int, str], web.StreamResponse]
 
 
 class CsrfRefused(DispatcherError):
@@ -83,11 +82,10 @@ async def signed_in(request: web.Request) -> tuple[Session, Scope] | None:
     return session, scope
 
 
-def signed_in_page(error_page: ErrorPage, *, write: bool = False) -> Callable[[Page], Page]:
+def signed_in_page(*, write: bool = False) -> Callable[[Page], Page]:
     """Wraps a console page: no session (or a credential no longer valid) redirects
     to the sign-in page; a POST must carry the session's CSRF token; a write is
-    refused for a read-only scope; errors of the API's validation become an error
-    page with their status."""
+    refused for a read-only scope. Errors become pages in console/app.py."""
 
     def decorate(handler: Page) -> Page:
         @functools.wraps(handler)
@@ -103,15 +101,11 @@ def signed_in_page(error_page: ErrorPage, *, write: bool = False) -> Callable[[P
                 form = await request.post()
                 request[FORM] = {k: v for k, v in form.items() if isinstance(v, str)}
                 if not csrf_ok(session.csrf, form.get(CSRF_FIELD)):
-                    return error_page(request, 403, "The form's CSRF token is missing or "
-                                      "invalid. Reload the page and try again.")
+                    raise CsrfRefused("The form's CSRF token is missing or invalid. "
+                                      "Reload the page and try again.", field=CSRF_FIELD)
                 if write and scope.read_only:
-                    return error_page(request, 403, "This session is read-only.")
-            try:
-                return await handler(request)
-            except DispatcherError as exc:
-                return error_page(request, exc.status if exc.status < 500 else 500,
-                                  exc.message)
+                    raise ReadOnly("This session is read-only.")
+            return await handler(request)
 
         return wrapper
 

@@ -4,6 +4,7 @@ bookmarkable GETs; every change is a form POST carrying the session's CSRF token
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from aiohttp import web
@@ -11,12 +12,18 @@ from aiohttp import web
 from dispatcher.api.context import CONFIG
 from dispatcher.console import endpoints, events, sandbox, signin
 from dispatcher.console.access import RESOLVER, Page, resolve_api_key, signed_in_page
-from dispatcher.console.render import error_page, security_headers, setup_templates
+from dispatcher.console.render import (
+    CONSOLE_PREFIX,
+    error_page,
+    security_headers,
+    setup_templates,
+)
+from dispatcher.errors import DispatcherError, TooManyRequests, Unauthorized
 
 STATIC_DIR = Path(__file__).parent / "static"
 
-read = signed_in_page(error_page)
-write = signed_in_page(error_page, write=True)
+read = signed_in_page()
+write = signed_in_page(write=True)
 
 PAGES: list[tuple[str, str, Page]] = [
     ("GET", "/console/endpoints", read(endpoints.endpoints_page)),
@@ -43,6 +50,28 @@ async def theme(request: web.Request) -> web.Response:
     page needs an inline style."""
     accent = request.app[CONFIG].console.accent_color
     return web.Response(text=f":root {{ --accent: {accent}; }}\n", content_type="text/css")
+
+
+@web.middleware
+async def console_errors(request: web.Request, handler: Page) -> web.StreamResponse:
+    """Errors on console paths leave as pages (elsewhere json_errors answers JSON).
+    It runs outside the failed-authentication limit (api/authlimit.py), so a refused
+    sign-in is counted before it becomes the sign-in form again."""
+    if not request.path.startswith(CONSOLE_PREFIX):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except DispatcherError as exc:
+        status = exc.status if exc.status < 500 else 500
+        if request.path == "/console/login" and isinstance(exc, Unauthorized | TooManyRequests):
+            message = ("That key is not valid (or has been revoked)."
+                       if isinstance(exc, Unauthorized) else exc.message)
+            response = signin.login_form(request, status, message)
+        else:
+            response = error_page(request, status, exc.message)
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(math.ceil(exc.retry_after))
+        return response
 
 
 async def to_home(request: web.Request) -> web.StreamResponse:

@@ -9,8 +9,8 @@ import secrets
 from aiohttp import web
 
 from dispatcher.api.context import CLOCK, CONFIG, SECRET_BOX
-from dispatcher.console.access import RESOLVER, signed_in
-from dispatcher.console.render import error_page, render
+from dispatcher.console.access import RESOLVER, CsrfRefused, signed_in
+from dispatcher.console.render import render
 from dispatcher.console.session import (
     CSRF_FIELD,
     LOGIN_COOKIE,
@@ -21,7 +21,6 @@ from dispatcher.console.session import (
     seal,
     set_cookie,
 )
-from dispatcher.errors import Unauthorized
 
 HOME = "/console/endpoints"
 LOGIN_FORM_SECONDS = 3600
@@ -35,7 +34,7 @@ def _next_page(value: object) -> str:
     return HOME
 
 
-def _login_form(request: web.Request, status: int = 200, message: str = "") -> web.Response:
+def login_form(request: web.Request, status: int = 200, message: str = "") -> web.Response:
     token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
     response = render(request, "login.html", status=status, login_csrf=token, message=message,
                       next=_next_page(request.query.get("next")))
@@ -46,21 +45,20 @@ def _login_form(request: web.Request, status: int = 200, message: str = "") -> w
 async def login_page(request: web.Request) -> web.StreamResponse:
     if await signed_in(request) is not None:
         raise web.HTTPFound(_next_page(request.query.get("next")))
-    return _login_form(request)
+    return login_form(request)
 
 
 async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     expected = request.cookies.get(LOGIN_COOKIE, "")
     if not csrf_ok(expected, form.get(CSRF_FIELD)):
-        return error_page(request, 403, "The sign-in form's CSRF token is missing or invalid. "
-                          "Reload the sign-in page and try again.")
+        raise CsrfRefused("The sign-in form's CSRF token is missing or invalid. "
+                          "Reload the sign-in page and try again.", field=CSRF_FIELD)
     key = form.get("key")
     credential = key.strip() if isinstance(key, str) else ""
-    try:
-        await request.app[RESOLVER](request, credential)
-    except Unauthorized:
-        return _login_form(request, 401, "That key is not valid (or has been revoked).")
+    # Unauthorized propagates: the API's failed-authentication limit counts it (per
+    # client address), and console/app.py answers with this form again.
+    await request.app[RESOLVER](request, credential)
     hours = request.app[CONFIG].console.session_hours
     session = new_session(credential, request.app[CLOCK].now(), hours)
     response = web.HTTPFound(_next_page(form.get("next")))
@@ -68,6 +66,10 @@ async def login(request: web.Request) -> web.StreamResponse:
                int(hours * 3600))
     clear_cookie(response, LOGIN_COOKIE)
     raise response
+
+
+# Counted by the failed-authentication limit (api/authlimit.py), like the API's routes.
+login.authenticates = True  # type: ignore[attr-defined]
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
