@@ -120,6 +120,40 @@ async def test_failed_sign_ins_count_towards_the_failed_authentication_limit(
         await user.close()
 
 
+async def test_sessions_work_on_every_worker_and_are_secure_behind_an_https_proxy(
+    daemon_factory: Any, db_url: str
+) -> None:
+    daemon = await daemon_factory(DISPATCHER_SERVER__WORKERS="2",
+                                  DISPATCHER_SERVER__TRUSTED_PROXIES='["127.0.0.1/32"]')
+    async with aiohttp.ClientSession() as http_session:
+        me = await new_api(http_session, ApiServer(daemon.url, db_url, daemon))
+    user = ConsoleUser(daemon.url)
+    try:
+        await user.sign_in(me.key)
+        cookie = user.session_cookie()
+        assert cookie
+        # New connections land on either worker: each must accept the session.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
+                                         cookies={"dispatcher_console": cookie}) as fresh:
+            for _ in range(20):
+                async with fresh.get(daemon.url + "/console/endpoints",
+                                     allow_redirects=False) as resp:
+                    assert resp.status == 200
+        form = await user.get("/console/login?next=/console/events")  # signed in: redirected
+        assert form.url.endswith("/console/events")
+        await user.get("/console/logout")
+        for proto, secure in (("https", True), ("http", False)):
+            form = await user.get("/console/login")
+            async with user.http.post(user.base + "/console/login",
+                                      data={"key": me.key, "csrf": form.csrf},
+                                      headers={"X-Forwarded-Proto": proto},
+                                      allow_redirects=False) as resp:
+                assert resp.status == 302
+                assert ("; Secure" in resp.headers["Set-Cookie"]) is secure, proto
+    finally:
+        await user.close()
+
+
 async def test_sign_out_ends_the_session(signed_in: ConsoleUser) -> None:
     page = await signed_in.get("/console/logout")
     assert page.url.endswith("/console/login")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import ipaddress
 import json
 import secrets
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from datetime import datetime, timedelta
 
 from aiohttp import web
 
+from dispatcher.api.authlimit import parse_networks
+from dispatcher.api.context import CONFIG
 from dispatcher.clock import to_ms
 from dispatcher.secretbox import SecretBox, SecretDecryptionError
 
@@ -62,11 +65,27 @@ def csrf_ok(expected: str, given: object) -> bool:
         expected.encode(), given.encode())
 
 
+def served_over_https(request: web.Request) -> bool:
+    """https to this process, or to a trusted proxy (`server.trusted_proxies`) that
+    says so in X-Forwarded-Proto."""
+    if request.secure:
+        return True
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip().lower()
+    if proto != "https" or not request.remote:
+        return False
+    try:
+        peer = ipaddress.ip_address(request.remote)
+    except ValueError:
+        return False
+    trusted = parse_networks(request.app[CONFIG].server.trusted_proxies)
+    return any(peer in net for net in trusted)
+
+
 def set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str,
                max_age: int | None) -> None:
     """HttpOnly, SameSite=Strict, limited to /console/, Secure when served over https."""
     response.set_cookie(name, value, path=COOKIE_PATH, httponly=True, samesite="Strict",
-                        secure=request.secure, max_age=max_age)
+                        secure=served_over_https(request), max_age=max_age)
 
 
 def clear_cookie(response: web.StreamResponse, name: str) -> None:
