@@ -297,14 +297,15 @@ async def test_events_page_lists_newest_first_with_statuses_and_pages(
     failing: Receiver = await make_receiver()
     failing.reply_with(then=Reply(status=500))
     ok = await api.create_endpoint(receiver.url)
-    bad = await api.create_endpoint(failing.url, retry_policy="none")
+    bad = await api.create_endpoint(failing.url, retry_policy="none",
+                                    event_types=["wallets.transaction.created"])
     ids = [(await api.publish("wallets.transaction.created", {"n": i}))["id"]
            for i in range(3)]
     for event_id in ids:
         await api.wait_for_status(ok["id"], event_id, "Success")
         await api.wait_for_status(bad["id"], event_id, "Failed")
     other_type = (await api.publish("wallets.transaction.updated", {"n": 9}))["id"]
-    await api.wait_for_status(bad["id"], other_type, "Failed")
+    await api.wait_for_status(ok["id"], other_type, "Success")
 
     page = await signed_in.get("/console/events?limit=2")
     assert page.status == 200
@@ -319,7 +320,11 @@ async def test_events_page_lists_newest_first_with_statuses_and_pages(
     page = await signed_in.get("/console/events?type=wallets.transaction.updated")
     assert other_type in page.text and ids[0] not in page.text
     page = await signed_in.get(f"/console/events?endpoint={bad['id']}&status=Failed")
-    assert all(i in page.text for i in [*ids, other_type])
+    assert all(i in page.text for i in ids) and other_type not in page.text
+    page = await signed_in.get("/console/events?status=Failed")  # at any endpoint
+    assert all(i in page.text for i in ids) and other_type not in page.text
+    page = await signed_in.get("/console/events?status=Pending")
+    assert not any(i in page.text for i in [*ids, other_type])
     page = await signed_in.get(f"/console/events?endpoint={ok['id']}&status=Failed")
     assert not any(i in page.text for i in ids)
     page = await signed_in.get("/console/events?since=2999-01-01T00:00")

@@ -59,8 +59,6 @@ async def _rows(request: web.Request) -> tuple[list[dict[str, Any]], str | None]
     until = None if until_ms is None else ms_to_datetime(until_ms, "until")
     if since and until and since > until:
         raise ValidationError("since must not be after until", field="since")
-    if statuses is not None and endpoint_id is None:
-        raise ValidationError("choose an endpoint to filter by status", field="status")
     async with request.app[POOL].acquire() as conn:
         if endpoint_id is not None:
             if await lookup.endpoint_url(conn, tenant_id, endpoint_id) is None:
@@ -80,13 +78,14 @@ async def _rows(request: web.Request) -> tuple[list[dict[str, Any]], str | None]
             after = None if cursor is None else (cursor_part(cursor, 0, as_time),
                                                  cursor_part(cursor, 1, as_uuid))
             events = await lookup.list_events(conn, tenant_id, types=types, since=since,
-                                              until=until, before=after, limit=limit + 1)
+                                              until=until, before=after, limit=limit + 1,
+                                              statuses=statuses)
             more = len(events) > limit
             events = events[:limit]
             next_cursor = encode_cursor("events", [events[-1].created_at.isoformat(),
                                                    str(events[-1].id)]) if more else None
-        rows = [event_json(ev, await lookup.event_deliveries(conn, tenant_id, ev.id))
-                for ev in events]
+        deliveries = await lookup.deliveries_of_events(conn, tenant_id, [ev.id for ev in events])
+        rows = [event_json(ev, deliveries[ev.id]) for ev in events]
     return rows, next_cursor
 
 

@@ -153,6 +153,21 @@ async def event_deliveries(conn: Conn, tenant_id: UUID, event_id: UUID) -> list[
     return [_delivery(r) for r in rows]
 
 
+async def deliveries_of_events(
+    conn: Conn, tenant_id: UUID, event_ids: Sequence[UUID]
+) -> dict[UUID, list[DeliveryView]]:
+    """event_deliveries for many events in one query (a page of a list)."""
+    rows = await conn.fetch(
+        _DELIVERY + "WHERE d.event_id = ANY($1::uuid[]) AND ep.tenant_id = $2 ORDER BY d.id",
+        list(event_ids), tenant_id,
+    )
+    out: dict[UUID, list[DeliveryView]] = {event_id: [] for event_id in event_ids}
+    for row in rows:
+        d = _delivery(row)
+        out[d.event_id].append(d)
+    return out
+
+
 async def list_events(
     conn: Conn,
     tenant_id: UUID,
@@ -162,8 +177,10 @@ async def list_events(
     until: datetime | None,
     before: tuple[datetime, UUID] | None,
     limit: int,
+    statuses: Sequence[DeliveryStatus] | None = None,
 ) -> list[EventView]:
-    """The tenant's events, newest first, keyset-paginated on (created_at, id)."""
+    """The tenant's events, newest first, keyset-paginated on (created_at, id); with
+    `statuses`, only events with a delivery in one of them."""
     before_at, before_id = before if before else (None, None)
     rows = await conn.fetch(
         """SELECT id, type, created_at, body FROM events
@@ -172,9 +189,12 @@ async def list_events(
              AND ($3::timestamptz IS NULL OR created_at >= $3)
              AND ($4::timestamptz IS NULL OR created_at < $4)
              AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6::uuid))
+             AND ($8::smallint[] IS NULL OR EXISTS (
+                   SELECT 1 FROM deliveries d
+                   WHERE d.event_id = events.id AND d.status = ANY($8)))
            ORDER BY created_at DESC, id DESC LIMIT $7""",
         tenant_id, None if types is None else list(types), since, until, before_at, before_id,
-        limit,
+        limit, None if statuses is None else [int(s) for s in statuses],
     )
     return [EventView(**dict(r)) for r in rows]
 
