@@ -88,6 +88,24 @@ async def test_sign_in_sets_a_strict_http_only_cookie_without_the_key(
     assert page.status == 200 and "Sign out" in page.text
 
 
+async def test_sign_in_returns_to_the_page_asked_for_and_only_within_the_console(
+    user: ConsoleUser, api: Api
+) -> None:
+    page = await user.get("/console/events?type=a.b", follow=True)
+    assert "/console/login?next=/console/events" in page.url
+    page = await user.post("/console/login", {"key": api.key, "csrf": page.csrf,
+                                              "next": "/console/events?type=a.b"})
+    assert page.url.endswith("/console/events?type=a.b")
+    await user.get("/console/logout")
+    for target in ("//evil.example/x", "https://evil.example/", "/console/..//evil.example",
+                   "/v1/endpoints"):
+        form = await user.get("/console/login")
+        page = await user.post("/console/login", {"key": api.key, "csrf": form.csrf,
+                                                  "next": target}, follow=False)
+        assert page.headers["Location"] == "/console/endpoints", target
+        await user.get("/console/logout")
+
+
 async def test_a_wrong_key_is_refused(user: ConsoleUser) -> None:
     page = await user.sign_in("dk_not-a-real-key")
     assert page.status == 401 and "not valid" in page.text

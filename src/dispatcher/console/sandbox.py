@@ -98,7 +98,8 @@ async def _verdict(conn: Conn, request: web.Request, ep: Endpoint,
             "verification_error": why}
 
 
-async def sandbox_page(request: web.Request, *, message: str = "") -> web.StreamResponse:
+async def sandbox_page(request: web.Request, *, message: str = "",
+                       chosen: dict[str, str] | None = None) -> web.StreamResponse:
     found, problem = await captures(request)
     async with request.app[POOL].acquire() as conn:
         mine = await store.list_endpoints(conn, request[TENANT], state=None, after=None,
@@ -106,7 +107,7 @@ async def sandbox_page(request: web.Request, *, message: str = "") -> web.Stream
     catalogue = request.app[CATALOGUE]
     return render(request, "sandbox.html", captures=found, problem=problem, message=message,
                   capture_url=request.app[CONFIG].console.sandbox_capture_url,
-                  endpoints=mine, types=sorted(catalogue))
+                  endpoints=mine, types=sorted(catalogue), chosen=chosen or {})
 
 
 async def captures_fragment(request: web.Request) -> web.StreamResponse:
@@ -133,4 +134,5 @@ async def send_sample(request: web.Request) -> web.StreamResponse:
         attempt = await deliver(http, ep.url, SigningKey(ep.signing_scheme, secret),
                                 build_event(type_, data), timeout=ep.timeout_seconds)
     return await sandbox_page(
-        request, message=f"Sent a sample {type_} to {ep.url}: {attempt.summary()}.")
+        request, message=f"Sent a sample {type_} to {ep.url}: {attempt.summary()}.",
+        chosen={"type": type_, "endpoint_id": str(ep.id)})
