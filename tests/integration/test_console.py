@@ -141,12 +141,19 @@ async def test_failed_sign_ins_count_towards_the_failed_authentication_limit(
 async def test_sessions_work_on_every_worker_and_are_secure_behind_an_https_proxy(
     daemon_factory: Any, db_url: str
 ) -> None:
+    """(Also the branding from `[console]`, to start one daemon less.)"""
     daemon = await daemon_factory(DISPATCHER_SERVER__WORKERS="2",
-                                  DISPATCHER_SERVER__TRUSTED_PROXIES='["127.0.0.1/32"]')
+                                  DISPATCHER_SERVER__TRUSTED_PROXIES='["127.0.0.1/32"]',
+                                  DISPATCHER_CONSOLE__TITLE="Acme Webhooks",
+                                  DISPATCHER_CONSOLE__ACCENT_COLOR="#ff6600",
+                                  DISPATCHER_CONSOLE__LOGO_URL="https://example.com/logo.png")
     async with aiohttp.ClientSession() as http_session:
         me = await new_api(http_session, ApiServer(daemon.url, db_url, daemon))
     user = ConsoleUser(daemon.url)
     try:
+        page = await user.get("/console/login")
+        assert "Acme Webhooks" in page.text and 'src="https://example.com/logo.png"' in page.text
+        assert "--accent: #ff6600" in (await user.get("/console/theme.css")).text
         await user.sign_in(me.key)
         cookie = user.session_cookie()
         assert cookie
@@ -476,20 +483,6 @@ async def test_a_session_sees_only_its_tenant(
 
 
 # --- Branding, sandbox and read-only scopes (their own daemons or apps) ------------------
-
-
-async def test_branding_from_config(daemon_factory: Any, db_url: str) -> None:
-    daemon = await daemon_factory(DISPATCHER_CONSOLE__TITLE="Acme Webhooks",
-                                  DISPATCHER_CONSOLE__ACCENT_COLOR="#ff6600",
-                                  DISPATCHER_CONSOLE__LOGO_URL="https://example.com/logo.png")
-    user = ConsoleUser(daemon.url)
-    try:
-        page = await user.get("/console/login")
-        assert "Acme Webhooks" in page.text and 'src="https://example.com/logo.png"' in page.text
-        theme = await user.get("/console/theme.css")
-        assert "--accent: #ff6600" in theme.text
-    finally:
-        await user.close()
 
 
 async def test_sandbox_page_shows_captures_with_signature_verdicts_and_sends_samples(

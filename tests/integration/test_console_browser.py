@@ -82,9 +82,11 @@ async def _sign_in(browser: Any, base: str, key: str, shots: Shots | None = None
 
 
 async def test_console_in_a_real_browser(
-    browser: Any, daemon_factory: Any, db_url: str, receiver: Receiver,
+    daemon_factory: Any, browser: Any, db_url: str, receiver: Receiver,
     capture: CaptureServer, tmp_path: Path,
 ) -> None:
+    # daemon_factory first: the browser closes (its polling page too) before the
+    # daemon stops, which would otherwise wait out its grace period for them.
     shots = Shots(tmp_path / "screenshots")
     receiver.reply_with(Reply(status=500, body='{"error": "database is down"}',
                               headers={"Content-Type": "application/json"}))
