@@ -16,6 +16,7 @@ import asyncpg
 import click
 
 from dispatcher import __version__
+from dispatcher.commands import register as register_api_commands
 from dispatcher.config import Config, load_config, redacted
 from dispatcher.errors import DispatcherError
 from dispatcher.logs import configure_logging
@@ -230,155 +231,6 @@ def keys_revoke(ctx: click.Context, key: str) -> None:
 
     info = _run(go())
     click.echo(f"revoked {info.id} ({info.prefix}...) of tenant {info.tenant}")
-
-
-@main.command("event-types")
-@click.option("--group", default=None,
-              help="Only this group (cobo, okx, cobalt, whatsapp, dispatcher, config).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON with sample payloads.")
-@click.pass_context
-@handles_errors
-def event_types(ctx: click.Context, group: str | None, as_json: bool) -> None:
-    """List the event-type catalogue (built in and from config)."""
-    from dispatcher.catalogue import load_catalogue
-
-    found = [t for t in load_catalogue(_config(ctx)).values()
-             if group is None or t.group == group]
-    if as_json:
-        _echo_json([t.to_json() for t in found])
-        return
-    for t in found:
-        click.echo(f"{t.name:<42} {t.group:<10} {t.description}")
-
-
-# --- endpoint health: pause, resume, list (dispatcher.store.health) -----------------------
-
-
-@main.group("endpoints")
-def endpoints_group() -> None:
-    """Endpoint health: list failure counters, pause and resume endpoints."""
-
-
-_ENDPOINT_STATES = ("active", "paused", "disabled")
-
-
-def _endpoint_id(value: str) -> Any:
-    import uuid
-
-    from dispatcher.errors import ValidationError
-
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise ValidationError(f"not an endpoint id: {value!r}", field="endpoint") from None
-
-
-async def _tenant_id(conn: asyncpg.Connection, name: str | None) -> Any:
-    from dispatcher.errors import NotFound
-
-    if name is None:
-        return None
-    found = await conn.fetchval("SELECT id FROM tenants WHERE name = $1", name)
-    if found is None:
-        raise NotFound(f"no tenant named {name!r}", field="tenant")
-    return found
-
-
-def _now() -> Any:
-    from dispatcher.clock import SystemClock
-
-    return SystemClock().now()
-
-
-def _health_json(e: Any, cfg: Any) -> dict[str, Any]:
-    return {
-        "id": str(e.endpoint_id), "tenant_id": str(e.tenant_id), "url": e.url,
-        "state": str(e.state), "state_reason": e.state_reason,
-        "state_changed_at": e.state_changed_at.isoformat() if e.state_changed_at else None,
-        "failures_in_window": e.failures_in_window,
-        "window_threshold": e.window_threshold or cfg.window_threshold,
-        "window_seconds": cfg.window_seconds,
-        "failures_since_resume": e.failures_since_resume,
-        "total_threshold": e.total_threshold or cfg.total_threshold,
-        "held_deliveries": e.held, "redrive_pending": e.redrive_pending,
-    }
-
-
-@endpoints_group.command("list")
-@click.option("--tenant", default=None, help="Only this tenant's endpoints (by name).")
-@click.option("--state", type=click.Choice(_ENDPOINT_STATES), default=None,
-              help="Only endpoints in this state.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-@handles_errors
-def endpoints_list(ctx: click.Context, tenant: str | None, state: str | None,
-                   as_json: bool) -> None:
-    """Endpoints with their state, failure counters against thresholds and held deliveries."""
-    from dispatcher.model import EndpointState
-    from dispatcher.store import health as health_store
-
-    cfg = _config(ctx).health
-
-    async def go() -> list[health_store.EndpointHealth]:
-        async with connect(_config(ctx)) as conn:
-            return await health_store.list_endpoint_health(
-                conn, _now(), cfg.window_seconds, tenant_id=await _tenant_id(conn, tenant),
-                state=None if state is None else EndpointState(state))
-
-    found = [_health_json(e, cfg) for e in _run(go())]
-    if as_json:
-        _echo_json(found)
-        return
-    for e in found:
-        click.echo(f"{e['id']}  {e['state']:<8}  window {e['failures_in_window']}/"
-                   f"{e['window_threshold']}  total {e['failures_since_resume']}/"
-                   f"{e['total_threshold']}  held {e['held_deliveries']}  {e['url']}"
-                   + (f"  ({e['state_reason']})" if e["state_reason"] else ""))
-
-
-@endpoints_group.command("pause")
-@click.argument("endpoint")
-@click.option("--reason", default="paused by an operator", show_default=True)
-@click.option("--tenant", default=None, help="Refuse unless the endpoint is this tenant's.")
-@click.pass_context
-@handles_errors
-def endpoints_pause(ctx: click.Context, endpoint: str, reason: str, tenant: str | None) -> None:
-    """Pause an endpoint: its deliveries are held (new events too) until it is resumed."""
-    from dispatcher.store import health as health_store
-
-    endpoint_id = _endpoint_id(endpoint)
-
-    async def go() -> health_store.StateChange:
-        async with connect(_config(ctx)) as conn:
-            return await health_store.pause_endpoint(
-                conn, endpoint_id, reason, _now(), tenant_id=await _tenant_id(conn, tenant))
-
-    change = _run(go())
-    verb = "paused" if change.changed else "already paused"
-    click.echo(f"{verb} {change.endpoint_id}; {change.deliveries} deliveries held")
-
-
-@endpoints_group.command("resume")
-@click.argument("endpoint")
-@click.option("--tenant", default=None, help="Refuse unless the endpoint is this tenant's.")
-@click.pass_context
-@handles_errors
-def endpoints_resume(ctx: click.Context, endpoint: str, tenant: str | None) -> None:
-    """Resume a paused or disabled endpoint: counters reset, held deliveries re-driven by
-    the running daemon at health.resume_rate_per_second."""
-    from dispatcher.store import health as health_store
-
-    endpoint_id = _endpoint_id(endpoint)
-
-    async def go() -> health_store.StateChange:
-        async with connect(_config(ctx)) as conn:
-            return await health_store.resume_endpoint(
-                conn, endpoint_id, _now(), tenant_id=await _tenant_id(conn, tenant))
-
-    change = _run(go())
-    verb = "resumed" if change.changed else "already active; counters reset for"
-    click.echo(f"{verb} {change.endpoint_id}; {change.deliveries} held deliveries to re-drive")
-
 
 
 # --- sandbox: test receivers before going live (dispatcher.sandbox) -----------------------
@@ -686,6 +538,9 @@ def check_receiver(ctx: click.Context, url: str, secret: str, scheme: str | None
     if not report.passed:
         sys.exit(1)
 
+
+# Commands over a running daemon's API (endpoints, events, event types, ...).
+register_api_commands(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

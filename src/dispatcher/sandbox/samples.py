@@ -47,12 +47,12 @@ def build_event(type_: str, data: Any, *, event_id: uuid.UUID | None = None,
     return SampleEvent(eid, type_, when, data, event_body(eid, type_, when, data))
 
 
-def parse_data(text: str) -> Any:
+def parse_data(text: str, option: str = "--data") -> Any:
     """`--data`: JSON text, or `@path` to a file holding it."""
-    where = "--data"
+    where = option
     if text.startswith("@"):
         path = Path(text[1:])
-        where = f"--data file {path}"
+        where = f"{option} file {path}"
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:

@@ -1,0 +1,16 @@
+"""CLI commands that call a running daemon's API through `dispatcher.client`, so they
+work from any machine that can reach it: endpoints, events, event types, trigger and
+listen. `register` adds them to the main click group."""
+
+from __future__ import annotations
+
+import click
+
+
+def register(main: click.Group) -> None:
+    from dispatcher.commands.endpoints import endpoints_group
+    from dispatcher.commands.event_types import event_types_group
+    from dispatcher.commands.events import events_group
+
+    for command in (endpoints_group, events_group, event_types_group):
+        main.add_command(command)
