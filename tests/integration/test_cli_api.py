@@ -78,7 +78,7 @@ async def test_endpoint_commands(cli: Cli, api: Api, receiver: Receiver) -> None
     assert len(quiet) == 36
 
     listed = ok_json(await cli("endpoints", "list", "--json"))
-    assert [e["id"] for e in listed["data"]][0] == ep and listed["next_cursor"] is None
+    assert listed["data"][0]["id"] == ep and listed["next_cursor"] is None
     lines = ok(await cli("endpoints", "list")).splitlines()
     assert len(lines) == 4
     starts = column_starts(lines[0], ["ID", "STATE", "URL"])

@@ -72,8 +72,8 @@ def connection_options(fn: Callable[P, R]) -> Callable[P, R]:
         return value
 
     options = [
-        click.option("--url", "daemon_url", envvar="DISPATCHER_URL", default=DEFAULT_URL, show_default=True,
-                     expose_value=False, callback=remember,
+        click.option("--url", "daemon_url", envvar="DISPATCHER_URL", default=DEFAULT_URL,
+                     show_default=True, expose_value=False, callback=remember,
                      help="The daemon's address (env DISPATCHER_URL)."),
         click.option("--api-key", "api_key", envvar="DISPATCHER_API_KEY", default=None,
                      expose_value=False, callback=remember,
