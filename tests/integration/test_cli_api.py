@@ -16,6 +16,7 @@ from typing import Any
 import click
 import pytest
 from click.testing import CliRunner
+from standardwebhooks import Webhook
 
 from dispatcher.cli import main
 from tests.integration import test_api_support as support
@@ -188,8 +189,47 @@ def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[st
 
 
 @pytest.mark.parametrize("path", [p for p in _commands(main)
-                                  if p[0] in ("endpoints", "events", "event-types")])
+                                  if p[0] in ("endpoints", "events", "event-types", "trigger")])
 def test_every_api_command_helps_with_an_example(path: tuple[str, ...]) -> None:
     result = CliRunner().invoke(main, [*path, "--help"])
     assert result.exit_code == 0 and "Example:\n    dispatcher " in result.output, \
         result.output
+
+
+async def test_trigger_publishes_the_sample_and_follows_each_endpoint(
+    cli: Cli, api: Api, make_receiver: Callable[[], Any]
+) -> None:
+    good, bad = await make_receiver(), await make_receiver()
+    bad.reply_with(then=Reply(503))
+    ok_ep = await api.create_endpoint(good.url)
+    bad_ep = await api.create_endpoint(bad.url, retry_policy="none")
+    result = await cli("trigger", "wallets.transaction.created", "--set", "status=Completed",
+                       "--set", "destination.account_output.amount=12.5", "--set", "n.m=x")
+    assert result.returncode == 1, result.stderr  # one endpoint failed
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("published wallets.transaction.created ")
+    event_id = lines[0].split()[-1]
+    outcomes = {line.split()[0]: line for line in lines[1:]}
+    assert set(outcomes) == {ok_ep["id"], bad_ep["id"]}
+    assert " 200 (" in outcomes[ok_ep["id"]]
+    assert "FAILED 503 http_status" in outcomes[bad_ep["id"]]
+    (req,) = await good.wait_for(1)
+    body = Webhook(ok_ep["secret"]).verify(req.body, dict(req.headers))
+    assert body["event_id"] == event_id
+    data = body["data"]
+    assert data["status"] == "Completed" and data["n"] == {"m": "x"}
+    assert data["destination"]["account_output"]["amount"] == 12.5
+    assert data["wallet_id"]  # the rest of the sample is kept
+
+    only = ok_json(await cli("trigger", "wallets.transaction.created", "--endpoint",
+                             ok_ep["id"], "--data", '{"x": 1}', "--json"))
+    assert [o["endpoint_id"] for o in only["outcomes"]] == [ok_ep["id"]]
+    assert only["outcomes"][0]["succeeded"] and only["outcomes"][0]["attempt"]["response"][
+        "status"] == 200
+    results = await asyncio.gather(
+        cli("trigger", "no.such.type"),
+        cli("trigger", "transaction", "--set", "novalue"),
+        cli("trigger", "transaction", "--endpoint", "00000000-0000-0000-0000-000000000000"))
+    for result, status in zip(results, [3, 2, 3], strict=True):
+        failed(result, status)
+    assert len((await api.get("/v1/events")).body["data"]) == 2  # errors published nothing

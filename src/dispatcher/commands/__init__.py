@@ -11,6 +11,7 @@ def register(main: click.Group) -> None:
     from dispatcher.commands.endpoints import endpoints_group
     from dispatcher.commands.event_types import event_types_group
     from dispatcher.commands.events import events_group
+    from dispatcher.commands.trigger import trigger
 
-    for command in (endpoints_group, events_group, event_types_group):
+    for command in (endpoints_group, events_group, event_types_group, trigger):
         main.add_command(command)
