@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run dev test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/dispatcher serve
+
+# Local development: delivers to http, any port, loopback/private addresses. Never in production.
+dev: $(STAMP)
+	$(BIN)/dispatcher serve --dev
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -101,19 +101,24 @@ def main(ctx: click.Context, config_path: str | None) -> None:
 @click.option("--role", default=None, type=click.Choice(["all", "api", "worker"]),
               help="What the workers run (config server.role): all, api (management "
                    "API only) or worker (delivery only).")
+@click.option("--dev", is_flag=True,
+              help="Local development: endpoints may use http, any port and loopback/private "
+                   "addresses. Never in production.")
 @click.pass_context
 @handles_errors
 def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None,
-          role: str | None) -> None:
+          role: str | None, dev: bool) -> None:
     """Run the daemon: API, delivery engine and maintenance.
 
     \b
     Example:
       dispatcher serve --workers 4 --port 8080
+      dispatcher serve --dev     # deliver to receivers on this machine
     """
     from dispatcher.daemon import serve as serve_daemon
+    from dispatcher.devmode import development_config
 
-    config = _config(ctx)
+    config = development_config(_config(ctx)) if dev else _config(ctx)
     server = config.server
     config = dataclasses.replace(config, server=dataclasses.replace(
         server,

@@ -46,7 +46,7 @@ def apply_override(data: Any, assignment: str) -> Any:
             if not key.isdigit() or int(key) >= len(node):
                 raise ValidationError(f"--set {path}: {key!r} is not an index of the list",
                                       field="set")
-            slot: int | str = int(key)
+            slot: Any = int(key)
         else:
             slot = key
         if last:
