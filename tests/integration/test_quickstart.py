@@ -61,6 +61,8 @@ async def test_readme_quickstart_round_trip(db_url: str, tmp_path: Path) -> None
         await waiter.wait_ready(60)
         assert BANNER.splitlines()[1] in log.read_text()  # the loud banner
         script = "\n".join(readme_block("round-trip")).replace("8081", str(receiver_port))
+        # Not a README command: when a step fails, stop the background receiver too.
+        script = "trap 'kill $(jobs -p) 2>/dev/null' EXIT\n" + script
         result = await asyncio.to_thread(
             subprocess.run, ["bash", "-e", "-c", script], cwd=ROOT, env=env,
             capture_output=True, text=True, timeout=120)
