@@ -17,6 +17,7 @@ import click
 
 from dispatcher import __version__
 from dispatcher.commands import register as register_api_commands
+from dispatcher.commands.common import api_errors, connection_options
 from dispatcher.config import Config, load_config, redacted
 from dispatcher.errors import DispatcherError
 from dispatcher.logs import configure_logging
@@ -416,21 +417,52 @@ def sandbox_send(ctx: click.Context, url: str, type_: str, scheme: str | None,
                    "default: a new one, printed.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to take events on.")
-@click.option("--port", default=8082, show_default=True, type=click.IntRange(0, 65535),
-              help="Port to take events on (0: any free port).")
+@click.option("--port", default=None, type=click.IntRange(0, 65535),
+              help="Take events on this local port (default 8082; 0: any free port) "
+                   "instead of from the daemon.")
 @click.option("--stdin", "from_stdin", is_flag=True,
               help="Read events as JSON lines on stdin instead of listening.")
 @click.option("--timeout", default=2.0, show_default=True, type=_TIMEOUT,
               help="Total time allowed for each response, in seconds.")
+@click.option("--events", "events", multiple=True,
+              help="From the daemon: only these event types (comma-separated or repeated).")
+@connection_options
 @click.pass_context
 @handles_errors
+@api_errors
 def listen(ctx: click.Context, forward_to: str, scheme: str | None, secret: str | None,
-           host: str, port: int, from_stdin: bool, timeout: float) -> None:
-    """Forward events to a local receiver, each signed for your secret as the engine
-    would sign it. An event is a delivery body (event_id, type, created_timestamp,
-    data; forwarded unchanged) or {"type": ..., "data": ...} (a new event; data
-    defaults to the type's sample). Events are POSTed to the local port, or given on
-    stdin as JSON lines with --stdin."""
+           host: str, port: int | None, from_stdin: bool, timeout: float,
+           events: tuple[str, ...]) -> None:
+    """Forward events to a local receiver. With an API key (--api-key or
+    DISPATCHER_API_KEY) and neither --port nor --stdin: connected to the daemon, which
+    makes a temporary endpoint of your tenant delivering over that connection (its
+    signing secret is printed; it is removed when you stop). Otherwise, each event
+    is signed for your secret as the engine would sign it: a delivery body (event_id,
+    type, created_timestamp, data; forwarded unchanged) or {"type": ..., "data": ...}
+    (a new event; data defaults to the type's sample), POSTed to the local port, or
+    given on stdin as JSON lines with --stdin.
+
+    \b
+    Example:
+      dispatcher listen --forward-to http://localhost:3000/hook --events invoice.paid
+      dispatcher listen --forward-to http://localhost:3000/hook --port 8082
+    """
+    api_key = ctx.meta.get("dispatcher.api_key")
+    if api_key and port is None and not from_stdin:
+        from dispatcher.commands.listen import listen_through_daemon
+        from dispatcher.errors import ValidationError
+        from dispatcher.sandbox.forward import check_url
+
+        if scheme or secret:
+            raise ValidationError("--scheme and --secret are for --port and --stdin; from "
+                                  "the daemon, the endpoint's own secret is printed",
+                                  field="secret")
+        types = [t.strip() for given in events for t in given.split(",") if t.strip()]
+        listen_through_daemon(ctx.meta["dispatcher.daemon_url"], api_key,
+                              ctx.meta.get("dispatcher.act_for_tenant"), check_url(forward_to),
+                              types, timeout)
+        return
+    port = 8082 if port is None else port
     import asyncio
 
     from dispatcher.catalogue import load_catalogue

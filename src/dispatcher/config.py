@@ -45,6 +45,8 @@ class ServerConfig:
     auth_failure_limit: int = 20  # failed authentications per address and window; 0 = off
     auth_failure_window_seconds: float = 60.0
     trusted_proxies: list[str] = field(default_factory=list)  # CIDRs sending X-Forwarded-For
+    # A dropped `dispatcher listen` connection's endpoint is removed after this long.
+    listen_grace_seconds: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from dispatcher.api import endpoints, event_types, health, lookup, metrics, publish, secrets
+from dispatcher.api import (
+    endpoints,
+    event_types,
+    health,
+    listen,
+    lookup,
+    metrics,
+    publish,
+    secrets,
+)
 from dispatcher.api.auth import authenticated
 from dispatcher.api.context import CATALOGUE, KEY_CACHE, OPENAPI, POLICIES, SECRET_BOX
 from dispatcher.api.keycache import KeyCache
@@ -34,6 +43,7 @@ API_ROUTES: list[Route] = [
     *lookup.ROUTES,
     *event_types.ROUTES,
     *metrics.ROUTES,
+    *listen.ROUTES,
 ]
 
 

@@ -35,12 +35,15 @@ class EndpointTarget:
     signer: Signer
     # A rotation's old secret stops being used at this time; reload then.
     stale_after: datetime | None
+    # A temporary endpoint of `dispatcher listen`: sent by the process holding the
+    # listener's connection, never by the engine.
+    listener: bool = False
 
 
 _LOAD = """
 SELECT ep.id, ep.tenant_id, ep.version, ep.url, ep.state, ep.max_in_flight, ep.retry_policy,
        ep.timeout_seconds, ep.signing_scheme, ep.secret_enc, ep.previous_secret_enc,
-       ep.previous_secret_expires_at
+       ep.previous_secret_expires_at, ep.listener_owner IS NOT NULL AS listener
 FROM endpoints ep WHERE ep.id = ANY($1::uuid[])
 """
 
@@ -73,6 +76,9 @@ class EndpointCache:
 
     def ids(self) -> list[UUID]:
         return list(self._targets)
+
+    def listener_ids(self) -> list[UUID]:
+        return [t.id for t in self._targets.values() if t.listener]
 
     def stale(self, wanted: Iterable[tuple[UUID, int]], now: datetime) -> set[UUID]:
         """Endpoints whose cached copy is missing or older than the claimed version."""
@@ -117,6 +123,7 @@ class EndpointCache:
                 timeout=aiohttp.ClientTimeout(total=r["timeout_seconds"]),
                 signer=signer or _UNSIGNED,
                 stale_after=expires if expires is not None and expires > now else None,
+                listener=r["listener"],
             )
 
     async def _signer(self, conn: Conn, row: asyncpg.Record, now: datetime) -> Signer:

@@ -181,8 +181,9 @@ class DeliveryWorker:
                         await self._wake.wait()
 
     def _saturated(self) -> list[UUID]:
+        """Endpoints the next claim skips: saturated here, or sent by a listener."""
         return [eid for eid, load in self._endpoint_load.items()
-                if load >= self._queue_allowance(eid)]
+                if load >= self._queue_allowance(eid)] + self._cache.listener_ids()
 
     async def _claim(self, limit: int) -> list[ClaimedDelivery]:
         now = self._clock.now()
@@ -221,6 +222,7 @@ class DeliveryWorker:
         to_hold: list[int] = []
         to_defer: list[int] = []
         to_park: list[int] = []
+        to_pass: list[int] = []
         sends: list[Awaitable[None]] = []
         allowance: dict[UUID, int] = {}
         for row in rows:
@@ -231,6 +233,9 @@ class DeliveryWorker:
             if not target.usable:
                 to_park.append(row.id)
                 continue
+            if target.listener:  # its listener's process sends it: due again at once
+                to_pass.append(row.id)
+                continue
             room = allowance.get(row.endpoint_id)
             if room is None:
                 room = allowance[row.endpoint_id] = self._queue_allowance(row.endpoint_id)
@@ -239,22 +244,25 @@ class DeliveryWorker:
             else:
                 self._endpoint_load[row.endpoint_id] += 1
                 sends.append(self._deliver(row, target))
-        if to_hold or to_defer or to_park:
-            await self._give_back(to_hold, to_defer, to_park, now)
+        if to_hold or to_defer or to_park or to_pass:
+            await self._give_back(to_hold, to_defer, to_park, now, to_pass)
         await asyncio.gather(*sends)
 
     async def _give_back(
-        self, to_hold: list[int], to_defer: list[int], to_park: list[int], now: datetime
+        self, to_hold: list[int], to_defer: list[int], to_park: list[int], now: datetime,
+        to_pass: Sequence[int] = (),
     ) -> None:
         """Return rows unsent: held (endpoint not active), deferred a moment (endpoint
-        saturated here) or parked a minute (endpoint unusable)."""
+        saturated here), parked a minute (endpoint unusable) or passed on at once
+        (a listener's endpoint, which the next claims skip)."""
         async with self._lease_pool.acquire() as conn:
             await queue.hold(conn, to_hold, self.owner, now)
+            await queue.release(conn, to_pass, self.owner, now)
             await queue.release(conn, to_defer, self.owner,
                                 now + timedelta(seconds=DEFER_SECONDS * (1 + random.random())))
             await queue.release(conn, to_park, self.owner,
                                 now + timedelta(seconds=UNUSABLE_DEFER_SECONDS))
-        for delivery_id in (*to_hold, *to_defer, *to_park):
+        for delivery_id in (*to_hold, *to_defer, *to_park, *to_pass):
             self._finish_row(delivery_id)
 
     def _slot_count(self, target: EndpointTarget) -> int:

@@ -1,0 +1,164 @@
+"""`dispatcher listen --forward-to URL` connected to a daemon (two worker processes):
+events published through the API arrive at a local receiver verified by the
+`standardwebhooks` package and are recorded as the endpoint's attempts, a failed
+answer is retried on the normal schedule, and stopping (or killing) the listener
+leaves no endpoint behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import pytest
+from standardwebhooks import Webhook
+
+from tests.integration import test_api_support as support
+from tests.integration.test_api_support import Api, ApiServer
+from tests.support.receiver import Receiver, Reply
+
+if TYPE_CHECKING:  # imported by name, pytest would try to collect it here
+    from tests.support.pg import TestPostgres
+
+http = support.http
+GRACE = 1.0
+
+
+@pytest.fixture(scope="module")
+def listen_server(pg: TestPostgres,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    tmp = tmp_path_factory.mktemp("listen")
+    config = tmp / "dispatcher.toml"
+    config.write_text('[delivery]\ndefault_retry_policy = "quick"\n'
+                      '[retry_policies.quick]\nkind = "fixed"\ndelays = [0.3, 0.3]\n')
+    yield from support.start_server(
+        pg, tmp, DISPATCHER_CONFIG=str(config), DISPATCHER_SERVER__WORKERS="2",
+        DISPATCHER_SERVER__LISTEN_GRACE_SECONDS=str(GRACE))
+
+
+@pytest.fixture
+async def api(http: aiohttp.ClientSession, listen_server: ApiServer) -> Api:
+    return await support.new_api(http, listen_server)
+
+
+class Listener:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+
+    async def read_until(self, prefix: str, timeout: float = 15.0) -> str:
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                raw = await self.proc.stdout.readline()
+                assert raw, f"listener exited: {self.lines}"
+                line = raw.decode().rstrip("\n")
+                self.lines.append(line)
+                if line.startswith(prefix):
+                    return line
+
+
+@pytest.fixture
+async def start_listener(api: Api) -> AsyncIterator[Any]:
+    started: list[Listener] = []
+
+    async def start(*args: str, key: str | None = None) -> Listener:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
+        env.update({"DISPATCHER_URL": api.server.url, "DISPATCHER_API_KEY": key or api.key,
+                    "DISPATCHER_LOG__LEVEL": "warning"})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "dispatcher", "listen", *args, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        listener = Listener(proc)
+        started.append(listener)
+        return listener
+
+    yield start
+    for listener in started:
+        if listener.proc.returncode is None:
+            listener.proc.kill()
+            await listener.proc.wait()
+
+
+async def listen_endpoints(api: Api) -> list[dict[str, Any]]:
+    reply = await api.get("/v1/endpoints")
+    return [e for e in reply.body["data"] if e["url"].startswith("listen:")]
+
+
+async def wait_until_gone(api: Api, timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while await listen_endpoints(api):
+            await asyncio.sleep(0.1)
+
+
+async def test_listen_forwards_verified_events_and_records_them(
+    api: Api, receiver: Receiver, start_listener: Any
+) -> None:
+    receiver.reply_with(Reply(500))  # the first answer fails: retried on the schedule
+    listener = await start_listener("--forward-to", receiver.url, "--events", "transaction")
+    ready = await listener.read_until("Ready. Signing secret: ")
+    secret = ready.split()[-1]
+    assert secret.startswith("whsec_")
+    (endpoint,) = await listen_endpoints(api)
+    assert endpoint["event_types"] == ["transaction"]
+
+    ids = [(await api.publish("transaction", {"n": n}))["id"] for n in range(4)]
+    await api.publish("block", {"h": 1})  # not subscribed: never forwarded
+    for event_id in ids:
+        await api.wait_for_status(endpoint["id"], event_id, "Success", timeout=15)
+    received = await receiver.wait_for(5)
+    verifier = Webhook(secret)  # an independent verifier of the forwarded requests
+    seen = [verifier.verify(r.body, dict(r.headers))["event_id"] for r in received]
+    assert sorted(set(seen)) == sorted(ids) and len(seen) == 5  # one retried
+    retried = next(e for e in ids if seen.count(e) == 2)
+    logs = (await api.get(f"/v1/endpoints/{endpoint['id']}/events/{retried}/logs")).body
+    assert [a["response"]["status"] for a in logs["data"]] == [500, 200]
+    assert logs["data"][1]["request"]["headers"]["webhook-id"] == retried
+
+    await listener.read_until("<-- 200 POST ")
+    assert any(line == f"--> transaction [{ids[0]}]" for line in listener.lines)
+
+    listener.proc.send_signal(signal.SIGINT)  # Ctrl-C: goodbye, removed at once
+    assert await asyncio.wait_for(listener.proc.wait(), 10) == 0
+    await wait_until_gone(api, timeout=5)
+
+
+async def test_a_killed_listener_leaves_no_endpoint_and_its_deliveries_are_dropped(
+    api: Api, receiver: Receiver, start_listener: Any
+) -> None:
+    listener = await start_listener("--forward-to", receiver.url)
+    await listener.read_until("Ready. Signing secret: ")
+    (endpoint,) = await listen_endpoints(api)
+    listener.proc.kill()
+    await listener.proc.wait()
+    published = await api.publish("transaction", {"n": 1})  # while the endpoint waits
+    assert [d["endpoint_id"] for d in published["deliveries"]] == [endpoint["id"]]
+    await wait_until_gone(api, timeout=GRACE + 10)
+    event = (await api.get(f"/v1/events/{published['id']}")).body
+    assert event["deliveries"] == []  # pending deliveries went with the endpoint
+    await asyncio.sleep(0.5)
+    assert receiver.requests == []
+
+
+async def test_listen_errors(api: Api, start_listener: Any, receiver: Receiver) -> None:
+    bad_type = await start_listener("--forward-to", receiver.url, "--events", "no.such.type")
+    wrong_key = await start_listener("--forward-to", receiver.url, key="dk_wrong")
+    bad_url = await start_listener("--forward-to", "ftp://x")
+    for listener, status in ((bad_type, 2), (wrong_key, 4), (bad_url, 2)):
+        out, err = await asyncio.wait_for(listener.proc.communicate(), 15)
+        assert listener.proc.returncode == status, (out, err)
+        assert err.decode().startswith("error: ") and b"Traceback" not in err
+    assert await listen_endpoints(api) == []
+
+
+def test_listen_help_has_an_example() -> None:
+    from click.testing import CliRunner
+
+    from dispatcher.cli import main
+
+    result = CliRunner().invoke(main, ["listen", "--help"])
+    assert "Example:\n    dispatcher listen --forward-to" in result.output
