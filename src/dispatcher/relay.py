@@ -1,0 +1,151 @@
+"""Delivers a `dispatcher listen` endpoint's events over the listener's websocket:
+claim its due deliveries (the engine's claims skip them), sign and send each down
+the connection, and record the listener's answer as the attempt with the engine's
+outcome rules and writer, so it is retried on the endpoint's normal schedule. The
+websocket itself is set up by dispatcher.api.listen."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from aiohttp import web
+
+from dispatcher.clock import Clock
+from dispatcher.config import DeliveryConfig
+from dispatcher.engine.outcome import decide, failure_for_status
+from dispatcher.model import FailureReason
+from dispatcher.retry import RetryPolicy
+from dispatcher.signing import STANDARD_V1, make_signer
+from dispatcher.store.deliveries import ClaimedDelivery, Outcome, record_outcomes, release
+from dispatcher.store.listeners import claim_listener_due, still_listening
+
+CLAIM_LIMIT = 20
+REFRESH_SECONDS = 5.0  # how often the holder marks its endpoint as still listened to
+ANSWER_MARGIN_SECONDS = 5.0  # beyond the endpoint's timeout, for the listener's round trip
+
+
+@dataclass
+class _Sent:
+    row: ClaimedDelivery
+    started_at: datetime
+    headers: dict[str, str]
+    deadline: datetime
+
+
+class ListenSession:
+    """One listener connection and its temporary endpoint."""
+
+    def __init__(self, pool: asyncpg.Pool, clock: Clock, config: DeliveryConfig,
+                 ws: web.WebSocketResponse, endpoint_id: UUID, owner: UUID, secret: str,
+                 policy: RetryPolicy, timeout: float) -> None:
+        self.pool = pool
+        self.clock = clock
+        self.config = config
+        self.ws = ws
+        self.endpoint_id = endpoint_id
+        self.owner = owner
+        self.signer = make_signer(STANDARD_V1, [secret])
+        self.policy = policy
+        self.timeout = timeout
+        self.sent: dict[int, _Sent] = {}
+        self.taken_over = False
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    async def send_due(self) -> None:
+        """Claim and send what is due; time out answers that never came."""
+        poll = min(self.config.poll_interval_seconds, 0.5)
+        refreshed = self.now()
+        while not self.ws.closed:
+            now = self.now()
+            lease = now + timedelta(seconds=self.timeout + ANSWER_MARGIN_SECONDS * 2)
+            async with self.pool.acquire() as conn:
+                if (now - refreshed).total_seconds() >= REFRESH_SECONDS:
+                    refreshed = now
+                    if not await still_listening(conn, self.endpoint_id, self.owner, now):
+                        self.taken_over = True
+                        await self.ws.close()
+                        return
+                rows = await claim_listener_due(conn, self.endpoint_id, self.owner, now,
+                                                lease, CLAIM_LIMIT)
+            for row in rows:
+                await self._send(row)
+            late = [s for s in self.sent.values() if s.deadline <= now]
+            for s in late:
+                await self.record(s.row.id, None, None, None, self.timeout * 1000,
+                                  FailureReason.TIMEOUT, "the listener did not answer in time")
+            await asyncio.sleep(poll)
+
+    async def _send(self, row: ClaimedDelivery) -> None:
+        started = self.now()
+        headers = {"Content-Type": "application/json",
+                   **self.signer.sign(str(row.event_id), started, row.body)}
+        body = row.body.decode()
+        try:
+            event_type = json.loads(body).get("type")
+        except (ValueError, AttributeError):
+            event_type = None
+        self.sent[row.id] = _Sent(row, started, headers, started + timedelta(
+            seconds=self.timeout + ANSWER_MARGIN_SECONDS))
+        await self.ws.send_json({"type": "delivery", "delivery_id": row.id,
+                                 "event_id": str(row.event_id), "event_type": event_type,
+                                 "attempt": row.attempts + 1, "headers": headers,
+                                 "body": body})
+
+    async def on_result(self, message: dict[str, Any]) -> None:
+        delivery_id = message.get("delivery_id")
+        if not isinstance(delivery_id, int) or delivery_id not in self.sent:
+            return
+        status = message.get("status")
+        status = status if isinstance(status, int) else None
+        reason: FailureReason | None
+        if status is not None:
+            reason = failure_for_status(status, self.config.success_statuses)
+        else:
+            try:
+                reason = FailureReason(str(message.get("failure_reason")))
+            except ValueError:
+                reason = FailureReason.CONNECT_ERROR
+        headers = message.get("headers")
+        body = message.get("body")
+        duration = message.get("duration_ms")
+        await self.record(
+            delivery_id, status, headers if isinstance(headers, dict) else None,
+            body[:self.config.response_body_limit].replace("\x00", "\ufffd")
+            if isinstance(body, str) else None,
+            float(duration) if isinstance(duration, int | float) else 0.0, reason,
+            str(message.get("error"))[:500] if message.get("error") else None)
+
+    async def record(self, delivery_id: int, status: int | None,
+                     headers: dict[str, Any] | None, body: str | None, duration_ms: float,
+                     reason: FailureReason | None, error: str | None) -> None:
+        """The attempt and the delivery's next state, through the engine's own writer."""
+        sent = self.sent.pop(delivery_id)
+        finished = self.now()
+        decision = decide(self.policy, sent.row.retries_left, reason is not None, finished)
+        outcome = Outcome(
+            delivery_id=delivery_id, endpoint_id=self.endpoint_id,
+            attempt_number=sent.row.attempts + 1, status=decision.status,
+            retries_left=decision.retries_left, next_attempt_at=decision.next_attempt_at,
+            started_at=sent.started_at, duration_ms=duration_ms,
+            request_headers=json.dumps(sent.headers), response_status=status,
+            response_headers=None if headers is None else json.dumps(
+                {str(k): str(v) for k, v in headers.items()}),
+            response_body=body, failure_reason=reason.value if reason else None,
+            error_detail=error)
+        async with self.pool.acquire() as conn:
+            await record_outcomes(conn, [outcome], self.owner, finished)
+
+    async def give_back(self) -> None:
+        """Deliveries sent but unanswered go back to the queue unattempted."""
+        if self.sent:
+            async with self.pool.acquire() as conn:
+                await release(conn, list(self.sent), self.owner, self.now())
+            self.sent.clear()
