@@ -434,10 +434,11 @@ def listen(ctx: click.Context, forward_to: str, scheme: str | None, secret: str 
            host: str, port: int | None, from_stdin: bool, timeout: float,
            events: tuple[str, ...]) -> None:
     """Forward events to a local receiver. With an API key (--api-key or
-    DISPATCHER_API_KEY) and neither --port nor --stdin: connected to the daemon, which
-    makes a temporary endpoint of your tenant delivering over that connection (its
-    signing secret is printed; it is removed when you stop). Otherwise, each event
-    is signed for your secret as the engine would sign it: a delivery body (event_id,
+    DISPATCHER_API_KEY) and none of --port, --stdin, --secret, --scheme: connected to
+    the daemon, which makes a temporary endpoint of your tenant delivering over that
+    connection (its signing secret is printed; it is removed when you stop).
+    Otherwise, each event is signed for your secret as the engine would sign it: a
+    delivery body (event_id,
     type, created_timestamp, data; forwarded unchanged) or {"type": ..., "data": ...}
     (a new event; data defaults to the type's sample), POSTed to the local port, or
     given on stdin as JSON lines with --stdin.
@@ -448,15 +449,10 @@ def listen(ctx: click.Context, forward_to: str, scheme: str | None, secret: str 
       dispatcher listen --forward-to http://localhost:3000/hook --port 8082
     """
     api_key = ctx.meta.get("dispatcher.api_key")
-    if api_key and port is None and not from_stdin:
+    if api_key and port is None and not from_stdin and secret is None and scheme is None:
         from dispatcher.commands.listen import listen_through_daemon
-        from dispatcher.errors import ValidationError
         from dispatcher.sandbox.forward import check_url
 
-        if scheme or secret:
-            raise ValidationError("--scheme and --secret are for --port and --stdin; from "
-                                  "the daemon, the endpoint's own secret is printed",
-                                  field="secret")
         types = [t.strip() for given in events for t in given.split(",") if t.strip()]
         listen_through_daemon(ctx.meta["dispatcher.daemon_url"], api_key,
                               ctx.meta.get("dispatcher.act_for_tenant"), check_url(forward_to),

@@ -359,6 +359,12 @@ class Client:
         raw = await self.request("POST", f"/v1/endpoints/{endpoint_id}/resume")
         return _from_json(Endpoint, raw)
 
+    async def get_endpoint_health(self, endpoint_id: str) -> dict[str, Any]:
+        """Failures in the window and since the last resume, thresholds, held count."""
+        raw: dict[str, Any] = await self.request(
+            "GET", f"/v1/endpoints/{endpoint_id}/health", repeatable=True)
+        return raw
+
     async def rotate_secret(self, endpoint_id: str) -> EndpointSecret:
         raw = await self.request("POST", f"/v1/endpoints/{endpoint_id}/rotate-secret")
         return _from_json(EndpointSecret, raw)
@@ -492,6 +498,10 @@ class SyncClient:
 
     def resume_endpoint(self, endpoint_id: str) -> Endpoint:
         result: Endpoint = self._run(self._client.resume_endpoint(endpoint_id))
+        return result
+
+    def get_endpoint_health(self, endpoint_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._run(self._client.get_endpoint_health(endpoint_id))
         return result
 
     def rotate_secret(self, endpoint_id: str) -> EndpointSecret:

@@ -86,8 +86,10 @@ async def test_endpoint_commands(cli: Cli, api: Api, receiver: Receiver) -> None
     for line in lines[1:]:  # aligned: every value starts under its header
         assert line[starts[1]:].startswith("active") and line[starts[2]:].startswith("http")
 
-    assert ok_json(await cli("endpoints", "show", ep, "--json"))["description"] == "chain"
-    assert "chain" in ok(await cli("endpoints", "show", ep))
+    shown = ok_json(await cli("endpoints", "show", ep, "--json"))
+    assert shown["description"] == "chain" and shown["health"]["held"] == 0
+    human = ok(await cli("endpoints", "show", ep))
+    assert "chain" in human and "failures in window  0/100" in human
     updated = ok_json(await cli("endpoints", "update", ep, "--max-in-flight", "7",
                                 "--event-type", "transaction", "--json"))
     assert updated["max_in_flight"] == 7 and updated["event_types"] == ["transaction"]

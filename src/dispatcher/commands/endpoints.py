@@ -7,7 +7,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from dispatcher.client import Endpoint, EndpointSecret
+from dispatcher.client import Client, Endpoint, EndpointSecret
 from dispatcher.commands.common import (
     CURSOR,
     LIMIT,
@@ -144,17 +144,27 @@ def endpoints_list(state: str | None, limit: int | None, cursor: str | None,
 @connection_options
 @api_errors
 def endpoints_show(endpoint_id: str, as_json: bool) -> None:
-    """Show an endpoint.
+    """Show an endpoint with its health: failures against the pause thresholds and
+    held deliveries (--json: the endpoint with a "health" object).
 
     \b
     Example:
       dispatcher endpoints show 0b9e4c0e-...
     """
-    ep = call(lambda api: api.get_endpoint(endpoint_id))
+
+    async def both(api: Client) -> tuple[Endpoint, dict[str, Any]]:
+        return await api.get_endpoint(endpoint_id), await api.get_endpoint_health(endpoint_id)
+
+    ep, health = call(both)
     if as_json:
-        echo_json(ep.raw)
-    else:
-        _show(ep)
+        echo_json({**ep.raw, "health": health})
+        return
+    _show(ep)
+    fields([("failures in window", f"{health['failures_in_window']}/"
+                                   f"{health['window_threshold']} "
+                                   f"(last {health['window_seconds']} s)"),
+            ("since resume", f"{health['failures_since_resume']}/{health['total_threshold']}"),
+            ("held deliveries", health["held"])])
 
 
 @endpoints_group.command("update")

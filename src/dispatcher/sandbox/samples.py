@@ -77,7 +77,7 @@ def event_data(catalogue: Mapping[str, EventType], type_: str, data: Any = None,
     if found is None:
         raise ValidationError(
             f"unknown event type {type_!r}: not in the catalogue (see `dispatcher "
-            "event-types`); pass --data to send a type of your own", field="type")
+            "event-types list`); pass --data to send a type of your own", field="type")
     return found.sample
 
 
