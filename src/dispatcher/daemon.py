@@ -44,6 +44,7 @@ from dispatcher.engine.http import create_client_session
 from dispatcher.engine.worker import DeliveryWorker
 from dispatcher.logs import protocol_error_logger
 from dispatcher.maintenance import MAINTENANCE, Maintenance
+from dispatcher.relay import abandoned_listeners_job
 from dispatcher.secretbox import load_secret_box
 from dispatcher.store.database import database_url
 from dispatcher.store.deliveries import release_owner
@@ -137,6 +138,9 @@ async def _publish_backlog(worker: DeliveryWorker) -> None:
 
 async def _maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
     maintenance = Maintenance(app[POOL], app[CONFIG], app[CLOCK])
+    maintenance.add_job("remove_abandoned_listeners",
+                        app[CONFIG].health.maintenance_interval_seconds,
+                        abandoned_listeners_job(app[CONFIG].server.listen_grace_seconds))
     app[COMPONENTS][MAINTENANCE] = maintenance
     maintenance.start()
     yield

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import asyncpg
+import structlog
 from aiohttp import web
 
 from dispatcher.clock import Clock
@@ -23,10 +25,29 @@ from dispatcher.model import FailureReason
 from dispatcher.retry import RetryPolicy
 from dispatcher.signing import STANDARD_V1, make_signer
 from dispatcher.store.deliveries import ClaimedDelivery, Outcome, record_outcomes, release
-from dispatcher.store.listeners import claim_listener_due, still_listening
+from dispatcher.store.listeners import claim_listener_due, remove_abandoned, still_listening
+from dispatcher.store.pool import Conn
+
+log = structlog.get_logger(__name__)
 
 CLAIM_LIMIT = 20
 REFRESH_SECONDS = 5.0  # how often the holder marks its endpoint as still listened to
+
+
+def abandoned_before(now: datetime, grace_seconds: float) -> datetime:
+    """A temporary endpoint not refreshed since then has lost its holder (its process
+    died with the connection): it is removed like a dropped one."""
+    return now - timedelta(seconds=grace_seconds + REFRESH_SECONDS * 2)
+
+
+def abandoned_listeners_job(grace_seconds: float) -> Callable[[Conn, datetime],
+                                                              Awaitable[int]]:
+    """The maintenance job removing abandoned temporary endpoints."""
+
+    async def job(conn: Conn, now: datetime) -> int:
+        return await remove_abandoned(conn, abandoned_before(now, grace_seconds))
+
+    return job
 ANSWER_MARGIN_SECONDS = 5.0  # beyond the endpoint's timeout, for the listener's round trip
 
 
@@ -60,7 +81,16 @@ class ListenSession:
         return self.clock.now()
 
     async def send_due(self) -> None:
-        """Claim and send what is due; time out answers that never came."""
+        """Claim and send what is due; time out answers that never came. If that
+        fails (the database went away), the connection is closed: the listener says
+        so and the endpoint goes as for a dropped connection."""
+        try:
+            await self._send_due()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError) as exc:
+            log.warning("listen.relay_failed", endpoint_id=str(self.endpoint_id), error=str(exc))
+            await self.ws.close()
+
+    async def _send_due(self) -> None:
         poll = min(self.config.poll_interval_seconds, 0.5)
         refreshed = self.now()
         while not self.ws.closed:

@@ -10,15 +10,23 @@ import asyncio
 import os
 import signal
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import asyncpg
 import pytest
 from standardwebhooks import Webhook
 
+from dispatcher.config import Config
+from dispatcher.relay import abandoned_listeners_job
+from dispatcher.secretbox import load_secret_box
+from dispatcher.store.listeners import mark_listener
 from tests.integration import test_api_support as support
 from tests.integration.test_api_support import Api, ApiServer
+from tests.support.factories import make_endpoint, make_tenant
 from tests.support.receiver import Receiver, Reply
 
 if TYPE_CHECKING:  # imported by name, pytest would try to collect it here
@@ -162,3 +170,23 @@ def test_listen_help_has_an_example() -> None:
 
     result = CliRunner().invoke(main, ["listen", "--help"])
     assert "Example:\n    dispatcher listen --forward-to" in result.output
+
+
+async def test_maintenance_removes_a_listener_endpoint_whose_holder_died(
+    pool: asyncpg.Pool, config: Config
+) -> None:
+    """The daemon process holding a listener died: nobody refreshes its endpoint, so
+    the maintenance job removes it once the grace period and two refreshes passed."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    tenant = await make_tenant(pool)
+    box = load_secret_box(config)
+    dead, _ = await make_endpoint(pool, box, tenant, "listen:http://127.0.0.1:1/a")
+    alive, _ = await make_endpoint(pool, box, tenant, "listen:http://127.0.0.1:1/b")
+    kept, _ = await make_endpoint(pool, box, tenant, "https://example.com/hook")
+    await mark_listener(pool, dead, uuid.uuid4(), now - timedelta(seconds=GRACE + 10.5))
+    await mark_listener(pool, alive, uuid.uuid4(), now - timedelta(seconds=GRACE + 9.5))
+    job = abandoned_listeners_job(GRACE)
+    async with pool.acquire() as conn:
+        assert await job(conn, now) == 1
+    left = {r["id"] for r in await pool.fetch("SELECT id FROM endpoints")}
+    assert left == {alive, kept}

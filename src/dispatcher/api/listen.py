@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import uuid
-from datetime import timedelta
 from uuid import UUID
 
 import structlog
@@ -30,7 +29,7 @@ from dispatcher.api.request import query_list, query_str
 from dispatcher.api.spec import Param, Route
 from dispatcher.catalogue import valid_name
 from dispatcher.errors import BadRequest, ValidationError
-from dispatcher.relay import REFRESH_SECONDS, ListenSession
+from dispatcher.relay import ListenSession, abandoned_before
 from dispatcher.signing import STANDARD_V1, generate_secret
 from dispatcher.store import endpoints as endpoint_store
 from dispatcher.store.event_types import known_tenant_types
@@ -73,7 +72,7 @@ async def listen(request: web.Request) -> web.StreamResponse:
     policy_name = config.delivery.default_retry_policy
     timeout = min(max(config.delivery.timeout_seconds, 1.0), 30.0)
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        await remove_abandoned(conn, now - timedelta(seconds=grace + REFRESH_SECONDS * 2))
+        await remove_abandoned(conn, abandoned_before(now, grace))
         await endpoint_store.create_endpoint(conn, tenant_id, endpoint_id, {
             "url": f"listen:{forward_to}", "description": "dispatcher listen (temporary)",
             "event_types": types, "signing_scheme": STANDARD_V1, "retry_policy": policy_name,
