@@ -7,6 +7,7 @@ leaves no endpoint behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -190,3 +191,75 @@ async def test_maintenance_removes_a_listener_endpoint_whose_holder_died(
         assert await job(conn, now) == 1
     left = {r["id"] for r in await pool.fetch("SELECT id FROM endpoints")}
     assert left == {alive, kept}
+
+
+class CuttableProxy:
+    """A TCP proxy to the daemon whose open connections can be cut, as a network
+    failure would; new connections still go through."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self.writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        for w in self.writers:
+            w.transport.abort()
+        self.writers.clear()
+
+    async def stop(self) -> None:
+        self.cut()
+        assert self.server is not None
+        self.server.close()
+
+
+async def test_a_dropped_connection_is_resumed_within_the_grace_period(
+    api: Api, receiver: Receiver, listen_server: ApiServer
+) -> None:
+    proxy = CuttableProxy(listen_server.daemon.port)
+    await proxy.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
+    env.update({"DISPATCHER_URL": f"http://127.0.0.1:{proxy.port}",
+                "DISPATCHER_API_KEY": api.key, "DISPATCHER_LOG__LEVEL": "warning"})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dispatcher", "listen", "--forward-to", receiver.url, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    listener = Listener(proc)
+    try:
+        secret = (await listener.read_until("Ready. Signing secret: ")).split()[-1]
+        (endpoint,) = await listen_endpoints(api)
+        proxy.cut()
+        await listener.read_until("connection lost; reconnecting")
+        await listener.read_until("Reconnected.")
+        await asyncio.sleep(GRACE + 1)  # past the grace period: the endpoint stayed
+        assert [e["id"] for e in await listen_endpoints(api)] == [endpoint["id"]]
+        published = await api.publish("transaction", {"n": 1})
+        await api.wait_for_status(endpoint["id"], published["id"], "Success", timeout=15)
+        (req,) = await receiver.wait_for(1)
+        Webhook(secret).verify(req.body, dict(req.headers))  # the same secret as before
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+        await wait_until_gone(api, timeout=5)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await proxy.stop()

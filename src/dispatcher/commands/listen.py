@@ -2,7 +2,8 @@
 `/v1/listen` (no public URL, no inbound port) makes a temporary endpoint of the
 tenant; each delivery that arrives over it is POSTed to URL with its exact body and
 signature headers, and the receiver's answer goes back to be recorded as the
-attempt. Ctrl-C says goodbye, and the daemon removes the endpoint."""
+attempt. Ctrl-C says goodbye, and the daemon removes the endpoint; a dropped
+connection is resumed (same endpoint and secret) within the daemon's grace period."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import click
 
 from dispatcher.client import TENANT_HEADER, UNREACHABLE, ApiError
 from dispatcher.sandbox.forward import post, sandbox_session
+
+RECONNECT_PAUSE_SECONDS = 0.5
 
 
 def _http_error(exc: aiohttp.WSServerHandshakeError) -> ApiError:
@@ -41,40 +44,78 @@ class DaemonListener:
         self.timeout = timeout
         self.echo = echo
         self.failures = 0
+        self.endpoint_id: str | None = None
+        self.grace_seconds = 0.0
         self._forwards: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
-        params = {"forward_to": self.forward_to}
-        if self.events:
-            params["events"] = ",".join(self.events)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with aiohttp.ClientSession() as http, sandbox_session() as forward:
-            try:
-                ws = await http.ws_connect(self.url, params=params, headers=self.headers,
-                                           heartbeat=10.0)
-            except aiohttp.WSServerHandshakeError as exc:
-                raise _http_error(exc) from exc
-            except (aiohttp.ClientConnectionError, OSError) as exc:
-                raise ApiError(0, UNREACHABLE, f"cannot reach {self.url}: {exc}") from exc
-            async with ws:
-                reader = asyncio.create_task(self._read(ws, forward))
-                stopper = asyncio.create_task(stop.wait())
-                await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                stopper.cancel()
-                if not reader.done():
-                    with contextlib.suppress(ConnectionError, RuntimeError):
-                        await ws.send_json({"type": "bye"})
-                    reader.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await reader
+            ws: aiohttp.ClientWebSocketResponse | None = await self._connect(http)
+            while ws is not None:
+                if await self._serve(ws, forward, stop):
                     self.echo("stopped; the temporary endpoint is removed")
-                else:
-                    reader.result()
-                    self.echo("the daemon closed the connection")
-                    raise ApiError(0, UNREACHABLE, "the connection to the daemon was lost")
+                    return
+                ws = await self._reconnect(http, stop)
+
+    async def _connect(self, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
+        params = {"forward_to": self.forward_to}
+        if self.endpoint_id is not None:
+            params = {"endpoint_id": self.endpoint_id}
+        elif self.events:
+            params["events"] = ",".join(self.events)
+        try:
+            return await http.ws_connect(self.url, params=params, headers=self.headers,
+                                         heartbeat=10.0)
+        except aiohttp.WSServerHandshakeError as exc:
+            raise _http_error(exc) from exc
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            raise ApiError(0, UNREACHABLE, f"cannot reach {self.url}: {exc}") from exc
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse,
+                     forward: aiohttp.ClientSession, stop: asyncio.Event) -> bool:
+        """Forward what arrives until Ctrl-C (True: said goodbye) or the connection
+        drops (False)."""
+        async with ws:
+            reader = asyncio.create_task(self._read(ws, forward))
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if reader.done():
+                reader.result()
+                return False
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_json({"type": "bye"})
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            return True
+
+    async def _reconnect(self, http: aiohttp.ClientSession,
+                         stop: asyncio.Event) -> aiohttp.ClientWebSocketResponse | None:
+        """Within the daemon's grace period, take the same endpoint back; None when
+        stopped meanwhile."""
+        if self.endpoint_id is None:
+            raise ApiError(0, UNREACHABLE, "the daemon closed the connection")
+        self.echo("connection lost; reconnecting")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.grace_seconds
+        while True:
+            try:
+                return await self._connect(http)
+            except ApiError as exc:
+                if exc.status not in (0, 502, 503, 504) or loop.time() >= deadline:
+                    raise ApiError(0, UNREACHABLE, "the connection to the daemon was lost "
+                                   f"and could not be resumed: {exc.message}") from exc
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RECONNECT_PAUSE_SECONDS):
+                    await stop.wait()
+            if stop.is_set():
+                self.echo("stopped; the daemon removes the endpoint after its grace period")
+                return None
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse,
                     forward: aiohttp.ClientSession) -> None:
@@ -83,7 +124,11 @@ class DaemonListener:
                 continue
             message = json.loads(msg.data)
             kind = message.get("type")
-            if kind == "ready":
+            if kind == "ready" and message.get("resumed"):
+                self.echo("Reconnected.")
+            elif kind == "ready":
+                self.endpoint_id = message["endpoint_id"]
+                self.grace_seconds = float(message.get("grace_seconds") or 0)
                 self.echo(f"Ready. Signing secret: {message['secret']}")
                 self.echo(f"(temporary endpoint {message['endpoint_id']}, forwarding to "
                           f"{self.forward_to}; Ctrl-C to stop)")
