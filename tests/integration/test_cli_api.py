@@ -129,19 +129,23 @@ async def test_event_commands(cli: Cli, api: Api, receiver: Receiver) -> None:
                          "--idempotency-key", "k1"))
     assert human.split()[1] == "transaction" and ep in human
 
-    assert [e["id"] for e in ok_json(await cli("events", "list", "--json"))["data"]][1] == event
-    assert event in ok(await cli("events", "list", "--type", "transaction"))
-    failed_only = ok_json(await cli("events", "list", "--endpoint", ep, "--status", "failed",
-                                    "--json"))
-    assert [d["event_id"] for d in failed_only["data"]] == [event]
-    shown = ok_json(await cli("events", "show", event, "--json"))
-    assert shown["deliveries"][0]["status"] == "Failed"
-    assert "Failed" in ok(await cli("events", "show", event))
-    assert ok_json(await cli("events", "show", event, "--endpoint", ep, "--json"))[
-        "failure_reason"]
-    logs = ok_json(await cli("events", "logs", event, "--endpoint", ep, "--json"))
-    assert [a["response"]["status"] for a in logs["data"]] == [500]
-    assert "500" in ok(await cli("events", "logs", event, "--endpoint", ep))
+    # Reads change nothing: run them side by side.
+    (listed, by_type, failed_only, shown, shown_human, at_endpoint, logs,
+     logs_human) = await asyncio.gather(
+        cli("events", "list", "--json"), cli("events", "list", "--type", "transaction"),
+        cli("events", "list", "--endpoint", ep, "--status", "failed", "--json"),
+        cli("events", "show", event, "--json"), cli("events", "show", event),
+        cli("events", "show", event, "--endpoint", ep, "--json"),
+        cli("events", "logs", event, "--endpoint", ep, "--json"),
+        cli("events", "logs", event, "--endpoint", ep))
+    assert [e["id"] for e in ok_json(listed)["data"]][1] == event
+    assert event in ok(by_type)
+    assert [d["event_id"] for d in ok_json(failed_only)["data"]] == [event]
+    assert ok_json(shown)["deliveries"][0]["status"] == "Failed"
+    assert "Failed" in ok(shown_human)
+    assert ok_json(at_endpoint)["failure_reason"]
+    assert [a["response"]["status"] for a in ok_json(logs)["data"]] == [500]
+    assert "500" in ok(logs_human)
 
     assert ok_json(await cli("events", "retry", event, "--endpoint", ep, "--json"))["retried"]
     await api.wait_for_status(ep, event, "Success")
