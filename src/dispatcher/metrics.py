@@ -9,12 +9,15 @@ multiprocess mode). With one process the registry below is read directly."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from dispatcher.model import DeliveryStatus, EndpointState
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from dispatcher.store.lookup import Gauges
@@ -88,18 +91,35 @@ def _all_workers() -> CollectorRegistry | None:
     return registry
 
 
+def _read_all(read: Callable[[CollectorRegistry], T]) -> T | None:
+    """`read` over every worker's totals (None in a single process). The supervisor
+    deletes a dead worker's files while another worker may be reading them; a file
+    that vanishes mid-read means: read again."""
+    for attempt in range(3):
+        registry = _all_workers()
+        if registry is None:
+            return None
+        try:
+            return read(registry)
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+    return None  # not reached
+
+
 def render() -> bytes:
     """The text exposition: this process's registry, or every worker's totals."""
-    return generate_latest(_all_workers() or REGISTRY)
+    shared = _read_all(generate_latest)
+    return shared if shared is not None else generate_latest(REGISTRY)
 
 
 def shared_outcome_backlog() -> tuple[int, float] | None:
     """Unwritten outcomes summed over this `serve`'s workers and the longest time one
     of them has been stuck, from the gauges each worker publishes every second; None
     in a single process (ask the worker itself)."""
-    registry = _all_workers()
-    if registry is None:
+    values = _read_all(lambda registry: {s.name: s.value for m in registry.collect()
+                                         for s in m.samples})
+    if values is None:
         return None
-    values = {s.name: s.value for m in registry.collect() for s in m.samples}
     return (int(values.get("dispatcher_outcomes_unwritten", 0)),
             float(values.get("dispatcher_outcomes_unwritten_age_seconds", 0.0)))
