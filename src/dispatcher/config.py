@@ -68,6 +68,8 @@ class DeliveryConfig:
     default_max_in_flight: int = 10
     default_retry_policy: str = "standard"
     retry_after_cap_seconds: int = 3600
+    rate_limit_backoff_seconds: float = 1.0
+    adaptive_concurrency: bool = True
     success_statuses: list[int] = field(default_factory=list)
     response_body_limit: int = 4096
     enabled: bool = True
@@ -175,6 +177,8 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("delivery", "lease_seconds"): (lambda v: v >= 5, "must be >= 5"),
     ("delivery", "writer_stall_seconds"): (lambda v: v > 0, "must be > 0"),
     ("delivery", "default_max_in_flight"): (lambda v: v >= 1, "must be >= 1"),
+    ("delivery", "rate_limit_backoff_seconds"): (lambda v: 0 < v <= 3600,
+                                                 "must be between 0 and 3600"),
     ("delivery", "success_statuses"): (
         lambda v: all(200 <= s <= 299 for s in v),
         "must list 2xx statuses only",

@@ -27,7 +27,7 @@ from dispatcher import metrics
 from dispatcher.clock import Clock
 from dispatcher.config import Config
 from dispatcher.model import DeliveryStatus, FailureReason
-from dispatcher.store import health, holds
+from dispatcher.store import deliveries, health, holds
 from dispatcher.store.lookup import read_gauges
 from dispatcher.store.pool import Conn
 
@@ -73,6 +73,7 @@ class Maintenance:
             "redrive": (REDRIVE_SECONDS, self._redrive),
             "retention": (interval * RETENTION_EVERY, self._retention),
             "gauges": (interval, self._gauges),
+            "ordering_keys": (interval, self._promote_orphaned_heads),
         }
 
     # -- running ---------------------------------------------------------------------
@@ -175,6 +176,14 @@ class Maintenance:
             log.warning("deliveries.hold_expired", endpoint_id=str(endpoint_id), count=count,
                         hold_limit_seconds=self._health.hold_limit_seconds)
         return expired
+
+    async def _promote_orphaned_heads(self, conn: Conn, now: datetime) -> int:
+        """Keys whose head finished outside the delivery path (the hold limit failed
+        it, a manual change): their next delivery may go."""
+        count = await deliveries.promote_orphaned_heads(conn, now)
+        if count:
+            log.info("deliveries.ordering_keys_released", count=count)
+        return count
 
     async def _redrive(self, conn: Conn, now: datetime) -> int:
         total = 0

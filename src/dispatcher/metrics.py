@@ -65,6 +65,16 @@ OUTCOMES_UNWRITTEN_AGE = Gauge(
     "Longest time a process has had outcomes waiting that it could not write",
     registry=REGISTRY, multiprocess_mode="livemax",
 )
+CONCURRENCY_DECREASES = Counter(
+    "dispatcher_endpoint_concurrency_decreases",
+    "Times an endpoint's adaptive in-flight limit was halved (429/503, timeouts, "
+    "connection errors)", registry=REGISTRY,
+)
+ENDPOINTS_THROTTLED = Gauge(
+    "dispatcher_endpoints_throttled",
+    "Endpoints in a rate-limit backoff or below their max_in_flight, by kind",
+    ["kind"], registry=REGISTRY, multiprocess_mode="mostrecent",
+)
 ENDPOINT_PAUSES = Counter(
     "dispatcher_endpoint_pauses", "Endpoints paused by failure thresholds", registry=REGISTRY,
 )

@@ -51,6 +51,9 @@ class FailureReason(StrEnum):
     BLOCKED_ADDRESS = "blocked_address"
     ENDPOINT_PAUSED = "endpoint_paused"
     ENDPOINT_GONE = "endpoint_gone"
+    # 429, or 503 with Retry-After: the receiver asked to slow down. Spends no retry
+    # and counts toward no pause threshold.
+    RATE_LIMITED = "rate_limited"
 
 
 SIGNING_SCHEMES = ("standard-v1", "standard-v1a", "cobalt", "cobo")

@@ -23,6 +23,8 @@ FIELDS = {"id", "url", "description", "event_types", "signing_scheme", "retry_po
           "timeout_seconds", "max_in_flight", "metadata", "pause_window_threshold",
           "pause_total_threshold", "state", "state_reason",
           "state_changed_timestamp", "created_timestamp", "updated_timestamp"}
+# Backpressure, read-only.
+FIELDS |= {"effective_max_in_flight", "rate_limited_until_timestamp"}
 
 
 async def test_create_answers_the_endpoint_with_its_secret_once(api: Api) -> None:

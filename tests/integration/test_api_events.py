@@ -16,7 +16,8 @@ api_server, http, api, other = support.api_server, support.http, support.api, su
 
 STATUS_FIELDS = {"event_id", "endpoint_id", "url", "created_timestamp", "type", "data",
                  "status", "next_retry_timestamp", "retries_left", "attempts",
-                 "last_attempt_timestamp", "failure_reason", "held"}
+                 "last_attempt_timestamp", "failure_reason", "held", "ordering_key",
+                 "blocked_by"}
 TX = {"chainIndex": "1", "txHash": "0xabc", "value": "1.5", "note": "héllo"}
 
 

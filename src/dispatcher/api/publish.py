@@ -23,6 +23,7 @@ from dispatcher.store.pool import Conn
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY = 255
+MAX_ORDERING_KEY = 200
 
 
 def _idempotency_key(value: Any, field: str) -> str | None:
@@ -35,7 +36,7 @@ def _idempotency_key(value: Any, field: str) -> str | None:
 
 
 def _new_event(f: Fields, idempotency_key: str | None) -> NewEvent:
-    f.reject_unknown(("type", "data", "idempotency_key"))
+    f.reject_unknown(("type", "data", "idempotency_key", "ordering_key"))
     type_ = f.string("type", max_len=100, min_len=1)
     if not valid_name(type_):
         f.fail("type", f"is not a known event type: {type_!r}")
@@ -43,7 +44,10 @@ def _new_event(f: Fields, idempotency_key: str | None) -> NewEvent:
         f.fail("data", "is required")
     if f.has("idempotency_key"):
         idempotency_key = _idempotency_key(f.data["idempotency_key"], f.name("idempotency_key"))
-    return NewEvent(type_, f.data["data"], idempotency_key)
+    ordering_key = None
+    if f.data.get("ordering_key") is not None:
+        ordering_key = f.string("ordering_key", max_len=MAX_ORDERING_KEY, min_len=1)
+    return NewEvent(type_, f.data["data"], idempotency_key, ordering_key)
 
 
 async def _check_types(
@@ -117,5 +121,5 @@ ROUTES = [
     Route("POST", "/v1/events/batch", publish_batch, "publishEvents", "Publish events in a batch",
           TAG, ok=202, response="PublishedEventList", body="NewEventBatch",
           description="Up to 500 events (config `server.max_batch_events`) in one transaction; "
-                      "each may carry its own `idempotency_key`."),
+                      "each may carry its own `idempotency_key` and `ordering_key`."),
 ]

@@ -82,6 +82,14 @@ ENDPOINT = obj({
     "state_changed_timestamp": NULLABLE_MS,
     "created_timestamp": MS,
     "updated_timestamp": MS,
+    "effective_max_in_flight": {"type": "integer", "minimum": 1,
+                                "description": "The adaptive in-flight limit now: halved on "
+                                               "429/503, timeouts and connection errors, "
+                                               "grown back by one per run of successes up "
+                                               "to max_in_flight."},
+    "rate_limited_until_timestamp": {**NULLABLE_MS, "description": "No request starts "
+                                     "before this (a 429, or 503 with Retry-After); null "
+                                     "when not backing off."},
 })
 
 DELIVERY_STATE: dict[str, Schema] = {
@@ -94,12 +102,19 @@ DELIVERY_STATE: dict[str, Schema] = {
     "failure_reason": NULLABLE_STRING,
     "held": {"type": "boolean", "description": "Held because the endpoint is paused "
              "or disabled."},
+    "ordering_key": {**NULLABLE_STRING, "description": "The event's ordering key, if any."},
+    "blocked_by": {**NULLABLE_STRING, "format": "uuid",
+                   "description": "While an earlier event with the same ordering key is "
+                                  "unfinished at this endpoint: that event's id."},
 }
 
 NEW_EVENT = obj({
     "type": {**EVENT_TYPE_NAME, "maxLength": 100},
     "data": ANY,
     "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 255},
+    "ordering_key": {"type": ["string", "null"], "minLength": 1, "maxLength": 200,
+                     "description": "Events with the same key reach each endpoint one at a "
+                                    "time, in publish order."},
 }, required=["type", "data"], closed=True)
 
 PUBLISHED_EVENT = obj({

@@ -36,6 +36,9 @@ def endpoint_json(ep: Endpoint) -> dict[str, Any]:
         "state_changed_timestamp": ms(ep.state_changed_at),
         "created_timestamp": to_ms(ep.created_at),
         "updated_timestamp": to_ms(ep.updated_at),
+        "effective_max_in_flight": min(ep.effective_max_in_flight or ep.max_in_flight,
+                                       ep.max_in_flight),
+        "rate_limited_until_timestamp": ms(ep.rate_limited_until),
     }
 
 
@@ -75,6 +78,8 @@ def _delivery_state(d: DeliveryView) -> dict[str, Any]:
         "last_attempt_timestamp": ms(d.last_attempt_at),
         "failure_reason": d.failure_reason,
         "held": d.held_since is not None,
+        "ordering_key": d.ordering_key,
+        "blocked_by": None if d.blocked_by is None else str(d.blocked_by),
     }
 
 

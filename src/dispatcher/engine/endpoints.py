@@ -38,12 +38,20 @@ class EndpointTarget:
     # A temporary endpoint of `dispatcher listen`: sent by the process holding the
     # listener's connection, never by the engine.
     listener: bool = False
+    # Shared backpressure (store/backpressure.py): no request starts before
+    # rate_limited_until; at most effective_max_in_flight requests at once.
+    rate_limited_until: datetime | None = None
+    effective_max_in_flight: int = 0
+    concurrency_changed_at: datetime | None = None
 
 
 _LOAD = """
 SELECT ep.id, ep.tenant_id, ep.version, ep.url, ep.state, ep.max_in_flight, ep.retry_policy,
        ep.timeout_seconds, ep.signing_scheme, ep.secret_enc, ep.previous_secret_enc,
-       ep.previous_secret_expires_at, ep.listener_owner IS NOT NULL AS listener
+       ep.previous_secret_expires_at, ep.listener_owner IS NOT NULL AS listener,
+       ep.rate_limited_until, ep.concurrency_changed_at,
+       least(coalesce(ep.effective_max_in_flight, ep.max_in_flight), ep.max_in_flight)
+           AS effective_max_in_flight
 FROM endpoints ep WHERE ep.id = ANY($1::uuid[])
 """
 
@@ -124,6 +132,9 @@ class EndpointCache:
                 signer=signer or _UNSIGNED,
                 stale_after=expires if expires is not None and expires > now else None,
                 listener=r["listener"],
+                rate_limited_until=r["rate_limited_until"],
+                effective_max_in_flight=r["effective_max_in_flight"],
+                concurrency_changed_at=r["concurrency_changed_at"],
             )
 
     async def _signer(self, conn: Conn, row: asyncpg.Record, now: datetime) -> Signer:

@@ -22,7 +22,7 @@ import structlog
 from dispatcher import metrics
 from dispatcher.clock import to_ms
 from dispatcher.config import Config, HealthConfig
-from dispatcher.model import EndpointState
+from dispatcher.model import EndpointState, FailureReason
 from dispatcher.retry import load_policies
 from dispatcher.store import health as store
 from dispatcher.store.deliveries import Outcome
@@ -48,10 +48,11 @@ class Thresholds:
 
 
 def count_failures(outcomes: Iterable[Outcome]) -> Counter[tuple[UUID, datetime]]:
-    """Failed attempts by (endpoint, hour bucket of the attempt's start)."""
+    """Failed attempts by (endpoint, hour bucket of the attempt's start). A "slow
+    down" answer (rate_limited) is a busy receiver, not a broken one: not counted."""
     found: Counter[tuple[UUID, datetime]] = Counter()
     for o in outcomes:
-        if o.failure_reason is not None:
+        if o.failure_reason is not None and o.failure_reason != FailureReason.RATE_LIMITED:
             found[(o.endpoint_id, store.bucket_start(o.started_at))] += 1
     return found
 

@@ -13,6 +13,20 @@ from dispatcher.retry import RetryPolicy
 # Statuses whose Retry-After we honour ("slow down" in the Standard Webhooks spec).
 RETRY_AFTER_STATUSES = frozenset({429, 502, 503, 504})
 GONE = 410
+TOO_MANY_REQUESTS = 429
+UNAVAILABLE = 503
+# Attempts that tell of a receiver at its limit: the adaptive in-flight limit halves.
+CONGESTION_FAILURES = frozenset({FailureReason.TIMEOUT, FailureReason.CONNECT_ERROR})
+
+
+def is_rate_limited(status: int | None, retry_after: str | None) -> bool:
+    """A "slow down" answer: 429, or 503 with a Retry-After. It pauses the whole
+    endpoint for a while instead of failing the delivery."""
+    return status == TOO_MANY_REQUESTS or (status == UNAVAILABLE and bool(retry_after))
+
+
+def is_congestion(status: int | None, failure: FailureReason | None) -> bool:
+    return status in (TOO_MANY_REQUESTS, UNAVAILABLE) or failure in CONGESTION_FAILURES
 
 
 def is_success(status: int, success_statuses: Collection[int]) -> bool:
@@ -58,3 +72,17 @@ def decide(
     return Decision(
         DeliveryStatus.RETRYING, retries_left - 1, finished_at + timedelta(seconds=delay)
     )
+
+
+def decide_rate_limited(
+    retries_left: int,
+    created_at: datetime | None,
+    finished_at: datetime,
+    until: datetime,
+    hold_limit_seconds: float,
+) -> Decision:
+    """A rate-limited attempt: due again when the endpoint's backoff ends, retries
+    untouched, until the delivery is older than the hold limit (then Failed)."""
+    if created_at is not None and (finished_at - created_at).total_seconds() >= hold_limit_seconds:
+        return Decision(DeliveryStatus.FAILED, retries_left, finished_at)
+    return Decision(DeliveryStatus.RETRYING, retries_left, until)

@@ -14,6 +14,13 @@ beyond that are given back at once, due a moment later (no attempt is spent), an
 the next claims skip that endpoint while it is saturated. So a dead endpoint holds
 a few slots and a short local queue, and never the process's global concurrency or
 its claims.
+
+Backpressure: a "slow down" answer (429, or 503 with Retry-After) stops every
+request to the endpoint until its backoff ends, here at once and in every other
+process through the endpoint row (store/backpressure.py); rows claimed meanwhile
+go back unsent, due when it ends. The endpoint's in-flight limit adapts (AIMD): it
+halves on congestion and grows back by one per run of successes as long as it is
+below max_in_flight.
 """
 
 from __future__ import annotations
@@ -37,12 +44,20 @@ from dispatcher import metrics
 from dispatcher.clock import Clock
 from dispatcher.config import Config
 from dispatcher.engine.endpoints import EndpointCache, EndpointTarget
-from dispatcher.engine.outcome import GONE, RETRY_AFTER_STATUSES, decide
+from dispatcher.engine.outcome import (
+    GONE,
+    RETRY_AFTER_STATUSES,
+    decide,
+    decide_rate_limited,
+    is_congestion,
+    is_rate_limited,
+)
 from dispatcher.engine.sender import AttemptResult, send
 from dispatcher.model import DeliveryStatus, FailureReason
 from dispatcher.retry import load_policies, parse_retry_after
 from dispatcher.secretbox import SecretBox
 from dispatcher.store import deliveries as queue
+from dispatcher.store.backpressure import Pressure, apply_pressure
 from dispatcher.store.deliveries import ClaimedDelivery, Outcome
 from dispatcher.store.pool import DB_ERRORS, DB_UNAVAILABLE, Conn
 
@@ -93,6 +108,13 @@ class DeliveryWorker:
         self._policies = load_policies(config)
         self._cache = EndpointCache(box, self._policies, config.delivery.default_retry_policy)
         self._success = frozenset(config.delivery.success_statuses)
+        self._hold_limit = config.health.hold_limit_seconds
+        # Learned here before the endpoint row says so: backoff ends, and the
+        # adaptive limit with the time of its last decrease.
+        self._limited_until: dict[UUID, datetime] = {}
+        self._local_limit: dict[UUID, tuple[int, datetime]] = {}
+        self._pressure: dict[UUID, Pressure] = {}
+        self._to_release: list[tuple[int, datetime]] = []  # unsent during a backoff
         self._max_open = config.delivery.claim_batch_size * config.delivery.batches_in_flight
         self._global = asyncio.Semaphore(config.delivery.max_concurrency)
         self._endpoint_cap = max(1, config.delivery.max_concurrency // 2)
@@ -181,9 +203,14 @@ class DeliveryWorker:
                         await self._wake.wait()
 
     def _saturated(self) -> list[UUID]:
-        """Endpoints the next claim skips: saturated here, or sent by a listener."""
+        """Endpoints the next claim skips: saturated here, sent by a listener, or
+        in a rate-limit backoff known here."""
+        now = self._clock.now()
+        for eid in [e for e, until in self._limited_until.items() if until <= now]:
+            del self._limited_until[eid]
         return [eid for eid, load in self._endpoint_load.items()
-                if load >= self._queue_allowance(eid)] + self._cache.listener_ids()
+                if load >= self._queue_allowance(eid)] + self._cache.listener_ids() \
+            + list(self._limited_until)
 
     async def _claim(self, limit: int) -> list[ClaimedDelivery]:
         now = self._clock.now()
@@ -266,7 +293,21 @@ class DeliveryWorker:
             self._finish_row(delivery_id)
 
     def _slot_count(self, target: EndpointTarget) -> int:
-        return min(target.max_in_flight, self._endpoint_cap)
+        return min(self._limit(target), self._endpoint_cap)
+
+    def _limit(self, target: EndpointTarget) -> int:
+        """The endpoint's in-flight limit now: the shared adaptive one, or lower
+        while a decrease seen here is not yet on the endpoint row."""
+        limit = target.effective_max_in_flight or target.max_in_flight
+        local = self._local_limit.get(target.id)
+        return min(limit, local[0]) if local is not None else limit
+
+    def _backoff_until(self, target: EndpointTarget, now: datetime) -> datetime | None:
+        until = self._limited_until.get(target.id)
+        shared = target.rate_limited_until
+        if shared is not None and (until is None or shared > until):
+            until = shared
+        return until if until is not None and until > now else None
 
     def _slots(self, target: EndpointTarget) -> Slots:
         """The endpoint's slots, resized (for rows already waiting too) when its
@@ -289,6 +330,11 @@ class DeliveryWorker:
                     return
                 if not (current.active and current.usable):
                     self._to_hold.append(row.id)  # held, or due again if resumed
+                    self._outcomes_ready.set()
+                    return
+                until = self._backoff_until(current, self._clock.now())
+                if until is not None:  # no attempt: due again when the backoff ends
+                    self._to_release.append((row.id, until))
                     self._outcomes_ready.set()
                     return
                 result = await send(self._session, current, row, self._clock,
@@ -323,6 +369,7 @@ class DeliveryWorker:
                     async with self._pool.acquire() as conn:
                         await self._cache.load(conn, [endpoint_id], self._clock.now())
                     target = self._cache.get(endpoint_id)
+                    self._local_limit.pop(endpoint_id, None)  # the row knows better now
                     if target is not None and endpoint_id in self._endpoint_slots:
                         self._slots(target)  # a new max_in_flight applies to queued rows
                 except DB_ERRORS as exc:
@@ -338,11 +385,20 @@ class DeliveryWorker:
         previous = self._endpoint_speed.get(target.id, seconds)
         self._endpoint_speed[target.id] = 0.8 * previous + 0.2 * seconds
         retry_after = None
-        if result.status in RETRY_AFTER_STATUSES and result.response_headers:
-            retry_after = parse_retry_after(result.response_headers.get("Retry-After"),
-                                            result.finished_at)
-        decision = decide(target.policy, row.retries_left, result.failed, result.finished_at,
-                          retry_after, self._cfg.retry_after_cap_seconds, random.random())
+        header = _header(result.response_headers, "Retry-After")
+        if result.status in RETRY_AFTER_STATUSES and header:
+            retry_after = parse_retry_after(header, result.finished_at)
+        if result.failed and is_rate_limited(result.status, header):
+            result.failure = FailureReason.RATE_LIMITED
+            until = self._rate_limited(target, result.finished_at, retry_after)
+            decision = decide_rate_limited(row.retries_left, row.created_at,
+                                           result.finished_at, until, self._hold_limit)
+        else:
+            decision = decide(target.policy, row.retries_left, result.failed,
+                              result.finished_at, retry_after,
+                              self._cfg.retry_after_cap_seconds, random.random())
+        if self._cfg.adaptive_concurrency:
+            self._adapt(target, result)
         self._outcomes.append(Outcome(
             delivery_id=row.id,
             endpoint_id=row.endpoint_id,
@@ -358,6 +414,7 @@ class DeliveryWorker:
             response_body=result.response_body,
             failure_reason=result.failure.value if result.failure else None,
             error_detail=result.error_detail,
+            ordering_key=row.ordering_key,
         ))
         self._outcomes_ready.set()
         _ATTEMPT_COUNTERS[result.failure].inc()
@@ -369,6 +426,44 @@ class DeliveryWorker:
                      endpoint_id=str(row.endpoint_id), attempt=row.attempts + 1,
                      reason=result.failure.value, status=result.status,
                      next_status=decision.status.label)
+
+    def _rate_limited(
+        self, target: EndpointTarget, finished_at: datetime, retry_after: float | None
+    ) -> datetime:
+        """Stop sending to the endpoint here at once, and have the endpoint row say
+        so for everyone; returns when the backoff ends (as far as known here)."""
+        pressure = self._pressure.setdefault(target.id, Pressure())
+        if retry_after is not None:
+            seconds = min(retry_after, self._cfg.retry_after_cap_seconds)
+            until = finished_at + timedelta(seconds=seconds)
+            pressure.merge(Pressure(retry_after_until=until))
+        else:
+            until = finished_at + timedelta(seconds=self._cfg.rate_limit_backoff_seconds)
+            pressure.merge(Pressure(limited_at=finished_at))
+        known = self._backoff_until(target, finished_at)
+        if known is None or until > known:
+            self._limited_until[target.id] = until
+            return until
+        return known
+
+    def _adapt(self, target: EndpointTarget, result: AttemptResult) -> None:
+        """AIMD: halve the limit here at once on congestion (once per burst: only an
+        attempt started after the last decrease counts); count successes while the
+        limit is below max_in_flight. The endpoint row keeps the shared value."""
+        if is_congestion(result.status, result.failure):
+            local = self._local_limit.get(target.id)
+            last = local[1] if local is not None else target.concurrency_changed_at
+            if last is None or result.started_at >= last:
+                limit = max(1, self._limit(target) // 2)
+                self._local_limit[target.id] = (limit, result.finished_at)
+                metrics.CONCURRENCY_DECREASES.inc()
+                slots = self._endpoint_slots.get(target.id)
+                if slots is not None:
+                    slots.resize(self._slot_count(target))
+            self._pressure.setdefault(target.id, Pressure()).merge(
+                Pressure(congested_started=result.started_at))
+        elif not result.failed and self._limit(target) < target.max_in_flight:
+            self._pressure.setdefault(target.id, Pressure()).successes += 1
 
     def _finish_row(self, delivery_id: int) -> None:
         if delivery_id in self._claimed:
@@ -405,6 +500,7 @@ class DeliveryWorker:
         batch, self._outcomes = self._outcomes, []
         holds, self._to_hold = self._to_hold, []
         self._outcomes_ready.clear()
+        await self._write_backpressure()
         self._writing = len(batch) + len(holds)
         try:
             await self._write(batch, holds)
@@ -419,6 +515,30 @@ class DeliveryWorker:
             self._writing = 0
             self._finish_rows(batch, holds)
         self._backlog_since = time.monotonic() if self._outcomes or self._to_hold else None
+
+    async def _write_backpressure(self) -> None:
+        """Rows not sent during a backoff go back due when it ends; the batch's rate
+        limits and congestion go to the endpoint rows (announced to every worker).
+        Written before the outcomes, so other processes stop sending soonest."""
+        releases, self._to_release = self._to_release, []
+        pressure, self._pressure = self._pressure, {}
+        if not releases and not pressure:
+            return
+        now = self._clock.now()
+        by_due: dict[datetime, list[int]] = {}
+        for delivery_id, due in releases:
+            by_due.setdefault(due, []).append(delivery_id)
+        try:
+            async with self._lease_pool.acquire() as conn:
+                for due, ids in by_due.items():
+                    await queue.release(conn, ids, self.owner, due)
+                await apply_pressure(conn, pressure, now, self._cfg.rate_limit_backoff_seconds,
+                                     self._cfg.retry_after_cap_seconds)
+        except DB_ERRORS as exc:
+            # Unreleased rows come back when their lease ends; the backoff holds here.
+            log.warning("engine.backpressure_write_failed", error=str(exc))
+        for delivery_id, _ in releases:
+            self._finish_row(delivery_id)
 
     def _put_back(self, batch: Sequence[Outcome], holds: Sequence[int]) -> None:
         self._outcomes[:0] = batch
@@ -578,6 +698,16 @@ async def _disable_gone(conn: Conn, endpoint_ids: set[UUID], now: datetime) -> s
         log.warning("endpoint.disabled", endpoint_ids=[str(e) for e in disabled],
                     reason="410 Gone")
     return disabled
+
+
+def _header(headers: dict[str, str] | None, name: str) -> str | None:
+    if not headers:
+        return None
+    value = headers.get(name)
+    if value is None:
+        lowered = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
+    return value
 
 
 def _setter(event: asyncio.Event) -> Callable[..., None]:

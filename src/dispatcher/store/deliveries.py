@@ -4,6 +4,12 @@ statement, release what was not sent, and make deliveries due again on request.
 A claim moves `next_attempt_at` to the lease expiry, so in-flight rows leave the due
 range of `deliveries_due` and come back by themselves if their worker dies. Every
 time comparison takes `now` from the caller's clock, so schedules are testable.
+
+Ordering keys: of the unfinished deliveries of one endpoint sharing a key, only the
+first (the head) is ever due; the rest wait at 'infinity' (`key_waiting`) and the
+head's successor is promoted when the head finishes. Publishing a keyed event and
+promoting a key both take the key's advisory lock first, so a row published while
+its predecessor finishes is never left waiting.
 """
 
 from __future__ import annotations
@@ -27,18 +33,32 @@ class ClaimedDelivery:
     attempts: int
     retries_left: int
     body: bytes
+    ordering_key: str | None = None
+    created_at: datetime | None = None
 
 
+# Endpoints in a rate-limit backoff are read once per claim (a handful of rows from
+# a partial index). A keyed row is claimed only if no earlier delivery of its key is
+# unfinished and no other one is in flight: the waiting rows are out of the due
+# range anyway, this makes "one at a time" hold whatever path made a row due.
 _CLAIM = """
 UPDATE deliveries d
 SET lease_owner = $2, next_attempt_at = $4
 WHERE d.id = ANY(ARRAY(
-    SELECT id FROM deliveries
-    WHERE status < 2 AND next_attempt_at <= $3 AND endpoint_id <> ALL($5::uuid[])
-    ORDER BY next_attempt_at
+    SELECT c.id FROM deliveries c
+    WHERE c.status < 2 AND c.next_attempt_at <= $3 AND c.endpoint_id <> ALL($5::uuid[])
+      AND c.endpoint_id <> ALL(ARRAY(
+          SELECT ep.id FROM endpoints ep WHERE ep.rate_limited_until > $3))
+      AND (c.ordering_key IS NULL OR NOT EXISTS (
+          SELECT 1 FROM deliveries p
+          WHERE p.endpoint_id = c.endpoint_id AND p.ordering_key = c.ordering_key
+            AND p.status < 2 AND p.id <> c.id
+            AND (p.id < c.id OR p.lease_owner IS NOT NULL)))
+    ORDER BY c.next_attempt_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED))
-RETURNING d.id, d.event_id, d.endpoint_id, d.attempts, d.retries_left,
+RETURNING d.id, d.event_id, d.endpoint_id, d.attempts, d.retries_left, d.ordering_key,
+          d.created_at,
           (SELECT body FROM events e WHERE e.id = d.event_id) AS body,
           (SELECT version FROM endpoints ep WHERE ep.id = d.endpoint_id) AS endpoint_version
 """
@@ -57,7 +77,8 @@ async def claim_due(
     rows = await conn.fetch(_CLAIM, limit, owner, now, lease_until, list(skip_endpoints))
     return [
         ClaimedDelivery(r["id"], r["event_id"], r["endpoint_id"], r["endpoint_version"],
-                        r["attempts"], r["retries_left"], r["body"])
+                        r["attempts"], r["retries_left"], r["body"], r["ordering_key"],
+                        r["created_at"])
         for r in rows
     ]
 
@@ -134,6 +155,7 @@ class Outcome:
     response_body: str | None
     failure_reason: str | None
     error_detail: str | None = None
+    ordering_key: str | None = None
 
 
 # The attempt is logged if its delivery still exists (an endpoint or event deleted
@@ -190,7 +212,86 @@ async def record_outcomes(
         ), strict=True):
             col.append(value)
     rows = await conn.fetch(_RECORD, *cols, now, owner)
-    return {r[0] for r in rows}
+    written = {r[0] for r in rows}
+    finished = {(o.endpoint_id, o.ordering_key) for o in outcomes
+                if o.ordering_key is not None and o.status >= DeliveryStatus.SUCCESS
+                and o.delivery_id in written}
+    if finished:
+        await promote_heads(conn, sorted(finished), now)
+    return written
+
+
+# The key locks of a set of ordering keys, taken in one order by every caller.
+_LOCK_KEYS = """
+SELECT pg_advisory_xact_lock(k)
+FROM (SELECT DISTINCT hashtextextended(key, 0) AS k FROM unnest($1::text[]) AS key ORDER BY 1) s
+"""
+
+
+async def lock_ordering_keys(conn: Conn, keys: Sequence[str]) -> None:
+    """Serialize, until the transaction ends, with everyone publishing or promoting
+    these keys (the same lock for a key on every endpoint: coarser, never wrong)."""
+    if keys:
+        await conn.execute(_LOCK_KEYS, sorted(set(keys)))
+
+
+# The head of each key (its first unfinished delivery) stops waiting: due now, or
+# still at 'infinity' while held.
+_PROMOTE = """
+WITH k AS (
+    SELECT DISTINCT endpoint_id, ordering_key
+    FROM unnest($1::uuid[], $2::text[]) AS k(endpoint_id, ordering_key)
+), head AS (
+    SELECT (SELECT d.id FROM deliveries d
+            WHERE d.endpoint_id = k.endpoint_id AND d.ordering_key = k.ordering_key
+              AND d.status < 2
+            ORDER BY d.id LIMIT 1) AS id
+    FROM k
+)
+UPDATE deliveries d
+SET key_waiting = false,
+    next_attempt_at = CASE WHEN d.held_since IS NULL THEN $3::timestamptz
+                           ELSE 'infinity'::timestamptz END
+FROM head
+WHERE d.id = head.id AND d.key_waiting
+"""
+
+
+async def promote_heads(
+    conn: Conn, keys: Sequence[tuple[UUID, str]], now: datetime
+) -> int:
+    """Let the next delivery of each (endpoint, key) go: call it in the transaction
+    that finished the previous one. Returns how many rows became heads."""
+    if not keys:
+        return 0
+    await lock_ordering_keys(conn, [k for _, k in keys])
+    status = await conn.execute(_PROMOTE, [e for e, _ in keys], [k for _, k in keys], now)
+    count = int(status.split()[-1])
+    if count:
+        await conn.execute("SELECT pg_notify('dispatcher_deliveries', '')")
+    return count
+
+
+# Waiting rows whose key has no unfinished delivery before them that is not waiting:
+# their predecessor finished outside the delivery path (hold limit, a delete).
+_ORPHANED_KEYS = """
+SELECT DISTINCT w.endpoint_id, w.ordering_key FROM deliveries w
+WHERE w.key_waiting AND w.status < 2
+  AND NOT EXISTS (SELECT 1 FROM deliveries p
+                  WHERE p.endpoint_id = w.endpoint_id AND p.ordering_key = w.ordering_key
+                    AND p.status < 2 AND p.id < w.id AND NOT p.key_waiting)
+LIMIT $1
+"""
+
+
+async def promote_orphaned_heads(conn: Conn, now: datetime, limit: int = 1000) -> int:
+    """The maintenance sweep: promote the head of every key left waiting."""
+    rows = await conn.fetch(_ORPHANED_KEYS, limit)
+    if not rows:
+        return 0
+    async with conn.transaction():
+        return await promote_heads(
+            conn, [(r["endpoint_id"], r["ordering_key"]) for r in rows], now)
 
 
 # Manual retry: one attempt now for a Retrying or Failed delivery. A Failed one

@@ -22,7 +22,9 @@ UPDATABLE = ("url", "description", "event_types", "signing_scheme", "retry_polic
 
 _COLUMNS = """id, tenant_id, url, description, event_types, signing_scheme, retry_policy,
     timeout_seconds, max_in_flight, metadata, pause_window_threshold, pause_total_threshold,
-    state, state_reason, state_changed_at, version, created_at, updated_at"""
+    state, state_reason, state_changed_at, version, created_at, updated_at,
+    effective_max_in_flight, CASE WHEN rate_limited_until > now() THEN rate_limited_until
+                                  END AS rate_limited_until"""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class Endpoint:
     version: int
     created_at: datetime
     updated_at: datetime
+    effective_max_in_flight: int | None = None
+    rate_limited_until: datetime | None = None
 
 
 def _endpoint(row: asyncpg.Record) -> Endpoint:

@@ -17,6 +17,7 @@ from dispatcher.clock import to_ms
 from dispatcher.model import DeliveryStatus
 from dispatcher.retry import RetryPolicy
 from dispatcher.signing import serialize_body
+from dispatcher.store.deliveries import lock_ordering_keys
 from dispatcher.store.pool import Conn
 
 
@@ -25,6 +26,7 @@ class NewEvent:
     type: str
     data: Any
     idempotency_key: str | None = None
+    ordering_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,50 @@ UNION ALL
 SELECT event_id, endpoint_id, status, id FROM d
 """
 
+# With ordering keys ($11, one per event): a delivery waits ('infinity', key_waiting)
+# when an earlier delivery of its key to that endpoint is unfinished, or precedes it in
+# this batch; deliveries are inserted in publish order, so ids order each key.
+_INSERT_KEYED = """
+WITH ev AS (
+    INSERT INTO events (id, tenant_id, type, body, created_at, idempotency_key)
+    SELECT e.id, $1, e.type, e.body, $2, e.key
+    FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::text[]) AS e(id, type, body, key)
+    ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, type
+), fan AS (
+    SELECT ev.id AS event_id, ep.id AS endpoint_id, ep.state, ep.retry_policy, o.n,
+           o.ordering_key,
+           o.ordering_key IS NOT NULL AND (
+               row_number() OVER (PARTITION BY ep.id, o.ordering_key ORDER BY o.n) > 1
+               OR EXISTS (SELECT 1 FROM deliveries w
+                          WHERE w.endpoint_id = ep.id AND w.ordering_key = o.ordering_key
+                            AND w.status < 2)) AS waiting
+    FROM ev
+    JOIN unnest($3::uuid[], $11::text[]) WITH ORDINALITY AS o(event_id, ordering_key, n)
+      ON o.event_id = ev.id
+    JOIN endpoints ep ON ep.tenant_id = $1
+                     AND (ep.event_types @> '{*}' OR ev.type = ANY(ep.event_types))
+                     AND ep.id <> ALL($10::uuid[])
+), d AS (
+    INSERT INTO deliveries (event_id, endpoint_id, status, retries_left, next_attempt_at,
+                            held_since, created_at, updated_at, ordering_key, key_waiting)
+    SELECT fan.event_id, fan.endpoint_id, 0, coalesce(p.retries, $7),
+           CASE WHEN fan.state = 'active' AND NOT fan.waiting THEN $2
+                ELSE 'infinity'::timestamptz END,
+           CASE WHEN fan.state = 'active' THEN NULL ELSE $2 END,
+           $2, $2, fan.ordering_key, fan.waiting
+    FROM fan
+    LEFT JOIN unnest($8::text[], $9::int[]) AS p(name, retries)
+      ON p.name = fan.retry_policy
+    ORDER BY fan.n, fan.endpoint_id
+    RETURNING id, event_id, endpoint_id, status
+)
+SELECT id AS event_id, NULL::uuid AS endpoint_id, NULL::smallint AS status, 0::bigint AS seq
+FROM ev
+UNION ALL
+SELECT event_id, endpoint_id, status, id FROM d
+"""
+
 _DELIVERIES_OF = """
 SELECT event_id, endpoint_id, status FROM deliveries WHERE event_id = ANY($1::uuid[])
 ORDER BY id
@@ -105,6 +151,27 @@ async def publish_events(
     An idempotency key seen within the window returns the original event.
     `exclude_endpoints` get no delivery even if subscribed (an endpoint is not told
     about its own failures: it is the one not listening)."""
+    keys = [ev.ordering_key for ev in events if ev.ordering_key is not None]
+    if keys:
+        # Ordering keys: serialize with other publishes and promotions of the keys.
+        async with conn.transaction():
+            await lock_ordering_keys(conn, keys)
+            return await _publish(conn, tenant_id, events, policies, now, idempotency_window,
+                                  default_retries, exclude_endpoints)
+    return await _publish(conn, tenant_id, events, policies, now, idempotency_window,
+                          default_retries, exclude_endpoints)
+
+
+async def _publish(
+    conn: Conn,
+    tenant_id: UUID,
+    events: Sequence[NewEvent],
+    policies: Mapping[str, RetryPolicy],
+    now: datetime,
+    idempotency_window: timedelta,
+    default_retries: int,
+    exclude_endpoints: Sequence[UUID],
+) -> list[PublishedEvent]:
     if all(ev.idempotency_key is None for ev in events):
         # One statement: atomic by itself, no transaction round trips.
         fresh = [(i, ev, uuid.uuid4()) for i, ev in enumerate(events)]
@@ -172,12 +239,15 @@ async def _insert(
     if not fresh:
         return {}
     names = list(policies)
+    keys = [ev.ordering_key for _, ev, _ in fresh]
+    keyed = any(k is not None for k in keys)
     rows = await conn.fetch(
-        _INSERT, tenant_id, now,
+        _INSERT_KEYED if keyed else _INSERT, tenant_id, now,
         [eid for _, _, eid in fresh], [ev.type for _, ev, _ in fresh],
         [event_body(eid, ev.type, now, ev.data) for _, ev, eid in fresh],
         [ev.idempotency_key for _, ev, _ in fresh],
         default_retries, names, [policies[n].retries for n in names], list(exclude_endpoints),
+        *([keys] if keyed else []),
     )
     stored: dict[UUID, list[tuple[UUID, DeliveryStatus]]] = {}
     for r in sorted(rows, key=lambda r: r["seq"]):

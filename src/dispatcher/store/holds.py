@@ -22,7 +22,8 @@ WHERE id = $1 AND redrive_from IS NOT NULL AND redrive_from <= $2 AND state = 'a
 FOR NO KEY UPDATE
 """
 
-# Un-hold the oldest `$2` held rows, due now. A row still leased keeps its lease: it
+# Un-hold the oldest `$2` held rows, due now (a row waiting for the delivery before it
+# of its ordering key stays out of the due range). A row still leased keeps its lease: it
 # is due after a fresh lease length if it was held less than a lease ago (its worker
 # may still write its outcome); otherwise that lease is long dead and is dropped.
 _UNHOLD_CHUNK = """
@@ -34,7 +35,8 @@ WITH picked AS (
 )
 UPDATE deliveries d
 SET held_since = NULL,
-    next_attempt_at = CASE WHEN d.lease_owner IS NOT NULL AND picked.held_since > $4
+    next_attempt_at = CASE WHEN d.key_waiting THEN 'infinity'::timestamptz
+                           WHEN d.lease_owner IS NOT NULL AND picked.held_since > $4
                            THEN $5::timestamptz ELSE $3::timestamptz END,
     lease_owner = CASE WHEN picked.held_since > $4 THEN d.lease_owner END,
     updated_at = $3

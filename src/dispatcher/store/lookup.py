@@ -35,6 +35,8 @@ class DeliveryView:
     held_since: datetime | None
     last_attempt_at: datetime | None
     failure_reason: str | None
+    ordering_key: str | None = None
+    blocked_by: UUID | None = None
 
     @property
     def next_retry_at(self) -> datetime | None:
@@ -74,7 +76,13 @@ def event_data(body: bytes) -> Any:
 _DELIVERY = """
 SELECT d.id AS delivery_id, d.event_id, d.endpoint_id, ep.url, e.type, e.created_at, e.body,
        d.status, d.attempts, d.retries_left, d.next_attempt_at,
-       d.lease_owner IS NOT NULL AS leased, d.held_since, d.last_attempt_at, d.failure_reason
+       d.lease_owner IS NOT NULL AS leased, d.held_since, d.last_attempt_at, d.failure_reason,
+       d.ordering_key,
+       CASE WHEN d.ordering_key IS NOT NULL AND d.status < 2 THEN
+           (SELECT p.event_id FROM deliveries p
+            WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key
+              AND p.status < 2 AND p.id < d.id
+            ORDER BY p.id LIMIT 1) END AS blocked_by
 FROM deliveries d
 JOIN events e ON e.id = d.event_id
 JOIN endpoints ep ON ep.id = d.endpoint_id
