@@ -141,11 +141,18 @@ async def test_claim_uses_the_partial_index_at_a_million_rows(
                       3, now() + (random() * 7200 - 60) * interval '1 second', now(), now()
                FROM events ev CROSS JOIN (SELECT id FROM endpoints LIMIT 1000) ep""")
         assert await conn.fetchval("SELECT count(*) FROM deliveries") == 1_000_000
+        # Ordering keys on a tenth of them, and a few endpoints in a rate-limit backoff.
+        await conn.execute("UPDATE deliveries SET ordering_key = 'k' || (id % 1000) "
+                           "WHERE id % 10 = 0")
+        await conn.execute("UPDATE endpoints SET rate_limited_until = now() + interval '1 hour'"
+                           " WHERE id IN (SELECT id FROM endpoints LIMIT 20)")
+        await conn.execute("VACUUM ANALYZE deliveries")
         await conn.execute("ANALYZE")
         plan = "\n".join(r[0] for r in await conn.fetch(
             "EXPLAIN " + deliveries._CLAIM, 500, UUID(int=1),
             SystemClock().now(), SystemClock().now(), []))
     assert "deliveries_due" in plan, plan
+    assert "deliveries_ordering" in plan, plan  # the key check reads its own index
     assert "Seq Scan on deliveries" not in plan, plan
 
 

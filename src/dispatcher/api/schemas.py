@@ -95,7 +95,8 @@ ENDPOINT = obj({
 DELIVERY_STATE: dict[str, Schema] = {
     "status": STATUS,
     "next_retry_timestamp": {**NULLABLE_MS, "description": "When the next attempt is "
-                             "scheduled; null when finished, in flight or held."},
+                             "scheduled; null when finished, in flight, held or "
+                             "waiting behind its ordering key (see blocked_by)."},
     "retries_left": {"type": "integer"},
     "attempts": {"type": "integer"},
     "last_attempt_timestamp": NULLABLE_MS,

@@ -40,8 +40,10 @@ class DeliveryView:
 
     @property
     def next_retry_at(self) -> datetime | None:
-        """When the next attempt is scheduled: None when finished, in flight or held."""
-        if self.status >= DeliveryStatus.SUCCESS or self.leased or self.held_since is not None:
+        """When the next attempt is scheduled: None when finished, in flight, held or
+        waiting for an earlier delivery of its ordering key."""
+        if (self.status >= DeliveryStatus.SUCCESS or self.leased or self.held_since is not None
+                or self.blocked_by is not None):
             return None
         return self.next_attempt_at
 
