@@ -90,6 +90,8 @@ def set_gauges(gauges: Gauges) -> None:
     for state in EndpointState:
         ENDPOINTS_BY_STATE.labels(state=state.value).set(
             gauges.endpoints_by_state.get(state.value, 0))
+    for kind in ("rate_limited", "concurrency_reduced"):
+        ENDPOINTS_THROTTLED.labels(kind=kind).set(gauges.endpoints_throttled.get(kind, 0))
 
 
 def _all_workers() -> CollectorRegistry | None:

@@ -16,9 +16,11 @@ import asyncpg
 from dispatcher.clock import FakeClock, SystemClock
 from dispatcher.config import Config
 from dispatcher.engine.health import install
+from dispatcher.metrics import CONCURRENCY_DECREASES
 from dispatcher.model import DeliveryStatus
 from dispatcher.secretbox import load_secret_box
 from dispatcher.store.backpressure import Pressure, apply_pressure
+from dispatcher.store.lookup import read_gauges
 from tests.support.engine import EngineHarness
 from tests.support.factories import make_endpoint, make_tenant
 from tests.support.receiver import Received, Receiver, Reply
@@ -133,6 +135,9 @@ async def test_503_with_retry_after_backs_off_the_endpoint_and_503_without_does_
                     until = (await _endpoint_state(h.pool, endpoint_id))["rate_limited_until"]
                     await asyncio.sleep(0.02)
             assert until == clock.now() + timedelta(seconds=30)
+            async with h.pool.acquire() as conn:
+                gauges = await read_gauges(conn, clock.now())
+            assert gauges.endpoints_throttled["rate_limited"] == 1
             retries_after_first = await h.pool.fetchval("SELECT retries_left FROM deliveries")
             await h.publish(tenant, ("block", {"n": 1}))
             h.advance(10)  # inside the backoff: nothing goes out
@@ -223,6 +228,7 @@ async def test_congestion_halves_the_in_flight_limit_and_successes_grow_it_back(
 
     receiver.script = script  # type: ignore[assignment]
     limits: list[int | None] = []
+    decreases = CONCURRENCY_DECREASES._value.get()
     try:
         async with EngineHarness(db_url, config, SystemClock()) as h:
             tenant = await make_tenant(h.pool)
@@ -244,6 +250,7 @@ async def test_congestion_halves_the_in_flight_limit_and_successes_grow_it_back(
     assert 4 in limits  # halved once for the whole burst in flight, not to 1
     assert min(v for v in limits if v is not None) == 4
     assert final is None  # grown back to max_in_flight
+    assert CONCURRENCY_DECREASES._value.get() == decreases + 1
     # Right after the 503 came back (the first 8 were already on the wire), at most
     # the halved limit (and the first increments) were in flight.
     assert max(seen[8:20]) <= 6, seen[:30]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -230,6 +230,8 @@ class Gauges:
     queue_depth: int
     oldest_due_seconds: float
     endpoints_by_state: dict[str, int]
+    # Backpressure: endpoints in a rate-limit backoff, and below their max_in_flight.
+    endpoints_throttled: dict[str, int] = field(default_factory=dict)
 
 
 # One round trip. The two queue figures read only the partial due index; the
@@ -242,7 +244,9 @@ SELECT
   (SELECT coalesce(extract(epoch FROM $1 - min(next_attempt_at)), 0)
      FROM deliveries WHERE status < 2 AND next_attempt_at <= $1) AS oldest,
   (SELECT coalesce(json_object_agg(state, n), '{}')
-     FROM (SELECT state, count(*) AS n FROM endpoints GROUP BY state) s) AS by_state
+     FROM (SELECT state, count(*) AS n FROM endpoints GROUP BY state) s) AS by_state,
+  (SELECT count(*) FROM endpoints WHERE rate_limited_until > $1) AS backing_off,
+  (SELECT count(*) FROM endpoints WHERE effective_max_in_flight IS NOT NULL) AS reduced
 """
 
 
@@ -257,4 +261,6 @@ async def read_gauges(conn: Conn, now: datetime, timeout_ms: int = 2000) -> Gaug
     for key, n in row["by_status"].items():
         by_status[DeliveryStatus(int(key))] = int(n)
     return Gauges(by_status, int(row["depth"]), float(row["oldest"]),
-                  {str(k): int(v) for k, v in row["by_state"].items()})
+                  {str(k): int(v) for k, v in row["by_state"].items()},
+                  {"rate_limited": int(row["backing_off"]),
+                   "concurrency_reduced": int(row["reduced"])})
