@@ -384,10 +384,11 @@ class DeliveryWorker:
         seconds = result.duration_ms / 1000
         previous = self._endpoint_speed.get(target.id, seconds)
         self._endpoint_speed[target.id] = 0.8 * previous + 0.2 * seconds
-        retry_after = None
-        header = _header(result.response_headers, "Retry-After")
-        if result.status in RETRY_AFTER_STATUSES and header:
-            retry_after = parse_retry_after(header, result.finished_at)
+        retry_after = header = None
+        if result.status in RETRY_AFTER_STATUSES:
+            header = _header(result.response_headers, "Retry-After")
+            if header:
+                retry_after = parse_retry_after(header, result.finished_at)
         if result.failed and is_rate_limited(result.status, header):
             result.failure = FailureReason.RATE_LIMITED
             until = self._rate_limited(target, result.finished_at, retry_after)
