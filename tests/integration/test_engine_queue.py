@@ -9,6 +9,7 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -150,7 +151,7 @@ async def test_claim_uses_the_partial_index_at_a_million_rows(
         await conn.execute("ANALYZE")
         plan = "\n".join(r[0] for r in await conn.fetch(
             "EXPLAIN " + deliveries._CLAIM, 500, UUID(int=1),
-            SystemClock().now(), SystemClock().now(), []))
+            SystemClock().now(), SystemClock().now(), [], 50, datetime(1970, 1, 1, tzinfo=UTC)))
     assert "deliveries_due" in plan, plan
     assert "deliveries_ordering" in plan, plan  # the key check reads its own index
     assert "Seq Scan on deliveries" not in plan, plan

@@ -126,6 +126,11 @@ async def create_endpoint_from(request: web.Request, body: Any) -> web.Response:
     box = request.app[SECRET_BOX]
     async with request.app[POOL].acquire() as conn, conn.transaction():
         fields = await _validate(request, conn, tenant_id, f, partial=False)
+        limit = request.app[CONFIG].server.max_endpoints_per_tenant
+        if await store.lock_tenant_endpoint_count(conn, tenant_id) >= limit:
+            raise ValidationError(
+                f"this tenant already has {limit} endpoints, the most allowed "
+                "(server.max_endpoints_per_tenant)", code="endpoint_limit_reached")
         endpoint_id = uuid.uuid4()
         ep = await store.create_endpoint(conn, tenant_id, endpoint_id, fields, now)
         secret = None

@@ -16,9 +16,10 @@ from dispatcher.api.request import Fields, check_text, header_text, read_json
 from dispatcher.api.spec import Param, Route
 from dispatcher.api.views import published_json
 from dispatcher.catalogue import valid_name
-from dispatcher.errors import ValidationError
+from dispatcher.config import ServerConfig
+from dispatcher.errors import PayloadTooLarge, ValidationError
 from dispatcher.store.event_types import known_tenant_types
-from dispatcher.store.events import NewEvent, PublishedEvent, publish_events
+from dispatcher.store.events import NewEvent, PublishedEvent, fan_out, publish_events
 from dispatcher.store.pool import Conn
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -66,6 +67,24 @@ async def _check_types(
             )
 
 
+async def _check_fan_out(
+    conn: Conn, tenant_id: UUID, events: Sequence[NewEvent], cfg: ServerConfig
+) -> None:
+    """413 when one call would create more deliveries than allowed. Counted only when
+    the endpoint limit does not already rule it out (never for a single event with
+    the default limits), so the common publish costs no extra query."""
+    limit = cfg.max_deliveries_per_publish
+    if len(events) * cfg.max_endpoints_per_tenant <= limit:
+        return
+    planned = await fan_out(conn, tenant_id, [ev.type for ev in events])
+    if planned > limit:
+        raise PayloadTooLarge(
+            f"this publish would create {planned} deliveries ({len(events)} events x their "
+            f"subscribed endpoints); at most {limit} per call "
+            "(server.max_deliveries_per_publish): publish in smaller batches",
+            code="delivery_limit_reached")
+
+
 async def _publish(
     request: web.Request, events: list[NewEvent], batch: bool
 ) -> list[PublishedEvent]:
@@ -74,6 +93,7 @@ async def _publish(
     policies = request.app[POLICIES]
     async with request.app[POOL].acquire() as conn:
         await _check_types(request, conn, tenant_id, events, batch)
+        await _check_fan_out(conn, tenant_id, events, config.server)
         return await publish_events(
             conn, tenant_id, events,
             policies=policies,

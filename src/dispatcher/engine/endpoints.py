@@ -27,6 +27,7 @@ class EndpointTarget:
     id: UUID
     version: int
     url: str
+    tenant_id: UUID
     active: bool
     usable: bool  # False when its signing material cannot be loaded
     max_in_flight: int
@@ -122,6 +123,7 @@ class EndpointCache:
             self._targets[r["id"]] = EndpointTarget(
                 id=r["id"],
                 version=r["version"],
+                tenant_id=r["tenant_id"],
                 url=r["url"],
                 active=r["state"] == "active",
                 usable=signer is not None,

@@ -44,6 +44,7 @@ from dispatcher import metrics
 from dispatcher.clock import Clock
 from dispatcher.config import Config
 from dispatcher.engine.endpoints import EndpointCache, EndpointTarget
+from dispatcher.engine.fair import FairSlots
 from dispatcher.engine.outcome import (
     GONE,
     RETRY_AFTER_STATUSES,
@@ -70,6 +71,8 @@ UNUSABLE_DEFER_SECONDS = 60.0  # rows of an endpoint that cannot be signed for
 FLUSH_LINGER = 0.005  # gather outcomes this long before writing them in one statement
 WRITE_RETRY_SECONDS = 1.0
 REFRESH_RETRY_SECONDS = 0.5
+NEWEST_SHARE = 10  # 1/10 of each claim is taken newest first
+FRESH_RESERVE = 50  # rows claimed beyond the local limit, new events only
 
 # Label lookups cost more than the increment; bind each child once.
 _ATTEMPT_COUNTERS = {reason: metrics.ATTEMPTS.labels(reason.value if reason else "success")
@@ -116,7 +119,8 @@ class DeliveryWorker:
         self._pressure: dict[UUID, Pressure] = {}
         self._to_release: list[tuple[int, datetime]] = []  # unsent during a backoff
         self._max_open = config.delivery.claim_batch_size * config.delivery.batches_in_flight
-        self._global = asyncio.Semaphore(config.delivery.max_concurrency)
+        # The process's concurrency, handed to waiting tenants in turn.
+        self._global = FairSlots(config.delivery.max_concurrency)
         self._endpoint_cap = max(1, config.delivery.max_concurrency // 2)
         self._endpoint_slots: dict[UUID, Slots] = {}
         self._endpoint_load: Counter[UUID] = Counter()
@@ -134,6 +138,8 @@ class DeliveryWorker:
         self._refreshing: dict[UUID, asyncio.Task[None]] = {}
         self._stopping = False
         self._batches: set[asyncio.Task[None]] = set()
+        self._claims = 0
+        self._full_since: datetime | None = None  # claimed rows at the local limit since
         self._loops: list[asyncio.Task[None]] = []
         self.outcome_hooks: list[OutcomeHook] = []
 
@@ -181,13 +187,22 @@ class DeliveryWorker:
     async def _claim_loop(self) -> None:
         while not self._stopping:
             room = self._max_open - len(self._claimed)
-            if room <= 0:
-                self._progress.clear()
-                await self._progress.wait()
-                continue
+            # Full of claimed rows (a backlog): only what was just published may still
+            # come in, a few more, so a backlog here never delays someone's new event.
+            fresh_only = room <= 0
+            if not fresh_only:
+                self._full_since = None
+            elif self._full_since is None:
+                self._full_since = self._clock.now()
+            if fresh_only:
+                room = self._max_open + FRESH_RESERVE - len(self._claimed)
+                if room <= 0:
+                    self._progress.clear()
+                    await self._progress.wait()
+                    continue
             limit = min(self._cfg.claim_batch_size, room)
             try:
-                rows = await self._claim(limit)
+                rows = await self._claim(limit, fresh_only)
             except DB_ERRORS as exc:
                 log.warning("engine.claim_failed", error=str(exc))
                 await asyncio.sleep(self._cfg.poll_interval_seconds)
@@ -196,11 +211,24 @@ class DeliveryWorker:
                 task = asyncio.create_task(self._run_batch(rows))
                 self._batches.add(task)
                 task.add_done_callback(self._batches.discard)
-            if len(rows) < limit:  # drained for now: wait for a NOTIFY or the next poll
+            if fresh_only:  # wait for a NOTIFY, room, or the next poll
+                self._wake.clear()
+                self._progress.clear()
+                await self._wait_any(self._wake, self._progress)
+            elif len(rows) < limit:  # drained for now: wait for a NOTIFY or the next poll
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._cfg.poll_interval_seconds):
                         await self._wake.wait()
+
+    async def _wait_any(self, *events: asyncio.Event) -> None:
+        waits = [asyncio.ensure_future(e.wait()) for e in events]
+        try:
+            await asyncio.wait(waits, timeout=self._cfg.poll_interval_seconds,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     def _saturated(self) -> list[UUID]:
         """Endpoints the next claim skips: saturated here, sent by a listener, or
@@ -212,12 +240,19 @@ class DeliveryWorker:
                 if load >= self._queue_allowance(eid)] + self._cache.listener_ids() \
             + list(self._limited_until)
 
-    async def _claim(self, limit: int) -> list[ClaimedDelivery]:
+    async def _claim(self, limit: int, fresh_only: bool = False) -> list[ClaimedDelivery]:
         now = self._clock.now()
         lease_until = now + timedelta(seconds=self._cfg.lease_seconds)
+        # A tenth of each claim from the newest end of the queue (see claim_due);
+        # a claim of one row alternates between the ends.
+        self._claims += 1
+        newest = max(1, limit // NEWEST_SHARE) if limit > 1 else self._claims % 2
+        since = None
+        if fresh_only:
+            newest, since = limit, self._full_since
         async with self._lease_pool.acquire() as conn:
             rows = await queue.claim_due(conn, self.owner, limit, now, lease_until,
-                                         self._saturated())
+                                         self._saturated(), newest, since)
             self._claimed.update(r.id for r in rows)
             stale = self._cache.stale(((r.endpoint_id, r.endpoint_version) for r in rows), now)
             try:
@@ -321,7 +356,7 @@ class DeliveryWorker:
 
     async def _deliver(self, row: ClaimedDelivery, target: EndpointTarget) -> None:
         try:
-            async with self._slots(target), self._global:
+            async with self._slots(target), self._global.slot(target.tenant_id):
                 if self._stopping:
                     return  # not sent: stop() gives the lease back
                 current = await self._current(row.endpoint_id)

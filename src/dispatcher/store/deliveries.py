@@ -17,11 +17,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from uuid import UUID
 
 from dispatcher.model import DeliveryStatus
 from dispatcher.store.pool import Conn
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(slots=True)
@@ -41,10 +43,14 @@ class ClaimedDelivery:
 # a partial index). A keyed row is claimed only if no earlier delivery of its key is
 # unfinished and no other one is in flight: the waiting rows are out of the due
 # range anyway, this makes "one at a time" hold whatever path made a row due.
-_CLAIM = """
-UPDATE deliveries d
-SET lease_owner = $2, next_attempt_at = $4
-WHERE d.id = ANY(ARRAY(
+#
+# Two lanes read the same index from both ends: the oldest due rows ($1 of them),
+# and ($6 of them) the newest first attempts, rows due since they were published
+# (retries and rows put back for later are not: they would bury a new event). A
+# backlog (one tenant's burst, a receiver catching up) is drained oldest first
+# while what was just published still goes out at once. $7 bounds the newest lane
+# to rows published since then (a worker full of backlog takes only new events).
+_DUE = """
     SELECT c.id FROM deliveries c
     WHERE c.status < 2 AND c.next_attempt_at <= $3 AND c.endpoint_id <> ALL($5::uuid[])
       AND c.endpoint_id <> ALL(ARRAY(
@@ -54,8 +60,18 @@ WHERE d.id = ANY(ARRAY(
           WHERE p.endpoint_id = c.endpoint_id AND p.ordering_key = c.ordering_key
             AND p.status < 2 AND p.id <> c.id
             AND (p.id < c.id OR p.lease_owner IS NOT NULL)))
+"""
+
+_CLAIM = f"""
+UPDATE deliveries d
+SET lease_owner = $2, next_attempt_at = $4
+WHERE d.id = ANY(ARRAY({_DUE}
     ORDER BY c.next_attempt_at
     LIMIT $1
+    FOR UPDATE SKIP LOCKED) || ARRAY({_DUE}
+      AND c.status = 0 AND c.next_attempt_at = c.created_at AND c.next_attempt_at >= $7
+    ORDER BY c.next_attempt_at DESC
+    LIMIT $6
     FOR UPDATE SKIP LOCKED))
 RETURNING d.id, d.event_id, d.endpoint_id, d.attempts, d.retries_left, d.ordering_key,
           d.created_at,
@@ -71,10 +87,15 @@ async def claim_due(
     now: datetime,
     lease_until: datetime,
     skip_endpoints: Sequence[UUID] = (),
+    newest: int = 0,
+    newest_since: datetime | None = None,
 ) -> list[ClaimedDelivery]:
-    """Lease up to `limit` due deliveries, oldest due first, skipping rows other
-    workers hold and endpoints this worker has no room for."""
-    rows = await conn.fetch(_CLAIM, limit, owner, now, lease_until, list(skip_endpoints))
+    """Lease up to `limit` due deliveries: `newest` of them newest due first, the
+    rest oldest due first; skipping rows other workers hold and endpoints this
+    worker has no room for."""
+    newest = min(newest, limit)
+    rows = await conn.fetch(_CLAIM, limit - newest, owner, now, lease_until,
+                            list(skip_endpoints), newest, newest_since or _EPOCH)
     return [
         ClaimedDelivery(r["id"], r["event_id"], r["endpoint_id"], r["endpoint_version"],
                         r["attempts"], r["retries_left"], r["body"], r["ordering_key"],

@@ -130,6 +130,19 @@ UNION ALL
 SELECT event_id, endpoint_id, status, id FROM d
 """
 
+# How many deliveries publishing events of these types (one entry per event) makes.
+_FAN_OUT = """
+SELECT count(*) FROM unnest($2::text[]) AS t(type)
+JOIN endpoints ep ON ep.tenant_id = $1 AND (ep.event_types @> '{*}' OR t.type = ANY(ep.event_types))
+"""
+
+
+async def fan_out(conn: Conn, tenant_id: UUID, types: Sequence[str]) -> int:
+    """Deliveries a publish of events with these types would create now."""
+    count: int = await conn.fetchval(_FAN_OUT, tenant_id, list(types))
+    return count
+
+
 _DELIVERIES_OF = """
 SELECT event_id, endpoint_id, status FROM deliveries WHERE event_id = ANY($1::uuid[])
 ORDER BY id
