@@ -21,6 +21,10 @@ process through the endpoint row (store/backpressure.py); rows claimed meanwhile
 go back unsent, due when it ends. The endpoint's in-flight limit adapts (AIMD): it
 halves on congestion and grows back by one per run of successes as long as it is
 below max_in_flight.
+
+Fairness across tenants: a tenth of each claim is the newest first attempts, a
+worker full of claimed rows still claims what was published since (a few more),
+and the process's request slots go to waiting tenants in turn (engine/fair.py).
 """
 
 from __future__ import annotations
