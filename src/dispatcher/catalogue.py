@@ -244,6 +244,11 @@ _DISPATCHER: list[tuple[str, str, Any]] = [
      {"endpoint_id": "2b0f5c3e-5d4a-4f0e-9a43-1f3c9f0a7b11", "url": "https://example.com/webhook",
       "threshold": "window", "failures": 50, "limit": 100, "percentage": 50,
       "window_seconds": 604800}),
+    ("callback.decided", "An approval callback was decided (Approved or Denied by the "
+     "callback endpoint) or Failed (retries or deadline ran out: never approved).",
+     {"id": "8d3c2f1e-0b7a-4c55-9f1d-2e6b4a9c7d10", "type": "withdrawal.approve",
+      "endpoint_id": "5e1a9b7c-3d2f-4e8a-b6c4-0f9d8e7a6b5c", "status": "Approved",
+      "decision": "ok", "failure_reason": None, "decided_timestamp": _TS}),
 ]
 
 

@@ -106,6 +106,14 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class CallbacksConfig:
+    default_deadline_seconds: float = 300.0
+    max_deadline_seconds: float = 86400.0
+    retry_policy: str = "callback"  # the policy of new callback endpoints
+    expire_interval_seconds: float = 1.0  # how often overdue callbacks are failed
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -143,6 +151,7 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     log: LogConfig = field(default_factory=LogConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     retry_policies: dict[str, RetryPolicyConfig] = field(default_factory=dict)
     event_types: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -208,6 +217,9 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
         lambda v: v == "" or v.startswith(("http://", "https://")),
         "must be empty or an http(s) URL",
     ),
+    ("callbacks", "default_deadline_seconds"): (lambda v: v >= 1, "must be >= 1"),
+    ("callbacks", "max_deadline_seconds"): (lambda v: v >= 1, "must be >= 1"),
+    ("callbacks", "expire_interval_seconds"): (lambda v: v > 0, "must be > 0"),
     ("log", "level"): (
         lambda v: v.lower() in {"debug", "info", "warning", "error"},
         "must be one of debug, info, warning, error",
@@ -344,6 +356,16 @@ def _check_cross_fields(config: Config) -> None:
             "delivery.default_retry_policy: unknown policy "
             f"{config.delivery.default_retry_policy!r}",
             field="delivery.default_retry_policy",
+        )
+    if config.callbacks.retry_policy not in policy_names(config):
+        raise ConfigError(
+            f"callbacks.retry_policy: unknown policy {config.callbacks.retry_policy!r}",
+            field="callbacks.retry_policy",
+        )
+    if config.callbacks.default_deadline_seconds > config.callbacks.max_deadline_seconds:
+        raise ConfigError(
+            "callbacks.default_deadline_seconds: must not exceed max_deadline_seconds",
+            field="callbacks.default_deadline_seconds",
         )
     if config.database.pool_min_size > config.database.pool_max_size:
         raise ConfigError(

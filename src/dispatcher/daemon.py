@@ -39,7 +39,7 @@ from dispatcher.api.connections import ConnectionLimits, GuardedAppRunner
 from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, DSN, POOL, READINESS
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.config import Config
-from dispatcher.engine import health
+from dispatcher.engine import callbacks, health
 from dispatcher.engine.http import create_client_session
 from dispatcher.engine.worker import DeliveryWorker
 from dispatcher.logs import protocol_error_logger
@@ -57,6 +57,7 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_TENANT = "default"
 WORKER = "delivery_worker"
+CALLBACKS = "callback_recorder"
 Role = Literal["all", "api", "worker"]
 OWNER = web.AppKey("lease_owner", uuid.UUID)
 RESTART_BACKOFF_MAX = 30.0
@@ -105,6 +106,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     worker = DeliveryWorker(app[POOL], app[DSN], session, config, app[CLOCK],
                             load_secret_box(config), lease_pool=lease_pool, owner=app[OWNER])
     health.install(worker, config)
+    app[COMPONENTS][CALLBACKS] = callbacks.install(worker, config)
     app[COMPONENTS][WORKER] = worker
     stall = config.delivery.writer_stall_seconds
 
@@ -141,6 +143,10 @@ async def _maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
     maintenance.add_job("remove_abandoned_listeners",
                         app[CONFIG].health.maintenance_interval_seconds,
                         abandoned_listeners_job(app[CONFIG].server.listen_grace_seconds))
+    recorder = app[COMPONENTS].get(CALLBACKS)
+    if recorder is not None:  # callbacks past their deadline fail closed
+        maintenance.add_job("expire_callbacks", app[CONFIG].callbacks.expire_interval_seconds,
+                            recorder.expire)
     app[COMPONENTS][MAINTENANCE] = maintenance
     maintenance.start()
     yield

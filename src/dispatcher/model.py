@@ -54,6 +54,26 @@ class FailureReason(StrEnum):
     # 429, or 503 with Retry-After: the receiver asked to slow down. Spends no retry
     # and counts toward no pause threshold.
     RATE_LIMITED = "rate_limited"
+    # Callbacks only: a 200/201 answer that is not exactly `ok` or `deny`.
+    NO_DECISION = "no_decision"
+    # Callbacks only: the deadline passed before a decision was recorded.
+    DEADLINE_EXPIRED = "deadline_expired"
+
+
+class EndpointKind(StrEnum):
+    WEBHOOK = "webhook"  # receives events
+    CALLBACK = "callback"  # answers approval requests with `ok` or `deny`
+
+
+class CallbackStatus(StrEnum):
+    PENDING = "Pending"
+    RETRYING = "Retrying"
+    APPROVED = "Approved"
+    DENIED = "Denied"
+    FAILED = "Failed"
+
+
+CALLBACK_DECIDED = (CallbackStatus.APPROVED, CallbackStatus.DENIED, CallbackStatus.FAILED)
 
 
 SIGNING_SCHEMES = ("standard-v1", "standard-v1a", "cobalt", "cobo")

@@ -69,6 +69,10 @@ PRESETS: dict[str, RetryPolicy] = {
                                  5 * HOUR, 10 * HOUR, 10 * HOUR)),
         # Cobo: 10 retries; 30 s doubling, capped at an hour.
         exponential("cobo", retries=10, base=30.0, max_delay=HOUR),
+        # Approval callbacks (Cobo retries them up to 30 times): 5 x 1 s, 5 x 2 s,
+        # 10 x 5 s, 10 x 10 s, i.e. 165 s of waits between 31 attempts, which fits
+        # the default 5-minute deadline even when every attempt takes its 2 s timeout.
+        RetryPolicy("callback", (1.0,) * 5 + (2.0,) * 5 + (5.0,) * 10 + (10.0,) * 10),
         # No retries at all: one attempt.
         RetryPolicy("none", ()),
     )

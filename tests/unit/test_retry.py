@@ -31,7 +31,7 @@ NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def test_preset_names() -> None:
-    assert set(PRESETS) == {"okx", "exponential-3", "standard", "cobo", "none"}
+    assert set(PRESETS) == {"okx", "exponential-3", "standard", "cobo", "callback", "none"}
     for name, policy in PRESETS.items():
         assert policy.name == name
 

@@ -26,7 +26,7 @@ from dispatcher.api.secrets import secret_material
 from dispatcher.api.spec import CURSOR, LIMIT, Param, Route
 from dispatcher.api.views import endpoint_json, health_json
 from dispatcher.errors import NotFound, ValidationError
-from dispatcher.model import SIGNING_SCHEMES, EndpointState
+from dispatcher.model import SIGNING_SCHEMES, EndpointKind, EndpointState
 from dispatcher.signing import COBO, generate_secret
 from dispatcher.store import endpoints as store
 from dispatcher.store import health
@@ -38,6 +38,7 @@ from dispatcher.urlpolicy import validate_endpoint_url
 FIELDS = ("url", "description", "event_types", "signing_scheme", "retry_policy",
           "timeout_seconds", "max_in_flight", "metadata", "pause_window_threshold",
           "pause_total_threshold")
+CREATE_ONLY = ("kind",)
 READ_ONLY = ("id", "state", "state_reason", "state_changed_timestamp", "created_timestamp",
              "updated_timestamp", "secret", "public_key", "public_key_pem")
 MAX_MAX_IN_FLIGHT = 1000
@@ -75,12 +76,20 @@ def _check_choice(f: Fields, key: str, value: str, choices: list[str] | tuple[st
 
 
 async def _validate(
-    request: web.Request, conn: Conn, tenant_id: UUID, f: Fields, *, partial: bool
+    request: web.Request, conn: Conn, tenant_id: UUID, f: Fields, *, partial: bool,
+    kind: str | None = None,
 ) -> dict[str, Any]:
-    """The columns to write from the body; on create, defaults fill the rest."""
+    """The columns to write from the body; on create, defaults fill the rest.
+    `kind` is the kind of the endpoint being updated (None on create)."""
     config = request.app[CONFIG]
-    f.reject_unknown(FIELDS, READ_ONLY)
-    out: dict[str, Any] = {}
+    if partial:
+        f.reject_unknown(FIELDS, (*READ_ONLY, *CREATE_ONLY))
+    else:
+        f.reject_unknown((*FIELDS, *CREATE_ONLY), READ_ONLY)
+        kind = _check_choice(f, "kind", f.string("kind", default=EndpointKind.WEBHOOK,
+                                                 max_len=20), tuple(EndpointKind))
+    callback = kind == EndpointKind.CALLBACK
+    out: dict[str, Any] = {} if partial else {"kind": kind}
 
     def wanted(key: str) -> bool:
         return not partial or f.has(key)
@@ -89,14 +98,21 @@ async def _validate(
         out["url"] = validate_endpoint_url(f.string("url", max_len=10_000), config.urls)
     if wanted("description"):
         out["description"] = f.string("description", default="", max_len=1000)
-    if wanted("event_types"):
+    if callback and f.has("event_types"):
+        f.fail("event_types", "is not accepted for a callback endpoint (it receives "
+                              "callbacks, never events)")
+    if callback and not partial:
+        out["event_types"] = []
+    elif wanted("event_types"):
         types = f.string_list("event_types", default=[ALL_TYPES])
         out["event_types"] = await _check_event_types(request, conn, tenant_id, f, types)
     if wanted("signing_scheme"):
         scheme = f.string("signing_scheme", default=config.signing.default_scheme, max_len=50)
         out["signing_scheme"] = _check_choice(f, "signing_scheme", scheme, SIGNING_SCHEMES)
     if wanted("retry_policy"):
-        name = f.string("retry_policy", default=config.delivery.default_retry_policy, max_len=100)
+        default_policy = (config.callbacks.retry_policy if callback
+                          else config.delivery.default_retry_policy)
+        name = f.string("retry_policy", default=default_policy, max_len=100)
         policies = request.app[POLICIES]
         out["retry_policy"] = _check_choice(f, "retry_policy", name, list(policies))
     if wanted("timeout_seconds"):
@@ -188,7 +204,8 @@ async def update_endpoint_from(request: web.Request, body: Any) -> web.Response:
         current = await store.get_endpoint(conn, tenant_id, endpoint_id, for_update=True)
         if current is None:
             raise endpoint_not_found(endpoint_id)
-        changes = await _validate(request, conn, tenant_id, Fields(body), partial=True)
+        changes = await _validate(request, conn, tenant_id, Fields(body), partial=True,
+                                  kind=current.kind)
         changes = {k: v for k, v in changes.items() if getattr(current, k) != v}
         if not changes:
             return web.json_response(endpoint_json(current))

@@ -28,6 +28,7 @@ _PATH_PARAM_DOC = {
     "endpoint_id": "The endpoint's id.",
     "event_id": "The event's id.",
     "name": "The event type's name.",
+    "callback_id": "The callback's id.",
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from dispatcher.api import (
+    callbacks,
     endpoints,
     event_types,
     health,
@@ -17,6 +18,7 @@ from dispatcher.api import (
     secrets,
 )
 from dispatcher.api.auth import authenticated
+from dispatcher.api.callback_waiter import waiter_ctx
 from dispatcher.api.context import CATALOGUE, KEY_CACHE, OPENAPI, POLICIES, SECRET_BOX
 from dispatcher.api.keycache import KeyCache
 from dispatcher.api.openapi import OPENAPI_ROUTE, build_document
@@ -44,6 +46,7 @@ API_ROUTES: list[Route] = [
     *event_types.ROUTES,
     *metrics.ROUTES,
     *listen.ROUTES,
+    *callbacks.ROUTES,
 ]
 
 
@@ -52,6 +55,7 @@ def add_api_routes(app: web.Application, config: Config) -> None:
     app[POLICIES] = load_policies(config)
     app[CATALOGUE] = load_catalogue(config)
     app[KEY_CACHE] = KeyCache()
+    app.cleanup_ctx.append(waiter_ctx)
     app[OPENAPI] = build_document([*HEALTH_ROUTES, *API_ROUTES, OPENAPI_ROUTE])
     for route in [*API_ROUTES, OPENAPI_ROUTE]:
         handler = authenticated(route.handler) if route.auth else route.handler

@@ -71,12 +71,20 @@ SECRET_FIELDS: dict[str, Schema] = {
     "public_key_pem": {"type": "string", "description": "The public key as PEM."},
 }
 
+KIND: Schema = {"type": "string", "enum": ["webhook", "callback"], "default": "webhook",
+                "description": "webhook endpoints receive events; callback endpoints "
+                               "answer approval callbacks with `ok` or `deny` (they take "
+                               "no event_types). Set on create only."}
+
 ENDPOINT = obj({
     "id": UUID_,
+    "kind": KIND,
     **{k: v for k, v in ENDPOINT_FIELDS.items()
-       if k not in ("url", "description")},
+       if k not in ("url", "description", "event_types")},
     "url": STRING,
     "description": STRING,
+    "event_types": {"type": "array", "items": STRING,
+                    "description": "Empty for a callback endpoint."},
     "state": {"type": "string", "enum": ["active", "paused", "disabled"]},
     "state_reason": NULLABLE_STRING,
     "state_changed_timestamp": NULLABLE_MS,
@@ -129,12 +137,50 @@ PUBLISHED_EVENT = obj({
 
 EVENT = obj({"id": UUID_, "type": STRING, "created_timestamp": MS, "data": ANY})
 
+CALLBACK_STATUS: Schema = {"type": "string",
+                           "enum": ["Pending", "Retrying", "Approved", "Denied", "Failed"]}
+CALLBACK_SUMMARY: dict[str, Schema] = {
+    "id": UUID_,
+    "type": STRING,
+    "status": CALLBACK_STATUS,
+    "endpoint_id": UUID_,
+    "created_timestamp": MS,
+    "deadline_timestamp": {**MS, "description": "Not decided by then: Failed."},
+}
+CALLBACK_SCHEMAS: dict[str, Schema] = {
+    "CallbackCreate": obj({
+        "type": {"type": "string", "minLength": 1, "maxLength": 100},
+        "data": {"type": "object", "description": "What the callback endpoint decides on."},
+        "endpoint_id": {**UUID_, "description": "Default: the tenant's only active "
+                        "callback endpoint."},
+        "deadline_seconds": {"type": "number", "minimum": 1,
+                             "description": "Default: config callbacks.default_deadline_"
+                                            "seconds (300)."},
+    }, required=["type", "data"], closed=True),
+    "CallbackAccepted": obj(CALLBACK_SUMMARY),
+    "Callback": obj({
+        **CALLBACK_SUMMARY,
+        "data": {"type": "object"},
+        "decision": {"type": ["string", "null"], "enum": ["ok", "deny", None]},
+        "decided_timestamp": {**NULLABLE_MS, "description": "When it was Approved, Denied "
+                              "or Failed."},
+        "attempts": {"type": "integer"},
+        "retries_left": {"type": "integer"},
+        "next_retry_timestamp": NULLABLE_MS,
+        "failure_reason": {**NULLABLE_STRING, "description": "timeout, http_status, "
+                           "no_decision, deadline_expired, connect_error, ..."},
+        "held": {"type": "boolean", "description": "Held: the callback endpoint is paused "
+                 "(the deadline still runs)."},
+    }),
+    "CallbackPage": page_of("Callback"),
+}
+
 SCHEMAS: dict[str, Schema] = {
     "Error": obj({"error": obj({"code": STRING, "message": STRING, "field": NULLABLE_STRING})}),
     "Endpoint": ENDPOINT,
     "EndpointCreated": {"allOf": [ref("Endpoint"), obj(SECRET_FIELDS, required=[])]},
     "EndpointUpdated": {"allOf": [ref("Endpoint"), obj(SECRET_FIELDS, required=[])]},
-    "EndpointCreate": obj(ENDPOINT_FIELDS, required=["url"], closed=True),
+    "EndpointCreate": obj({**ENDPOINT_FIELDS, "kind": KIND}, required=["url"], closed=True),
     "EndpointUpdate": obj(ENDPOINT_FIELDS, required=[], closed=True),
     "EndpointPage": page_of("Endpoint"),
     "SecretRotated": obj({"signing_scheme": STRING, **SECRET_FIELDS,
@@ -215,4 +261,5 @@ SCHEMAS: dict[str, Schema] = {
                    "reason": STRING, "pending": {"type": "array", "items": STRING}},
                   required=["status"]),
     "OpenApi": {"type": "object", "description": "This document."},
+    **CALLBACK_SCHEMAS,
 }

@@ -21,6 +21,7 @@ def ms(when: datetime | None) -> int | None:
 def endpoint_json(ep: Endpoint) -> dict[str, Any]:
     return {
         "id": str(ep.id),
+        "kind": ep.kind,
         "url": ep.url,
         "description": ep.description,
         "event_types": list(ep.event_types),

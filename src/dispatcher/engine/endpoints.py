@@ -44,6 +44,7 @@ class EndpointTarget:
     rate_limited_until: datetime | None = None
     effective_max_in_flight: int = 0
     concurrency_changed_at: datetime | None = None
+    callback: bool = False  # a callback endpoint: answers are classified as decisions
 
 
 _LOAD = """
@@ -52,7 +53,8 @@ SELECT ep.id, ep.tenant_id, ep.version, ep.url, ep.state, ep.max_in_flight, ep.r
        ep.previous_secret_expires_at, ep.listener_owner IS NOT NULL AS listener,
        ep.rate_limited_until, ep.concurrency_changed_at,
        least(coalesce(ep.effective_max_in_flight, ep.max_in_flight), ep.max_in_flight)
-           AS effective_max_in_flight
+           AS effective_max_in_flight,
+       ep.kind
 FROM endpoints ep WHERE ep.id = ANY($1::uuid[])
 """
 
@@ -137,6 +139,7 @@ class EndpointCache:
                 rate_limited_until=r["rate_limited_until"],
                 effective_max_in_flight=r["effective_max_in_flight"],
                 concurrency_changed_at=r["concurrency_changed_at"],
+                callback=r["kind"] == "callback",
             )
 
     async def _signer(self, conn: Conn, row: asyncpg.Record, now: datetime) -> Signer:

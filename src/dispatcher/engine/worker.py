@@ -47,6 +47,7 @@ import structlog
 from dispatcher import metrics
 from dispatcher.clock import Clock
 from dispatcher.config import Config
+from dispatcher.engine.callbacks import classify_answer
 from dispatcher.engine.endpoints import EndpointCache, EndpointTarget
 from dispatcher.engine.fair import FairSlots
 from dispatcher.engine.outcome import (
@@ -423,6 +424,7 @@ class DeliveryWorker:
         seconds = result.duration_ms / 1000
         previous = self._endpoint_speed.get(target.id, seconds)
         self._endpoint_speed[target.id] = 0.8 * previous + 0.2 * seconds
+        callback_decision = classify_answer(result) if target.callback else None
         retry_after = header = None
         if result.status in RETRY_AFTER_STATUSES:
             header = _header(result.response_headers, "Retry-After")
@@ -455,6 +457,8 @@ class DeliveryWorker:
             failure_reason=result.failure.value if result.failure else None,
             error_detail=result.error_detail,
             ordering_key=row.ordering_key,
+            callback=target.callback,
+            decision=callback_decision,
         ))
         self._outcomes_ready.set()
         _ATTEMPT_COUNTERS[result.failure].inc()

@@ -177,6 +177,8 @@ class Outcome:
     failure_reason: str | None
     error_detail: str | None = None
     ordering_key: str | None = None
+    callback: bool = False  # an attempt at an approval callback
+    decision: str | None = None  # callbacks: `ok` or `deny` when the answer was one
 
 
 # The attempt is logged if its delivery still exists (an endpoint or event deleted

@@ -24,7 +24,7 @@ _COLUMNS = """id, tenant_id, url, description, event_types, signing_scheme, retr
     timeout_seconds, max_in_flight, metadata, pause_window_threshold, pause_total_threshold,
     state, state_reason, state_changed_at, version, created_at, updated_at,
     effective_max_in_flight, CASE WHEN rate_limited_until > now() THEN rate_limited_until
-                                  END AS rate_limited_until"""
+                                  END AS rate_limited_until, kind"""
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class Endpoint:
     updated_at: datetime
     effective_max_in_flight: int | None = None
     rate_limited_until: datetime | None = None
+    kind: str = "webhook"  # or "callback"
 
 
 def _endpoint(row: asyncpg.Record) -> Endpoint:
@@ -67,18 +68,19 @@ async def lock_tenant_endpoint_count(conn: Conn, tenant_id: UUID) -> int:
 async def create_endpoint(
     conn: Conn, tenant_id: UUID, endpoint_id: UUID, fields: Mapping[str, Any], now: datetime
 ) -> Endpoint:
-    """Insert an endpoint; `fields` holds every column of UPDATABLE."""
+    """Insert an endpoint; `fields` holds every column of UPDATABLE (and may hold
+    `kind`, webhook by default)."""
     row = await conn.fetchrow(
         f"""INSERT INTO endpoints (id, tenant_id, url, description, event_types, signing_scheme,
                                   retry_policy, timeout_seconds, max_in_flight, metadata,
                                   pause_window_threshold, pause_total_threshold,
-                                  created_at, updated_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)
+                                  created_at, updated_at, kind)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)
             RETURNING {_COLUMNS}""",
         endpoint_id, tenant_id, fields["url"], fields["description"], fields["event_types"],
         fields["signing_scheme"], fields["retry_policy"], fields["timeout_seconds"],
         fields["max_in_flight"], fields["metadata"], fields["pause_window_threshold"],
-        fields["pause_total_threshold"], now,
+        fields["pause_total_threshold"], now, fields.get("kind", "webhook"),
     )
     assert row is not None
     return _endpoint(row)

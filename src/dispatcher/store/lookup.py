@@ -149,7 +149,8 @@ async def endpoint_events(
 
 async def get_event(conn: Conn, tenant_id: UUID, event_id: UUID) -> EventView | None:
     row = await conn.fetchrow(
-        "SELECT id, type, created_at, body FROM events WHERE id = $1 AND tenant_id = $2",
+        "SELECT id, type, created_at, body FROM events "
+        "WHERE id = $1 AND tenant_id = $2 AND NOT callback",
         event_id, tenant_id,
     )
     return None if row is None else EventView(**dict(row))
@@ -194,7 +195,7 @@ async def list_events(
     before_at, before_id = before if before else (None, None)
     rows = await conn.fetch(
         """SELECT id, type, created_at, body FROM events
-           WHERE tenant_id = $1
+           WHERE tenant_id = $1 AND NOT callback
              AND ($2::text[] IS NULL OR type = ANY($2))
              AND ($3::timestamptz IS NULL OR created_at >= $3)
              AND ($4::timestamptz IS NULL OR created_at < $4)

@@ -1,0 +1,117 @@
+"""Approval callbacks in the engine: the decision rule (pure), the outcome hook that
+records decisions inside the transaction that records the attempts, and the job
+that fails callbacks past their deadline. Both tell the tenant with the operational
+event `callback.decided`.
+
+The rule: status 200 or 201 and a body that is exactly `ok` or `deny` once
+surrounding ASCII whitespace is removed. Anything else (`OK`, `"ok"`, `yes`, an
+empty body, another status, a timeout) is not a decision and is retried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import structlog
+
+from dispatcher.clock import to_ms
+from dispatcher.config import Config
+from dispatcher.model import FailureReason
+from dispatcher.retry import load_policies
+from dispatcher.store import callbacks as store
+from dispatcher.store.deliveries import Outcome
+from dispatcher.store.events import NewEvent, publish_events
+from dispatcher.store.pool import Conn
+
+if TYPE_CHECKING:
+    from dispatcher.engine.sender import AttemptResult
+    from dispatcher.engine.worker import DeliveryWorker
+
+log = structlog.get_logger(__name__)
+
+DECIDED_EVENT = "callback.decided"
+DECISION_STATUSES = frozenset({200, 201})
+DECISIONS = frozenset({store.OK, store.DENY})
+ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
+
+
+def decision_of(status: int | None, body: str | None) -> str | None:
+    """`ok` or `deny` when the answer is a decision, else None."""
+    if status not in DECISION_STATUSES or body is None:
+        return None
+    text = body.strip(ASCII_WHITESPACE)
+    return text if text in DECISIONS else None
+
+
+def classify_answer(result: AttemptResult) -> str | None:
+    """Apply the decision rule to an attempt at a callback endpoint: returns the
+    decision, and marks an answer that is not one as failed (so it is retried)."""
+    if result.status is None:
+        return None  # timeout, connection error, ...: already a failure
+    decision = decision_of(result.status, result.response_body)
+    if decision is not None:
+        result.failure = None
+    elif result.status in DECISION_STATUSES:
+        result.failure = FailureReason.NO_DECISION
+    elif result.failure is None:
+        result.failure = FailureReason.HTTP_STATUS  # a 2xx other than 200/201
+    return decision
+
+
+def decided_data(d: store.Decided) -> dict[str, Any]:
+    """The `data` of a `callback.decided` event."""
+    return {
+        "id": str(d.id),
+        "type": d.type,
+        "endpoint_id": str(d.endpoint_id),
+        "status": {store.OK: "Approved", store.DENY: "Denied"}.get(d.outcome, "Failed"),
+        "decision": d.outcome if d.outcome in DECISIONS else None,
+        "failure_reason": d.failure_reason,
+        "decided_timestamp": to_ms(d.decided_at),
+    }
+
+
+class CallbackRecorder:
+    """The outcome hook (`worker.outcome_hooks`) and the deadline job."""
+
+    def __init__(self, config: Config) -> None:
+        self._policies = load_policies(config)
+        self._default_retries = self._policies[config.delivery.default_retry_policy].retries
+        self._idempotency = timedelta(seconds=config.server.idempotency_window_seconds)
+
+    async def record(self, conn: Conn, outcomes: Sequence[Outcome], now: datetime) -> set[UUID]:
+        answers = [
+            store.Answer(o.delivery_id, o.decision, o.status, o.next_attempt_at,
+                         o.failure_reason)
+            for o in outcomes if o.callback
+        ]
+        if answers:
+            await self._announce(conn, await store.record_answers(conn, answers, now), now)
+        return set()
+
+    async def expire(self, conn: Conn, now: datetime) -> int:
+        """Fail the callbacks whose deadline has passed; returns how many."""
+        async with conn.transaction():
+            decided = await store.expire_overdue(conn, now)
+            await self._announce(conn, decided, now)
+        return len(decided)
+
+    async def _announce(self, conn: Conn, decided: Sequence[store.Decided], now: datetime) -> None:
+        for d in decided:
+            data = decided_data(d)
+            log.info("callback.decided", callback_id=data["id"], type=d.type,
+                     status=data["status"], failure_reason=d.failure_reason)
+            await publish_events(conn, d.tenant_id, [NewEvent(DECIDED_EVENT, data)],
+                                 policies=self._policies, now=now,
+                                 idempotency_window=self._idempotency,
+                                 default_retries=self._default_retries)
+
+
+def install(worker: DeliveryWorker, config: Config) -> CallbackRecorder:
+    """Record callback decisions on every outcome batch this worker writes."""
+    recorder = CallbackRecorder(config)
+    worker.outcome_hooks.append(recorder.record)
+    return recorder
