@@ -19,7 +19,7 @@ from tests.integration.test_api_support import Api, ApiServer, new_api
 api_server, http, api, other = support.api_server, support.http, support.api, support.other
 
 URL = "https://hooks.example.com/in"
-FIELDS = {"id", "url", "description", "event_types", "signing_scheme", "retry_policy",
+FIELDS = {"id", "kind", "url", "description", "event_types", "signing_scheme", "retry_policy",
           "timeout_seconds", "max_in_flight", "metadata", "pause_window_threshold",
           "pause_total_threshold", "state", "state_reason",
           "state_changed_timestamp", "created_timestamp", "updated_timestamp"}
