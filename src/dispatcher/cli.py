@@ -322,13 +322,18 @@ def sandbox_group() -> None:
               help="How many requests GET /_requests serves (the newest).")
 @click.option("--save", "save_dir", default=None, type=click.Path(file_okay=False),
               help="Also write each request to DIR/NNNNNN.json.")
+@click.option("--answer", default=None, type=click.Choice(["ok", "deny"]),
+              help="Act as a callback endpoint: answer every request with this body "
+                   "(401 instead when --secret/--public-key is given and the signature "
+                   "does not verify).")
 @click.pass_context
 @handles_errors
 def sandbox_capture(ctx: click.Context, host: str, port: int, status: int, scheme: str | None,
                     secret: str | None, public_key: str | None, keep: int,
-                    save_dir: str | None) -> None:
+                    save_dir: str | None, answer: str | None) -> None:
     """Run a capture receiver: print every request (and whether its signature verifies),
-    answer with --status, serve the last requests as JSON at GET /_requests."""
+    answer with --status (and the body --answer for callbacks), serve the last requests
+    as JSON at GET /_requests."""
     from pathlib import Path
 
     from dispatcher.sandbox.capture import REQUESTS_PATH, CaptureServer, make_verifier
@@ -351,10 +356,11 @@ def sandbox_capture(ctx: click.Context, host: str, port: int, status: int, schem
 
     server = CaptureServer(status=status, keep=keep, verifier=verifier,
                            save_dir=None if save_dir is None else Path(save_dir),
-                           on_capture=show)
+                           on_capture=show, answer=answer)
+    answering = f"{status} {answer}" if answer else str(status)
 
     def started() -> None:
-        click.echo(f"capturing on {server.url} (answering {status}); "
+        click.echo(f"capturing on {server.url} (answering {answering}); "
                    f"requests as JSON at {server.url}{REQUESTS_PATH}; Ctrl-C to stop")
 
     _run(_serve_until_stopped(server, host, port, started))
@@ -362,7 +368,8 @@ def sandbox_capture(ctx: click.Context, host: str, port: int, status: int, schem
 
 @sandbox_group.command("send")
 @click.argument("url")
-@click.option("--type", "type_", required=True, help="Event type (see `dispatcher event-types`).")
+@click.option("--type", "type_", default=None,
+              help="Event type (see `dispatcher event-types`); required unless --callback.")
 @click.option("--scheme", default=None, help=_SCHEME_HELP)
 @click.option("--secret", default=None,
               help="Signing secret (whsec_..., whsk_..., cobalt text, cobo hex seed); "
@@ -372,10 +379,15 @@ def sandbox_capture(ctx: click.Context, host: str, port: int, status: int, schem
 @click.option("--timeout", default=2.0, show_default=True, type=_TIMEOUT,
               help="Total time allowed for the response, in seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--callback", "as_callback", is_flag=True,
+              help="Send an approval callback instead (--type default withdrawal.approve, "
+                   "--data default a Cobo Transaction) and print the decision the engine "
+                   "would record. Exits 1 if the answer is not a decision.")
 @click.pass_context
 @handles_errors
-def sandbox_send(ctx: click.Context, url: str, type_: str, scheme: str | None,
-                 secret: str | None, data: str | None, timeout: float, as_json: bool) -> None:
+def sandbox_send(ctx: click.Context, url: str, type_: str | None, scheme: str | None,
+                 secret: str | None, data: str | None, timeout: float, as_json: bool,
+                 as_callback: bool) -> None:
     """Send one sample event to URL, signed exactly as the engine signs it, and print the
     response and the outcome the engine would record. Exits 1 if that is a failure."""
     from dispatcher.sandbox.forward import check_url, deliver, sandbox_session
@@ -383,6 +395,11 @@ def sandbox_send(ctx: click.Context, url: str, type_: str, scheme: str | None,
 
     target = check_url(url)
     key = signing_key(_scheme(ctx, scheme), secret)
+    if as_callback:
+        _send_callback(ctx, target, key, type_, data, timeout, as_json)
+        return
+    if type_ is None:
+        raise click.UsageError("Missing option '--type'.")
     event = build_event(type_, _event_data(ctx, type_, data))
     success = _config(ctx).delivery.success_statuses
 
@@ -405,6 +422,58 @@ def sandbox_send(ctx: click.Context, url: str, type_: str, scheme: str | None,
             click.echo(attempt.response_body)
         click.echo(f"outcome: {attempt.outcome}")
     if not attempt.succeeded:
+        sys.exit(1)
+
+
+def _callback_data(ctx: click.Context, data: str | None) -> Any:
+    from dispatcher.catalogue import load_catalogue
+    from dispatcher.errors import ValidationError
+    from dispatcher.sandbox.callbacks import sample_callback_data
+    from dispatcher.sandbox.samples import parse_data
+
+    if data is None:
+        return sample_callback_data(load_catalogue(_config(ctx)))
+    parsed = parse_data(data)
+    if not isinstance(parsed, dict):
+        raise ValidationError("--data: a callback's data must be a JSON object", field="data")
+    return parsed
+
+
+def _send_callback(ctx: click.Context, target: str, key: Any, type_: str | None,
+                   data: str | None, timeout: float, as_json: bool) -> None:
+    from dispatcher.sandbox.callbacks import (
+        DEFAULT_CALLBACK_TYPE,
+        build_callback,
+        describe_decision,
+    )
+    from dispatcher.sandbox.forward import post, sandbox_session, signed_headers
+
+    callback = build_callback(type_ or DEFAULT_CALLBACK_TYPE, _callback_data(ctx, data),
+                              key.scheme)
+
+    async def go() -> Any:
+        async with sandbox_session() as session:
+            return await post(session, target, callback.body, signed_headers(key, callback),
+                              timeout=timeout)
+
+    attempt = _run(go())
+    decision, line = describe_decision(attempt)
+    if as_json:
+        _echo_json({"scheme": key.scheme, "secret": key.secret if key.generated else None,
+                    "verify_with": key.verifier_key if key.generated or key.scheme in (
+                        "standard-v1a", "cobo") else None,
+                    "callback_id": str(callback.id), "type": callback.type,
+                    **attempt.to_json(), "decision": decision,
+                    "status_recorded": {"ok": "Approved", "deny": "Denied"}.get(
+                        decision or "", "Retrying")})
+    else:
+        _echo_key(key)
+        _echo_request(attempt)
+        click.echo(f"response: {attempt.summary()}")
+        if attempt.response_body:
+            click.echo(attempt.response_body)
+        click.echo(line)
+    if decision is None:
         sys.exit(1)
 
 
@@ -535,25 +604,36 @@ def listen(ctx: click.Context, forward_to: str, scheme: str | None, secret: str 
 @click.option("--timeout", default=2.0, show_default=True, type=_TIMEOUT,
               help="Total time allowed for each response, in seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--callback", "as_callback", is_flag=True,
+              help="Probe a callback receiver: genuine callbacks must get exactly ok or "
+                   "deny; forged, stale and unsigned ones a 4xx, never ok.")
 @click.pass_context
 @handles_errors
 def check_receiver(ctx: click.Context, url: str, secret: str, scheme: str | None,
                    type_: str | None, data: str | None, timeout: float,
-                   as_json: bool) -> None:
+                   as_json: bool, as_callback: bool) -> None:
     """Probe a receiver: signed events accepted (also twice), tampered, stale and
     unsigned requests rejected, answers quick. Exits 1 if a required check fails."""
+    from dispatcher.sandbox.callbacks import DEFAULT_CALLBACK_TYPE, run_callback_checks
     from dispatcher.sandbox.conformance import DEFAULT_TYPE, DEFAULT_TYPES, run_checks
     from dispatcher.sandbox.forward import check_url, sandbox_session
     from dispatcher.sandbox.samples import signing_key
 
     target = check_url(url)
     key = signing_key(_scheme(ctx, scheme), secret)
-    event_type = type_ or DEFAULT_TYPES.get(key.scheme, DEFAULT_TYPE)
-    payload = _event_data(ctx, event_type, data)
+    if as_callback:
+        event_type = type_ or DEFAULT_CALLBACK_TYPE
+        payload = _callback_data(ctx, data)
+    else:
+        event_type = type_ or DEFAULT_TYPES.get(key.scheme, DEFAULT_TYPE)
+        payload = _event_data(ctx, event_type, data)
     success = _config(ctx).delivery.success_statuses
 
     async def go() -> Any:
         async with sandbox_session() as session:
+            if as_callback:
+                return await run_callback_checks(session, target, key, event_type, payload,
+                                                 timeout=timeout)
             return await run_checks(session, target, key, event_type, payload,
                                     timeout=timeout, success_statuses=success)
 
@@ -561,7 +641,8 @@ def check_receiver(ctx: click.Context, url: str, secret: str, scheme: str | None
     if as_json:
         _echo_json(report.to_json())
     else:
-        click.echo(f"checking {report.url} ({report.scheme}, event type {event_type})")
+        what = "callback type" if as_callback else "event type"
+        click.echo(f"checking {report.url} ({report.scheme}, {what} {event_type})")
         for c in report.checks:
             optional = "" if c.required else " [optional]"
             click.echo(f"  {c.status.upper():<4}  ({c.id}) {c.title}{optional}: {c.reason}")

@@ -34,25 +34,14 @@ from dispatcher.api.views import attempt_json, ms
 from dispatcher.clock import to_ms
 from dispatcher.errors import Conflict, NotFound, ValidationError
 from dispatcher.model import CALLBACK_DECIDED, CallbackStatus
-from dispatcher.signing import COBO, serialize_body
 from dispatcher.store import callbacks as store
 from dispatcher.store import lookup
 from dispatcher.store.deliveries import retry_delivery
-from dispatcher.store.events import event_body
 from dispatcher.store.pool import Conn
 
 MAX_WAIT = 30
 RECHECK_SECONDS = 1.0  # a waiting request re-reads at least this often
 STATUS_LABELS = [str(s) for s in CallbackStatus]
-
-
-def callback_body(callback_id: UUID, type_: str, created_at: Any, data: dict[str, Any],
-                  scheme: str) -> bytes:
-    """What the callback endpoint receives: Cobo sends the `data` object itself (a
-    Transaction); every other scheme gets the event envelope."""
-    if scheme == COBO:
-        return serialize_body(data)
-    return event_body(callback_id, type_, created_at, data)
 
 
 def callback_json(c: store.CallbackView) -> dict[str, Any]:
@@ -117,7 +106,7 @@ async def create_callback(request: web.Request) -> web.Response:
             callback_id = uuid.uuid4()
             new = store.NewCallback(
                 callback_id, tenant_id, target.id, type_, data,
-                callback_body(callback_id, type_, now, data, target.signing_scheme),
+                store.callback_body(callback_id, type_, now, data, target.signing_scheme),
                 now + timedelta(seconds=deadline), key, policy.retries if policy else 0)
             if not await store.create_callback(conn, new, now):
                 # Another request took the key between our read and write.

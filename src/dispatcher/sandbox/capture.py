@@ -145,8 +145,11 @@ class CaptureServer:
 
     def __init__(self, *, status: int = 200, keep: int = 100,
                  verifier: Verifier | None = None, save_dir: Path | None = None,
-                 respond: Respond | None = None, on_capture: OnCapture | None = None) -> None:
+                 respond: Respond | None = None, on_capture: OnCapture | None = None,
+                 answer: str | None = None) -> None:
         self.status = status
+        # Answer callbacks with this body (ok or deny); never to a forged request.
+        self.answer = answer
         self.verifier = verifier
         self.save_dir = save_dir
         self.requests: deque[Captured] = deque(maxlen=keep)
@@ -219,6 +222,11 @@ class CaptureServer:
             self._arrived.notify_all()
         if self._respond is not None:
             return await self._respond(captured)
+        if self.answer is not None:
+            if captured.verified is False:
+                return web.Response(status=401, text=f"signature does not verify: "
+                                                     f"{captured.verification_error}")
+            return web.Response(status=self.status, text=self.answer)
         if self.status in (204, 304):
             return web.Response(status=self.status)
         return web.json_response({"received": captured.n}, status=self.status)

@@ -21,12 +21,24 @@ from uuid import UUID
 import asyncpg
 
 from dispatcher.model import CallbackStatus, DeliveryStatus
+from dispatcher.signing import COBO, serialize_body
+from dispatcher.store.events import event_body
 from dispatcher.store.pool import Conn
 
 NOTIFY_CHANNEL = "dispatcher_callbacks"  # payload: the id of a decided callback
 OK = "ok"
 DENY = "deny"
 FAILED = "failed"
+
+
+def callback_body(callback_id: UUID, type_: str, created_at: datetime, data: Any,
+                  scheme: str) -> bytes:
+    """What the callback endpoint receives: Cobo sends the `data` object itself (a
+    Transaction); every other scheme gets the event envelope, `event_id` holding the
+    callback id."""
+    if scheme == COBO:
+        return serialize_body(data)
+    return event_body(callback_id, type_, created_at, data)
 
 
 @dataclass(frozen=True)
