@@ -80,17 +80,35 @@ def _cobo_tss(status: str) -> dict[str, Any]:
             "type": "KeyGen", "status": status, "created_timestamp": _TS}
 
 
-def _cobo_payment_tx(status: str) -> dict[str, Any]:
-    return {"data_type": "PaymentTransaction", "transaction_id": "tx_0b3a1c", "tx_hash": "0x4a1b",
-            "order_id": "ord_7f2e", "merchant_id": "M1001", "chain_id": "TRON",
-            "token_id": "TRON_USDT", "amount": "100.00", "status": status,
-            "created_timestamp": _TS, "updated_timestamp": _TS}
+_ORG = "e3986401-4aec-480a-973d-e775a4518413"
+_TRON_ADDR = "TQ3DFp8m9dJvZ2uR1kqg2xUcHXmNEuzw7f"
+_MERCHANT = "M1001"
+
+
+def _amount(amount: str, token: str = "TRON_USDT", chain: str = "TRON") -> dict[str, Any]:
+    return {"amount": amount, "token_id": token, "chain_id": chain}
+
+
+def _cobo_payment_tx(status: str, acquiring_type: str = "Order",
+                     **extra: Any) -> dict[str, Any]:
+    # A Payments pay-in: a deposit to the merchant's address, for an order or a top-up.
+    return _cobo_transaction(status, data_type="PaymentTransaction", chain_id="TRON",
+                             token_id="TRON_USDT", asset_id="USDT",
+                             source={"source_type": "DepositFromAddress",
+                                     "addresses": ["TXcnJ9gPBkJTFQr2BbxrT3D8wRz5JH9k8e"]},
+                             destination={"destination_type": "Address",
+                                          "account_output": {"address": _TRON_ADDR,
+                                                             "amount": "100.00"}},
+                             fee={"fee_type": "Fixed", "token_id": "TRON_TRX",
+                                  "fee_used": "1.1"},
+                             acquiring_type=acquiring_type, order_id="ord_7f2e", **extra)
 
 
 _COBO_TOKENS = {"data_type": "Tokens", "wallet_type": "Custodial", "wallet_subtypes": ["Asset"],
-                "tokens": ["ETH_USDT"]}
+                "tokens": [{"token_id": "ETH_USDT", "chain_id": "ETH", "asset_id": "USDT",
+                            "symbol": "USDT", "decimal": 6}]}
 _COBO_CHAINS = {"data_type": "Chains", "wallet_type": "Custodial", "wallet_subtypes": ["Asset"],
-                "chains": ["ETH"]}
+                "chains": [{"chain_id": "ETH", "symbol": "ETH", "confirming_threshold": 15}]}
 _COBO_BALANCE = {"data_type": "BalanceUpdateInfo", "token_id": "ETH_USDT", "wallet_uuid": _WALLET,
                  "address": "0x56ba2193dd79f0eeeda77df04f5060e714e38029",
                  "balance": {"total": "10.5", "available": "10", "locked": "0.5"},
@@ -98,6 +116,89 @@ _COBO_BALANCE = {"data_type": "BalanceUpdateInfo", "token_id": "ETH_USDT", "wall
 _COBO_LISTING = {"data_type": "TokenListing", "request_id": "tl_6c1d", "chain_id": "ETH",
                  "contract_address": "0xdac17f958d2ee523a2206206994597c13d831ec7",
                  "wallet_type": "Custodial", "wallet_subtype": "Asset", "status": "Approved"}
+_WALLET_INFO = {"wallet_id": _WALLET, "wallet_type": "Custodial", "wallet_subtype": "Asset",
+                "name": "Treasury", "org_id": _ORG}
+_COBO_WALLET = {"data_type": "WalletInfo", "wallet": _WALLET_INFO}
+_COBO_VAULT = {"data_type": "MPCVault", "vault_id": "0d7a6e4e-4a3b-4b6c-9c1e-2b1a3f6e9d21",
+               "name": "Main vault", "type": "Org-Controlled", "created_timestamp": _TS}
+_PAY_TIMES = {"created_timestamp": _TS, "updated_timestamp": _TS}
+
+
+def _cobo_order(status: str) -> dict[str, Any]:
+    return {"data_type": "PaymentOrder", "order_id": "ord_7f2e", "merchant_id": _MERCHANT,
+            "token_id": "TRON_USDT", "chain_id": "TRON", "payable_amount": "100.00",
+            "receive_address": _TRON_ADDR, "currency": "USD", "order_amount": "100.00",
+            "fee_amount": "1.00", "exchange_rate": "1", "psp_order_code": "P20240201001",
+            "merchant_order_code": "M20240201001", "status": status,
+            "received_token_amount": "100.00" if status == "Completed" else "0",
+            "expired_at": _TS + 1_800_000, **_PAY_TIMES}
+
+
+def _cobo_order_update(status: str) -> dict[str, Any]:
+    paid = status == "Completed"
+    return {"data_type": "PaymentOrderUpdate", "order_id": "ord_7f2e",
+            "psp_order_code": "P20240201001", "merchant_id": _MERCHANT,
+            "merchant_order_code": "M20240201001", "status": status,
+            "notice_type": "PaymentUpdated", "receive_address": _TRON_ADDR,
+            "expired_at": _TS + 1_800_000, "requested_amount": _amount("100.00"),
+            "credited_amount": _amount("100.00" if paid else "0"),
+            "outstanding_amount": _amount("0" if paid else "100.00"),
+            "transactions": [{"transaction_id": "aff0e1cb-15b2-4e1f-9b9d-a9133715986f",
+                              "tx_hash": "0x4a1b", "amount": _amount("100.00"),
+                              "source_address": "TXcnJ9gPBkJTFQr2BbxrT3D8wRz5JH9k8e",
+                              "status": "Completed", "screening_mode": "CoboKyt",
+                              "is_late": False, "message": None,
+                              "failed_reason": None}] if paid else [],
+            **_PAY_TIMES}
+
+
+def _cobo_refund_update(status: str) -> dict[str, Any]:
+    return {"data_type": "PaymentRefundUpdate", "refund_id": "rf_21aa", "order_id": "ord_7f2e",
+            "merchant_id": _MERCHANT, "request_id": "refund-req-1", "to_address": _TRON_ADDR,
+            "status": status, "requested_amount": _amount("100.00"), "tx_hash": "0x5b2c",
+            "refund_type": "Merchant", "initiator": "api", "commission_fee": None,
+            "failed_reason": None, **_PAY_TIMES}
+
+
+def _cobo_payout(status: str) -> dict[str, Any]:
+    return {"data_type": "PaymentPayout", "payout_id": "po_31bd", "request_id": "payout-req-1",
+            "payout_channel": "Crypto", "status": status, **_PAY_TIMES}
+
+
+def _cobo_payout_update(status: str) -> dict[str, Any]:
+    return {"data_type": "PaymentPayoutUpdate", "payout_id": "po_31bd",
+            "request_id": "payout-req-1", "source_account": _MERCHANT, "status": status,
+            "requested_amounts": [_amount("250.00")], "failed_amounts": [],
+            "requested_target": {"target_type": "Address", "address": _TRON_ADDR,
+                                 "chain_id": "TRON"},
+            "transactions": [{"transaction_id": "c1d2e3f4-15b2-4e1f-9b9d-a9133715986f",
+                              "amount": _amount("250.00"), "tx_hash": "0x6c3d",
+                              "result": "Completed", "failed_reason": None}],
+            "actual_payout_amounts": [{"amount_type": "Crypto", "amount": "250.00",
+                                       "token_id": "TRON_USDT", "chain_id": "TRON"}],
+            "initiator": "api", "commission_fee": None, "remark": None, "failed_reason": None,
+            **_PAY_TIMES}
+
+
+def _cobo_bulk_send(status: str) -> dict[str, Any]:
+    return {"data_type": "PaymentBulkSend", "bulk_send_id": "bs_7a10",
+            "source_account": _MERCHANT, "execution_mode": "Strict", "status": status,
+            **_PAY_TIMES}
+
+
+def _cobo_bulk_send_item(status: str) -> dict[str, Any]:
+    return {"data_type": "PaymentBulkSendItem", "bulk_send_item_id": "bsi_7a11",
+            "bulk_send_id": "bs_7a10", "source_account": _MERCHANT, "token_id": "TRON_USDT",
+            "receiving_address": _TRON_ADDR, "amount": "25.00", "status": status,
+            "validation_status": "Validated", **_PAY_TIMES}
+
+
+_BANK_ACCOUNT = {"destination_id": "d_01", "destination_name": "Acme Ltd",
+                 "destination_type": "Organization", "bank_account_id": "ba_01",
+                 "account_alias": "Operating", "account_number": "GB33BUKB20201555555555",
+                 "swift_code": "BUKBGB22", "currency": "USD", "beneficiary_name": "Acme Ltd",
+                 "beneficiary_address": "1 Main St, London", "bank_name": "Barclays",
+                 "bank_address": "1 Churchill Pl, London", "bank_account_status": "Approved"}
 
 _COBO: list[tuple[str, str, Any]] = [
     ("wallets.transaction.created",
@@ -119,15 +220,18 @@ _COBO: list[tuple[str, str, Any]] = [
      {"data_type": "Addresses", "addresses": [
          {"wallet_id": _WALLET, "chain_id": "ETH",
           "address": "0x56ba2193dd79f0eeeda77df04f5060e714e38029", "encoding": "ENCODING_P2PKH"}]}),
-    ("wallets.created", "A wallet was created.",
-     {"data_type": "WalletInfo", "wallet": {"wallet_id": _WALLET, "wallet_type": "Custodial",
-                                            "wallet_subtype": "Asset", "name": "Treasury"}}),
+    ("wallets.created", "A wallet was created.", _COBO_WALLET),
+    ("wallets.updated", "A wallet's information (such as its name) changed.",
+     {**_COBO_WALLET, "wallet": {**_WALLET_INFO, "name": "Treasury (EU)"}}),
     ("wallets.token_listing.failed", "A token listing request was rejected.",
      {**_COBO_LISTING, "status": "Rejected"}),
     ("wallets.token_listing.succeeded", "A token listing request was approved.", _COBO_LISTING),
-    ("mpc_vaults.created", "An MPC vault was created.",
-     {"data_type": "MPCVault", "vault_id": "0d7a6e4e-4a3b-4b6c-9c1e-2b1a3f6e9d21",
-      "name": "Main vault", "type": "Org-Controlled", "created_timestamp": _TS}),
+    ("mpc_vaults.created", "An MPC vault was created.", _COBO_VAULT),
+    ("mpc_vaults.updated", "An MPC vault changed (its name, or a key share holder group).",
+     {**_COBO_VAULT, "name": "Main vault (2026)"}),
+    ("mpc_vaults.deleted", "An MPC vault was deleted.", _COBO_VAULT),
+    ("organizations.updated", "The organization's information changed.",
+     {"data_type": "Organization", "org_id": _ORG, "name": "Acme Treasury"}),
     ("fee_station.transaction.created", "A Fee Station (gas top-up) transaction was created.",
      _cobo_transaction("Submitted", type="Withdrawal")),
     ("fee_station.transaction.updated", "A Fee Station transaction changed.",
@@ -136,6 +240,11 @@ _COBO: list[tuple[str, str, Any]] = [
      _cobo_transaction("Failed", type="Withdrawal", failed_reason="Insufficient balance")),
     ("fee_station.transaction.succeeded", "A Fee Station transaction completed.",
      _cobo_transaction("Completed", type="Withdrawal")),
+    ("fee_station.fiat_transaction.created",
+     "A fiat transaction (a deposit or a transfer) was made to the Fee Station.",
+     {"data_type": "FiatTransaction", "transaction_id": "ft_5e21", "transaction_type": "deposit",
+      "amount": "500.00", "fiat_currency": "USD", "status": "Succeeded",
+      "created_timestamp": _TS, "updated_timestamp": _TS}),
     ("wallet.token.enabled", "Tokens were enabled for a wallet type.", _COBO_TOKENS),
     ("wallet.chain.enabled", "Chains were enabled for a wallet type.", _COBO_CHAINS),
     ("wallet.mpc.balance.updated", "An MPC wallet address's balance changed.", _COBO_BALANCE),
@@ -147,32 +256,112 @@ _COBO: list[tuple[str, str, Any]] = [
     ("token.suspended.withdraw", "Withdrawals of a token were suspended.",
      {"data_type": "SuspendedToken", "token_ids": "ETH_USDT", "operation_type": "Withdrawal"}),
     ("payment.transaction.created", "A payment transaction was detected.",
-     _cobo_payment_tx("Pending")),
+     _cobo_payment_tx("Confirming")),
     ("payment.transaction.late", "A payment arrived after its order expired.",
-     _cobo_payment_tx("Late")),
+     _cobo_payment_tx("Completed")),
     ("payment.transaction.completed", "A payment transaction completed.",
      _cobo_payment_tx("Completed")),
     ("payment.transaction.held", "A payment transaction was held for review.",
-     _cobo_payment_tx("Held")),
-    ("payment.status.updated", "A pay-in order's status changed.",
-     {"data_type": "Order", "order_id": "ord_7f2e", "merchant_id": "M1001", "token_id": "TRON_USDT",
-      "chain_id": "TRON", "payable_amount": "100.00", "currency": "USD", "order_amount": "100.00",
-      "status": "Completed", "created_timestamp": _TS, "updated_timestamp": _TS}),
+     _cobo_payment_tx("PendingScreening")),
+    ("payment.transaction.failed", "A payment transaction failed.",
+     _cobo_payment_tx("Failed", failed_reason="Rejected by KYT screening")),
+    ("payment.transaction.external.created",
+     "A deposit to an external (non-Cobo) address of a merchant was detected.",
+     _cobo_payment_tx("Confirming", acquiring_type="TopUp")),
+    ("payment.transaction.external.completed",
+     "A deposit to an external address of a merchant completed.",
+     _cobo_payment_tx("Completed", acquiring_type="TopUp")),
+    ("payment.transaction.settlement_network.created",
+     "A settlement-network transfer was created.",
+     _cobo_payment_tx("Submitted")),
+    ("payment.transaction.settlement_network.completed",
+     "A settlement-network transfer completed.",
+     _cobo_payment_tx("Completed")),
+    ("payment.account.balance.updated", "A Payments account balance changed.",
+     {"data_type": "PaymentAccountBalanceUpdate", "source_account": _MERCHANT,
+      "source_id": "ord_7f2e", "source_type": "OrderIn", "token_id": "TRON_USDT",
+      "amount": "100.00", "amount_raw": "100000000", "balance_before": "900.00",
+      "balance_before_raw": "900000000", "balance_after": "1000.00",
+      "balance_after_raw": "1000000000", "flow_direction": "in", "update_time": _TS}),
+    ("payment.status.updated", "A pay-in order's status changed.", _cobo_order("Completed")),
+    ("payment.order.status.updated", "A pay-in order's status changed.",
+     _cobo_order("Processing")),
+    ("payment.order.updated", "A pay-in order changed (amounts credited, transactions).",
+     _cobo_order_update("Completed")),
     ("payment.refund.status.updated", "A refund's status changed.",
-     {"data_type": "Refund", "refund_id": "rf_21aa", "order_id": "ord_7f2e",
-      "token_id": "TRON_USDT", "chain_id": "TRON", "amount": "100.00", "to_address": "TXYZ",
-      "status": "Completed"}),
+     {"data_type": "PaymentRefund", "refund_id": "rf_21aa", "order_id": "ord_7f2e",
+      "token_id": "TRON_USDT", "chain_id": "TRON", "amount": "100.00",
+      "to_address": _TRON_ADDR, "status": "Completed"}),
+    ("payment.refund.updated", "A refund changed.", _cobo_refund_update("Completed")),
     ("payment.settlement.status.updated", "A settlement's status changed.",
-     {"data_type": "Settlement", "settlement_request_id": "st_9c0e", "status": "Completed",
-      "settlements": [{"token_id": "TRON_USDT", "amount": "1000.00"}]}),
+     {"data_type": "PaymentSettlement", "settlement_request_id": "st_9c0e",
+      "request_id": "settle-req-1", "status": "Completed",
+      "settlements": [{"token_id": "TRON_USDT", "chain_id": "TRON", "merchant_id": _MERCHANT,
+                       "amount": "1000.00", "settled_amount": "1000.00",
+                       "created_timestamp": 1701396866, "updated_timestamp": 1701396866}]}),
+    ("payment.payout.status.updated", "A payout's status changed.", _cobo_payout("Completed")),
+    ("payment.payout.updated", "A payout changed (transactions, amounts paid out).",
+     _cobo_payout_update("Completed")),
+    ("payment.bank_withdrawal.status.updated", "A bank withdrawal's status changed.",
+     {"data_type": "PaymentBankWithdrawal", "bank_withdrawal_id": "bw_44f0",
+      "request_id": "bw-req-1", "source_bank_account_id": "ba_01",
+      "target_bank_account_id": "ba_02", "currency": "USD", "amount": "5000.00",
+      "status": "Completed", "created_timestamp": _TS,
+      "source_bank_account": _BANK_ACCOUNT,
+      "target_bank_account": {**_BANK_ACCOUNT, "bank_account_id": "ba_02",
+                              "account_alias": "Payroll"},
+      "timeline": [{"status": "Pending", "timestamp": _TS},
+                   {"status": "Completed", "timestamp": _TS + 3_600_000}]}),
+    ("payment.subscription.status.updated",
+     "A subscription's status changed (Payments; its data is a pay-in order).",
+     _cobo_order("Completed")),
+    ("payment.charge.status.updated",
+     "A subscription charge's status changed (Payments; its data is a pay-in order).",
+     _cobo_order("Completed")),
+    ("payment.topup.updated", "A top-up (a payer's deposit to its address) changed.",
+     {"data_type": "PaymentTopUpUpdate", "transaction_id": "aff0e1cb-15b2-4e1f-9b9d-a9133715986f",
+      "merchant_id": _MERCHANT, "payer_id": "py_01", "custom_payer_id": "payer_42",
+      "status": "Completed", "screening_mode": "CoboKyt", "amount": _amount("50.00"),
+      "tx_hash": "0x7d4e", "topup_address": _TRON_ADDR,
+      "source_address": "TXcnJ9gPBkJTFQr2BbxrT3D8wRz5JH9k8e", "message": None,
+      "failed_reason": None, **_PAY_TIMES}),
+    ("payment.bulk_send.status.updated", "A bulk send's status changed.",
+     _cobo_bulk_send("Completed")),
+    ("payment.bulk_send.updated", "A bulk send changed (items done, amounts sent).",
+     {"data_type": "PaymentBulkSendUpdate", "bulk_send_id": "bs_7a10",
+      "request_id": "bulk-req-1", "source_account": _MERCHANT, "execution_mode": "Strict",
+      "status": "Completed", "item_count": 2, "failed_item_count": 0,
+      "not_executed_item_count": 0, "requested_amounts": [_amount("50.00")],
+      "completed_amounts": [_amount("50.00")], "failed_amounts": [], "description": None,
+      "commission_fee": None, "failed_reason": None, **_PAY_TIMES}),
+    ("payment.bulk_send.item.status.updated", "A bulk send item's status changed.",
+     _cobo_bulk_send_item("Completed")),
+    ("payment.bulk_send.item.updated", "A bulk send item changed.",
+     {"data_type": "PaymentBulkSendItemUpdate", "bulk_send_item_id": "bsi_7a11",
+      "bulk_send_id": "bs_7a10", "request_id": "bulk-req-1", "status": "Completed",
+      "requested_amount": _amount("25.00"), "receiving_address": _TRON_ADDR,
+      "tx_hash": "0x8e5f", "source_account": _MERCHANT, "description": None,
+      "failed_reason": None, **_PAY_TIMES}),
     ("payment.address.updated", "A top-up address was assigned or changed.",
-     {"data_type": "PaymentAddressUpdate", "custom_payer_id": "payer_42", "token_id": "TRON_USDT",
-      "chain": "TRON", "previous_address": "TPREV", "updated_address": "TNEW"}),
+     {"data_type": "PaymentAddressUpdate", "custom_payer_id": "payer_42", "payer_id": "py_01",
+      "token_id": "TRON_USDT", "chain": "TRON", "previous_address": "TPREV",
+      "updated_address": "TNEW"}),
     ("compliance.disposition.status.updated",
      "A compliance disposition (refund or isolation) changed.",
      {"data_type": "ComplianceDisposition",
       "transaction_id": "aff0e1cb-15b2-4e1f-9b9d-a9133715986f",
-      "disposition_type": "Refund", "disposition_status": "Completed"}),
+      "disposition_type": "Refund", "disposition_status": "Refunded",
+      "updated_timestamp": _TS}),
+    ("compliance.kyt.screenings.status.updated",
+     "A transaction's KYT screening status changed.",
+     {"data_type": "ComplianceKytScreenings",
+      "transaction_id": "aff0e1cb-15b2-4e1f-9b9d-a9133715986f", "transaction_type": "Deposit",
+      "review_status": "Approved", "funds_status": "Normal", "updated_timestamp": _TS}),
+    ("compliance.kya.screenings.status.updated",
+     "An address's KYA screening status changed.",
+     {"data_type": "ComplianceKyaScreenings", "screening_id": "kya_0c3b",
+      "address": "0x56ba2193dd79f0eeeda77df04f5060e714e38029", "chain_id": "ETH",
+      "status": "Screened", "created_timestamp": _TS, "updated_timestamp": _TS}),
 ]
 
 # --- OKX Wallet-as-a-Service (seed 002) -------------------------------------------

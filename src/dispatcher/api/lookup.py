@@ -158,7 +158,8 @@ async def get_attempt_logs(request: web.Request) -> web.Response:
     if len(attempts) > limit:
         attempts = attempts[:limit]
         next_cursor = encode_cursor("attempts", [attempts[-1].id])
-    return web.json_response(page([attempt_json(a, found.body) for a in attempts], next_cursor))
+    return web.json_response(page([attempt_json(a, found.sent_body) for a in attempts],
+                                  next_cursor))
 
 
 async def retry_event(request: web.Request) -> web.Response:

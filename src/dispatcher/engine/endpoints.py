@@ -15,7 +15,7 @@ import structlog
 from dispatcher.errors import DispatcherError
 from dispatcher.retry import RetryPolicy
 from dispatcher.secretbox import SecretBox
-from dispatcher.signing import Signer, make_signer
+from dispatcher.signing import COBO, Signer, make_signer
 from dispatcher.store.pool import Conn
 from dispatcher.store.secrets import decrypt_endpoint_secrets, tenant_signing_key
 
@@ -45,6 +45,7 @@ class EndpointTarget:
     effective_max_in_flight: int = 0
     concurrency_changed_at: datetime | None = None
     callback: bool = False  # a callback endpoint: answers are classified as decisions
+    cobo_url: str | None = None  # a cobo webhook endpoint: its URL goes into the body
 
 
 _LOAD = """
@@ -140,6 +141,8 @@ class EndpointCache:
                 effective_max_in_flight=r["effective_max_in_flight"],
                 concurrency_changed_at=r["concurrency_changed_at"],
                 callback=r["kind"] == "callback",
+                cobo_url=r["url"] if r["signing_scheme"] == COBO and r["kind"] != "callback"
+                else None,
             )
 
     async def _signer(self, conn: Conn, row: asyncpg.Record, now: datetime) -> Signer:

@@ -17,6 +17,7 @@ from dispatcher.engine.endpoints import EndpointTarget
 from dispatcher.engine.outcome import failure_for_status
 from dispatcher.model import FailureReason
 from dispatcher.store.deliveries import ClaimedDelivery
+from dispatcher.store.events import cobo_envelope
 from dispatcher.urlpolicy import is_blocked_error
 
 BASE_HEADERS = {"Content-Type": "application/json"}
@@ -73,9 +74,11 @@ async def send(
 ) -> AttemptResult:
     """Sign and send one delivery to its endpoint."""
     started_at = clock.now()
-    headers = {**BASE_HEADERS, **target.signer.sign(str(delivery.event_id), started_at,
-                                                     delivery.body)}
-    result = await post_once(session, target.url, delivery.body, headers, target.timeout,
+    body = delivery.body
+    if target.cobo_url is not None:
+        body = cobo_envelope(body, target.cobo_url)
+    headers = {**BASE_HEADERS, **target.signer.sign(str(delivery.event_id), started_at, body)}
+    result = await post_once(session, target.url, body, headers, target.timeout,
                              success_statuses, body_limit, started_at)
     result.finished_at = clock.now()
     return result

@@ -18,7 +18,7 @@ import aiohttp
 from dispatcher.clock import SystemClock
 from dispatcher.engine.outcome import is_success
 from dispatcher.sandbox.forward import Attempt, deliver, post, signed_headers
-from dispatcher.sandbox.samples import SampleEvent, SigningKey, build_event
+from dispatcher.sandbox.samples import SampleEvent, SigningKey, addressed, build_event
 from dispatcher.signing import (
     COBALT,
     COBALT_SIGNATURE,
@@ -176,7 +176,7 @@ async def run_checks(
                   "id and answer 2xx), or the sender keeps retrying it"))
 
     # (c) the body changed after signing.
-    fresh = build_event(event_type, data)
+    fresh = addressed(build_event(event_type, data), key.scheme, url)
     attempt = await post(session, url, tampered(fresh), signed_headers(key, fresh),
                          timeout=timeout, success_statuses=success_statuses)
     add(_rejected(Check("c", "rejects_tampered_body",
@@ -195,7 +195,7 @@ async def run_checks(
         add(stale)
     else:
         then = SystemClock().now() - STALE_BY
-        old = build_event(event_type, data, created_at=then)
+        old = addressed(build_event(event_type, data, created_at=then), key.scheme, url)
         attempt = await post(session, url, old.body, signed_headers(key, old, when=then),
                              timeout=timeout, success_statuses=success_statuses)
         add(_rejected(stale, attempt, success_statuses,
@@ -203,7 +203,7 @@ async def run_checks(
                       "more than 5 minutes from its clock: replay protection)"))
 
     # (e) no signature at all.
-    unsigned = build_event(event_type, data)
+    unsigned = addressed(build_event(event_type, data), key.scheme, url)
     header = SIGNATURE_HEADER.get(key.scheme, WEBHOOK_SIGNATURE)
     headers = {k: v for k, v in signed_headers(key, unsigned).items()
                if k.lower() != header.lower()}

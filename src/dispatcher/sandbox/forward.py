@@ -18,7 +18,7 @@ from dispatcher.engine.http import SESSION_HEADERS, USER_AGENT
 from dispatcher.engine.outcome import GONE
 from dispatcher.engine.sender import BASE_HEADERS, post_once
 from dispatcher.model import FailureReason
-from dispatcher.sandbox.samples import SampleEvent, SigningKey
+from dispatcher.sandbox.samples import SampleEvent, SigningKey, addressed
 from dispatcher.signing import make_signer
 from dispatcher.urlpolicy import validate_endpoint_url
 
@@ -130,5 +130,6 @@ async def deliver(
     success_statuses: Collection[int] = (),
 ) -> Attempt:
     """One attempt of `event`, signed now, exactly as the engine sends it."""
+    event = addressed(event, key.scheme, url)
     return await post(session, url, event.body, signed_headers(key, event), timeout=timeout,
                       success_statuses=success_statuses)

@@ -3,6 +3,7 @@ published one: the envelope from `event_body`, serialized once."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Mapping
@@ -25,7 +26,7 @@ from dispatcher.signing import (
     public_key_pem,
     serialize_body,
 )
-from dispatcher.store.events import event_body
+from dispatcher.store.events import cobo_envelope, event_body
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -45,6 +46,13 @@ def build_event(type_: str, data: Any, *, event_id: uuid.UUID | None = None,
     eid = event_id or uuid.uuid4()
     when = created_at or SystemClock().now()
     return SampleEvent(eid, type_, when, data, event_body(eid, type_, when, data))
+
+
+def addressed(event: SampleEvent, scheme: str, url: str) -> SampleEvent:
+    """The event as sent to `url`: with `cobo`, the envelope carries the URL."""
+    if scheme != COBO:
+        return event
+    return dataclasses.replace(event, body=cobo_envelope(event.body, url))
 
 
 def parse_data(text: str, option: str = "--data") -> Any:

@@ -6,6 +6,7 @@ those bytes, so the event id and `created_timestamp` never change across retries
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,26 @@ def event_body(event_id: UUID, type_: str, created_at: datetime, data: Any) -> b
         {"event_id": str(event_id), "type": type_,
          "created_timestamp": to_ms(created_at), "data": data}
     )
+
+
+_ID_PREFIX = b'{"event_id":"'
+_ID_END = len(_ID_PREFIX) + 36 + 2  # the uuid, then '",'
+
+
+def cobo_envelope(body: bytes, url: str) -> bytes:
+    """Cobo's webhook envelope: the event's, with the receiving endpoint's `url` after
+    `event_id` (Cobo's SDK requires it). The same event body and URL always give the
+    same bytes, so a delivery's body is identical across its retries."""
+    fragment = b'"url":' + serialize_body(url) + b","
+    if body.startswith(_ID_PREFIX) and body[_ID_END - 2 : _ID_END] == b'",':
+        if body.startswith(fragment, _ID_END):
+            return body  # already addressed
+        return body[:_ID_END] + fragment + body[_ID_END:]
+    envelope = json.loads(body)  # not an envelope from event_body: rebuild it
+    if envelope.get("url") == url:
+        return body
+    return serialize_body({"event_id": envelope.get("event_id"), "url": url,
+                           **{k: v for k, v in envelope.items() if k != "event_id"}})
 
 
 _FIND_BY_KEYS = """

@@ -15,6 +15,8 @@ from uuid import UUID
 import asyncpg
 
 from dispatcher.model import DeliveryStatus, retries_left_shown
+from dispatcher.signing import COBO
+from dispatcher.store.events import cobo_envelope
 from dispatcher.store.pool import Conn
 
 
@@ -37,6 +39,15 @@ class DeliveryView:
     failure_reason: str | None
     ordering_key: str | None = None
     blocked_by: UUID | None = None
+    signing_scheme: str = ""
+    kind: str = "webhook"
+
+    @property
+    def sent_body(self) -> bytes:
+        """The body as sent: a cobo webhook endpoint gets its URL in the envelope."""
+        if self.signing_scheme == COBO and self.kind == "webhook":
+            return cobo_envelope(self.body, self.url)
+        return self.body
 
     @property
     def next_retry_at(self) -> datetime | None:
@@ -84,7 +95,8 @@ SELECT d.id AS delivery_id, d.event_id, d.endpoint_id, ep.url, e.type, e.created
            (SELECT p.event_id FROM deliveries p
             WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key
               AND p.status < 2 AND p.id < d.id
-            ORDER BY p.id LIMIT 1) END AS blocked_by
+            ORDER BY p.id LIMIT 1) END AS blocked_by,
+       ep.signing_scheme, ep.kind
 FROM deliveries d
 JOIN events e ON e.id = d.event_id
 JOIN endpoints ep ON ep.id = d.endpoint_id
