@@ -209,6 +209,24 @@ async def test_a_decided_callback_is_final(cb: Api, receiver: Receiver) -> None:
     assert again.body == done and len(receiver.requests) == 1
 
 
+async def test_a_callback_delivery_is_retried_only_as_a_callback(
+    cb: Api, receiver: Receiver
+) -> None:
+    ep = await callback_endpoint(cb, receiver, retry_policy="none")
+    receiver.reply_with(then=Reply(200, "later"))
+    created = await ask(cb, {"amount": "7"})
+    await wait_decided(cb, created["id"])
+    listed = await cb.get(f"/v1/endpoints/{ep['id']}/events")
+    assert [(e["event_id"], e["data"], e["status"]) for e in listed.body["data"]] == [
+        (created["id"], {"amount": "7"}, "Failed")]
+    one = await cb.post(f"/v1/endpoints/{ep['id']}/events/{created['id']}/retry")
+    assert one.status == 409 and one.error["code"] == "callback_endpoint"
+    bulk = await cb.post(f"/v1/endpoints/{ep['id']}/retry")
+    assert bulk.status == 409 and bulk.error["code"] == "callback_endpoint"
+    await asyncio.sleep(0.2)
+    assert len(receiver.requests) == 1
+
+
 async def test_a_failed_callback_may_be_retried_before_its_deadline(
     cb: Api, receiver: Receiver
 ) -> None:

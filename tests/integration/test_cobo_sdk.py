@@ -147,6 +147,8 @@ async def test_a_cobo_callback_is_the_transaction_and_the_demo_approves_it(
     assert json.loads(req.body) == transaction
     tx = Transaction.from_dict(json.loads(req.body.decode("utf8")))
     assert tx is not None and tx.transaction_id == transaction["transaction_id"]
+    listed = await api.get(f"/v1/endpoints/{recorder['id']}/events")
+    assert listed.status == 200 and listed.body["data"][0]["data"] == transaction
     # The demo app itself answers `ok`: the callback is approved.
     async with demo_receiver(key) as demo:
         approver = await api.create_endpoint(demo + "/api/callback", kind="callback",

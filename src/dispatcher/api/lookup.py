@@ -66,6 +66,13 @@ def _event_not_found(event_id: UUID) -> NotFound:
     return NotFound(f"event {event_id} not found", field="event_id")
 
 
+def _use_callback_retry() -> Conflict:
+    # A callback's delivery follows its decision: only the callback may be retried.
+    return Conflict("this is a callback endpoint: retry a Failed callback with "
+                    "POST /v1/callbacks/{id}/retry", field="endpoint_id",
+                    code="callback_endpoint")
+
+
 async def _endpoint_url(conn: Conn, tenant_id: UUID, endpoint_id: UUID) -> str:
     url = await lookup.endpoint_url(conn, tenant_id, endpoint_id)
     if url is None:
@@ -171,6 +178,8 @@ async def retry_event_at(request: web.Request, endpoint_id: UUID, event_id: UUID
     now = request.app[CLOCK].now()
     async with request.app[POOL].acquire() as conn:
         found = await _delivery(conn, request[TENANT], endpoint_id, event_id)
+        if found.kind == "callback":
+            raise _use_callback_retry()
         if found.status not in RETRYABLE:
             raise Conflict(f"only Retrying or Failed events can be retried; this one is "
                            f"{found.status.label}", field="status")
@@ -214,6 +223,8 @@ async def retry_many_from(request: web.Request, body: Any) -> web.Response:
     now = request.app[CLOCK].now()
     async with request.app[POOL].acquire() as conn:
         await _endpoint_url(conn, tenant_id, endpoint_id)
+        if await lookup.endpoint_kind(conn, endpoint_id) == "callback":
+            raise _use_callback_retry()
         queued = await bulk_retry(conn, endpoint_id, statuses, since or _FAR_PAST,
                                   until or _FAR_FUTURE, now)
     return web.json_response({"queued": queued}, status=202)

@@ -92,7 +92,7 @@ def event_status_json(d: DeliveryView) -> dict[str, Any]:
         "url": d.url,
         "created_timestamp": to_ms(d.created_at),
         "type": d.type,
-        "data": event_data(d.body),
+        "data": d.data,
         **_delivery_state(d),
     }
 

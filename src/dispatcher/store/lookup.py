@@ -43,6 +43,15 @@ class DeliveryView:
     kind: str = "webhook"
 
     @property
+    def data(self) -> Any:
+        """The event's `data`; a cobo callback's body is the data itself."""
+        parsed = json.loads(self.body)
+        if self.kind == "callback" and not (
+                isinstance(parsed, dict) and parsed.get("event_id") == str(self.event_id)):
+            return parsed
+        return parsed["data"]
+
+    @property
     def sent_body(self) -> bytes:
         """The body as sent: a cobo webhook endpoint gets its URL in the envelope."""
         if self.signing_scheme == COBO and self.kind == "webhook":
@@ -116,6 +125,12 @@ async def endpoint_url(conn: Conn, tenant_id: UUID, endpoint_id: UUID) -> str | 
         "SELECT url FROM endpoints WHERE id = $1 AND tenant_id = $2", endpoint_id, tenant_id
     )
     return url
+
+
+async def endpoint_kind(conn: Conn, endpoint_id: UUID) -> str | None:
+    kind: str | None = await conn.fetchval("SELECT kind FROM endpoints WHERE id = $1",
+                                           endpoint_id)
+    return kind
 
 
 async def endpoint_event(
