@@ -19,7 +19,7 @@ CREATE TABLE callbacks (
     tenant_id        uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
     endpoint_id      uuid NOT NULL REFERENCES endpoints (id) ON DELETE CASCADE,
     type             text NOT NULL,
-    data             jsonb NOT NULL,
+    data             json NOT NULL,  -- as given: jsonb would rewrite numbers
     outcome          text CHECK (outcome IN ('ok', 'deny', 'failed')),
     failure_reason   text,
     decided_at       timestamptz,

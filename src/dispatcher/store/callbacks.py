@@ -20,7 +20,7 @@ from uuid import UUID
 
 import asyncpg
 
-from dispatcher.model import CallbackStatus, DeliveryStatus
+from dispatcher.model import CallbackStatus, DeliveryStatus, retries_left_shown
 from dispatcher.signing import COBO, serialize_body
 from dispatcher.store.events import event_body
 from dispatcher.store.pool import Conn
@@ -115,7 +115,8 @@ _STATUS_SQL = """CASE c.outcome WHEN 'ok' THEN 'Approved' WHEN 'deny' THEN 'Deni
 def _view(row: asyncpg.Record) -> CallbackView:
     values = dict(row)
     values["data"] = json.loads(values["data"])
-    values["delivery_status"] = DeliveryStatus(values["delivery_status"])
+    status = values["delivery_status"] = DeliveryStatus(values["delivery_status"])
+    values["retries_left"] = retries_left_shown(status, values["retries_left"])
     return CallbackView(**values)
 
 
@@ -177,7 +178,7 @@ WITH ev AS (
 ), cb AS (
     INSERT INTO callbacks (id, tenant_id, endpoint_id, type, data, deadline_at, created_at,
                            idempotency_key)
-    VALUES ($1, $2, $6, $3, $7::jsonb, $8, $5, $9)
+    VALUES ($1, $2, $6, $3, $7::json, $8, $5, $9)
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id
 )
