@@ -216,7 +216,8 @@ async def test_the_app_runs_maintenance_and_the_scheduler_redrives_a_resumed_end
         m = app[COMPONENTS][MAINTENANCE]
         assert isinstance(m, Maintenance)
         assert set(m.jobs) == {"reap_leases", "expire_holds", "redrive", "retention", "gauges",
-                               "remove_abandoned_listeners", "ordering_keys"}
+                               "remove_abandoned_listeners", "ordering_keys",
+                               "expire_callbacks"}
         async with EngineHarness(db_url, config, clock) as h:
             tenant = await make_tenant(h.pool)
             endpoint, _ = await make_endpoint(h.pool, h.box, tenant, "http://127.0.0.1:9/a",
