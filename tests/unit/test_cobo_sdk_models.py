@@ -52,3 +52,12 @@ def test_cobo_envelope_adds_the_url_once_and_deterministically() -> None:
     other = serialize_body({"type": "t", "event_id": str(eid), "data": {}})
     assert list(json.loads(cobo_envelope(other, "https://x"))) == [
         "event_id", "url", "type", "data"]
+
+
+def test_a_cobo_callback_body_is_its_own_data() -> None:
+    from dispatcher.store.lookup import event_data
+
+    transaction = COBO["wallets.transaction.created"].sample
+    assert event_data(serialize_body(transaction)) == transaction
+    envelope = event_body(uuid.uuid4(), "t", datetime(2026, 1, 1, tzinfo=UTC), transaction)
+    assert event_data(envelope) == transaction

@@ -118,7 +118,7 @@ async def _event(request: web.Request) -> tuple[dict[str, Any], list[dict[str, A
                             strict=True):
             attempts = await lookup.attempt_logs(conn, d.delivery_id, after=None,
                                                  limit=MAX_ATTEMPTS_SHOWN)
-            per_endpoint.append({**shown, "attempt_logs": [attempt_json(a, d.body)
+            per_endpoint.append({**shown, "attempt_logs": [attempt_json(a, d.sent_body)
                                                            for a in attempts]})
     return event_json(event), per_endpoint
 

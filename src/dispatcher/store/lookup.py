@@ -91,8 +91,12 @@ class AttemptView:
 
 
 def event_data(body: bytes) -> Any:
-    """The `data` of a stored event body (the envelope is serialized once at publish)."""
-    return json.loads(body)["data"]
+    """The `data` of a stored event body (the envelope is serialized once at publish).
+    A cobo callback's body has no envelope: it is the data itself."""
+    parsed = json.loads(body)
+    if isinstance(parsed, dict) and "event_id" in parsed and "data" in parsed:
+        return parsed["data"]
+    return parsed
 
 
 _DELIVERY = """
