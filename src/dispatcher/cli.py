@@ -172,32 +172,46 @@ def config_show(ctx: click.Context) -> None:
 
 @main.group()
 def keys() -> None:
-    """Manage API keys (each belongs to one tenant)."""
+    """Manage API keys: tenant keys (act only for their tenant) and operator keys
+    (act for any tenant)."""
 
 
 @keys.command("create")
-@click.option("--tenant", required=True, help="Tenant name (created if new).")
+@click.option("--tenant", default=None, help="Tenant name (created if new): a tenant key.")
+@click.option("--operator", is_flag=True,
+              help="An operator key: acts for any tenant (the Dispatcher-Tenant header), "
+                   "for 'default' without it.")
 @click.option("--name", default="", help="A label for the key.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 @handles_errors
-def keys_create(ctx: click.Context, tenant: str, name: str, as_json: bool) -> None:
+def keys_create(ctx: click.Context, tenant: str | None, operator: bool, name: str,
+                as_json: bool) -> None:
     """Create a key; it is printed once and never again."""
-    tenants.validate_tenant_name(tenant)
+    if tenant is None and not operator:
+        raise click.MissingParameter(ctx=ctx, param_hint="'--tenant'", param_type="option")
+    if tenant is not None and operator:
+        raise click.UsageError("--tenant and --operator exclude each other", ctx=ctx)
+    if tenant is not None:
+        tenants.validate_tenant_name(tenant)
 
     async def go() -> str:
         async with connect(_config(ctx)) as conn:
+            if tenant is None:
+                return await tenants.create_operator_key(conn, name)
             return await tenants.create_api_key(conn, tenant, name)
 
     key = _run(go())
     if as_json:
-        _echo_json({"tenant": tenant.strip(), "key": key})
+        _echo_json({"kind": "operator", "key": key} if tenant is None
+                   else {"tenant": tenant.strip(), "key": key})
     else:
         click.echo(key)
 
 
 def _key_json(k: tenants.ApiKeyInfo) -> dict[str, Any]:
-    return {"id": str(k.id), "tenant": k.tenant, "name": k.name, "prefix": k.prefix,
+    return {"id": str(k.id), "kind": k.kind, "tenant": k.tenant, "name": k.name,
+            "prefix": k.prefix,
             "created_at": k.created_at.isoformat(),
             "last_used_at": k.last_used_at.isoformat() if k.last_used_at else None,
             "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None}
@@ -221,7 +235,7 @@ def keys_list(ctx: click.Context, tenant: str | None, as_json: bool) -> None:
         return
     for k in found:
         state = "revoked" if k.revoked_at else "active"
-        click.echo(f"{k.id}  {k.prefix}...  {k.tenant}  {state}  {k.name}")
+        click.echo(f"{k.id}  {k.prefix}...  {k.tenant or '(operator)'}  {state}  {k.name}")
 
 
 @keys.command("revoke")
@@ -236,7 +250,8 @@ def keys_revoke(ctx: click.Context, key: str) -> None:
             return await tenants.revoke_api_key(conn, key)
 
     info = _run(go())
-    click.echo(f"revoked {info.id} ({info.prefix}...) of tenant {info.tenant}")
+    owner = "an operator key" if info.tenant is None else f"of tenant {info.tenant}"
+    click.echo(f"revoked {info.id} ({info.prefix}...) {owner}")
 
 
 # --- sandbox: test receivers before going live (dispatcher.sandbox) -----------------------

@@ -49,6 +49,9 @@ class ServerConfig:
     trusted_proxies: list[str] = field(default_factory=list)  # CIDRs sending X-Forwarded-For
     # A dropped `dispatcher listen` connection's endpoint is removed after this long.
     listen_grace_seconds: float = 10.0
+    # Where customers reach this server (portal links point there); empty: the
+    # scheme and host of the request that made the link.
+    public_url: str = ""
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from dispatcher.store.database import database_url
 from dispatcher.store.deliveries import release_owner
 from dispatcher.store.migrate import migrate_dsn
 from dispatcher.store.pool import DB_ERRORS, create_pool
-from dispatcher.store.tenants import count_tenants, create_api_key
+from dispatcher.store.tenants import count_tenants, create_operator_key, ensure_tenant
 from dispatcher.waiting import wait_for_database
 
 log = structlog.get_logger(__name__)
@@ -154,12 +154,15 @@ async def _maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def bootstrap_admin_key(dsn: str) -> str | None:
-    """On the very first start, create the default tenant and a key for it."""
+    """On the very first start, create the default tenant and an operator key, which
+    acts on `default` unless a request names another tenant."""
     conn = await asyncpg.connect(dsn)
     try:
         if await count_tenants(conn):
             return None
-        return await create_api_key(conn, DEFAULT_TENANT, name="created on first start")
+        async with conn.transaction():
+            await ensure_tenant(conn, DEFAULT_TENANT)
+            return await create_operator_key(conn, name="created on first start")
     finally:
         await conn.close()
 
@@ -288,6 +291,8 @@ def _announce(sock: socket.socket, first_key: str | None, workers: int) -> None:
     if first_key:
         print(f"admin API key for tenant '{DEFAULT_TENANT}' (shown once): {first_key}",
               file=sys.stderr, flush=True)
+        print("(an operator key: it acts for any tenant named in the Dispatcher-Tenant "
+              f"header, and for '{DEFAULT_TENANT}' without it)", file=sys.stderr, flush=True)
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

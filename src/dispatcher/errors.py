@@ -77,3 +77,8 @@ class TooManyRequests(DispatcherError):
     def __init__(self, message: str, retry_after: float, field: str | None = None) -> None:
         super().__init__(message, field)
         self.retry_after = retry_after  # seconds, sent as Retry-After
+
+
+class Forbidden(DispatcherError):
+    status = 403
+    code = "forbidden"

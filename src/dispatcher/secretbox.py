@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
+import hmac
 import os
 import secrets
 import tempfile
@@ -47,9 +49,17 @@ class SecretBox:
             )
         self._aead = AESGCM(key)
         self._source = source
+        # Keys for other purposes (e.g. signing portal links) come from the same master
+        # key, so every process of a deployment agrees on them with nothing more to set.
+        self._derivation_root = hmac.new(key, b"dispatcher key derivation", hashlib.sha256).digest()
 
     def __repr__(self) -> str:
         return f"SecretBox(source={self._source!r})"
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A 32-byte key for `purpose`, stable for a master key, independent across
+        purposes."""
+        return hmac.new(self._derivation_root, purpose.encode(), hashlib.sha256).digest()
 
     def encrypt(self, plaintext: str, aad: bytes) -> bytes:
         nonce = secrets.token_bytes(NONCE_BYTES)

@@ -9,6 +9,7 @@ import asyncpg
 from aiohttp import web
 
 from dispatcher.api.keycache import KeyCache
+from dispatcher.api.scope import Scope
 from dispatcher.catalogue import EventType
 from dispatcher.clock import Clock
 from dispatcher.config import Config
@@ -29,6 +30,12 @@ SECRET_BOX = web.AppKey("secret_box", SecretBox)
 POLICIES = web.AppKey("retry_policies", dict[str, RetryPolicy])
 CATALOGUE = web.AppKey("event_type_catalogue", dict[str, EventType])
 OPENAPI = web.AppKey("openapi_document", dict[str, Any])
-KEY_CACHE = web.AppKey("api_key_cache", KeyCache)
-# The authenticated tenant of an API request.
+# Credential hash -> Scope; a tenant name or id an operator sent -> the tenant's id.
+KEY_CACHE: web.AppKey[KeyCache[bytes, Scope]] = web.AppKey("api_key_cache")
+TENANT_CACHE: web.AppKey[KeyCache[str, UUID]] = web.AppKey("tenant_ref_cache")
+# The key that signs portal tokens (derived from the master key).
+PORTAL_KEY = web.AppKey("portal_signing_key", bytes)
+# The tenant an API request acts on (api/auth.py resolves it once, for every route).
 TENANT = web.RequestKey("tenant_id", UUID)
+# What the request's credential may do.
+SCOPE = web.RequestKey("scope", Scope)

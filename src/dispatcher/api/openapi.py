@@ -11,11 +11,13 @@ from aiohttp import web
 from dispatcher import __version__
 from dispatcher.api.context import OPENAPI
 from dispatcher.api.schemas import SCHEMAS, ref
-from dispatcher.api.spec import Route
+from dispatcher.api.spec import TENANT_HEADER_PARAM, Route
 
 _ERROR_TEXT = {
     400: "Malformed JSON",
-    401: "Missing, invalid or revoked API key",
+    401: "Missing, invalid or revoked API key (or an invalid or expired portal token)",
+    403: "The credential may not do this (tenant key or portal token on an operator route, "
+         "a read-only portal token writing, `Dispatcher-Tenant` naming another tenant)",
     404: "Unknown id (or another tenant's)",
     409: "Conflict with the object's current state",
     413: "Request body too large",
@@ -29,6 +31,7 @@ _PATH_PARAM_DOC = {
     "event_id": "The event's id.",
     "name": "The event type's name.",
     "callback_id": "The callback's id.",
+    "tenant": "The tenant's name or id.",
 }
 
 
@@ -45,10 +48,12 @@ def _operation(route: Route) -> dict[str, Any]:
          "schema": {"type": "string"}}
         for name in route.path_params
     ]
+    # Every tenant route acts for the tenant the credential resolves to (api/auth.py).
+    tenant_param = (TENANT_HEADER_PARAM,) if route.auth and not route.operator else ()
     params += [
         {"name": p.name, "in": p.location, "required": p.required,
          "description": p.description, "schema": p.schema}
-        for p in route.params
+        for p in (*route.params, *tenant_param)
     ]
     if params:
         op["parameters"] = params
@@ -73,6 +78,8 @@ def _operation(route: Route) -> dict[str, Any]:
         }
     op["responses"] = responses
     op["security"] = [{"bearer": []}] if route.auth else []
+    if route.operator:
+        op["x-operator-only"] = True
     return op
 
 
@@ -87,14 +94,18 @@ def build_document(routes: Sequence[Route]) -> dict[str, Any]:
             "version": __version__,
             "description": "Webhook delivery: endpoints, publishing, event-status lookup, "
                            "attempt logs and retries. Authenticate with "
-                           "`Authorization: Bearer <API key>`; every error is "
+                           "`Authorization: Bearer <API key>` (an operator key "
+                           "acts for the tenant named in `Dispatcher-Tenant`, else `default`; "
+                           "a tenant key or portal token for its own tenant); every error is "
                            '`{"error": {"code", "message", "field"}}`.',
         },
         "paths": paths,
         "components": {
             "schemas": SCHEMAS,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "An API key (dk_...)."}},
+            "securitySchemes": {"bearer": {
+                "type": "http", "scheme": "bearer",
+                "description": "An API key (dk_..., operator or tenant) or a portal token "
+                               "(dpt_...)."}},
         },
         "security": [{"bearer": []}],
     }

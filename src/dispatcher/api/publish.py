@@ -5,22 +5,25 @@ created; a repeated idempotency key within the window answers the original event
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 from aiohttp import web
 
-from dispatcher.api.context import CATALOGUE, CLOCK, CONFIG, POLICIES, POOL, TENANT
+from dispatcher.api.auth import names_own_tenant
+from dispatcher.api.context import CATALOGUE, CLOCK, CONFIG, POLICIES, POOL, SCOPE, TENANT
 from dispatcher.api.request import Fields, check_text, header_text, read_json
 from dispatcher.api.spec import Param, Route
 from dispatcher.api.views import published_json
 from dispatcher.catalogue import valid_name
 from dispatcher.config import ServerConfig
-from dispatcher.errors import PayloadTooLarge, ValidationError
+from dispatcher.errors import Forbidden, PayloadTooLarge, ValidationError
 from dispatcher.store.event_types import known_tenant_types
 from dispatcher.store.events import NewEvent, PublishedEvent, fan_out, publish_events
 from dispatcher.store.pool import Conn
+from dispatcher.store.tenants import tenant_ids
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY = 255
@@ -36,8 +39,9 @@ def _idempotency_key(value: Any, field: str) -> str | None:
     return check_text(value, field)
 
 
-def _new_event(f: Fields, idempotency_key: str | None) -> NewEvent:
-    f.reject_unknown(("type", "data", "idempotency_key", "ordering_key"))
+def _new_event(f: Fields, idempotency_key: str | None, *, batch: bool = False) -> NewEvent:
+    f.reject_unknown(("type", "data", "idempotency_key", "ordering_key", "tenant") if batch
+                     else ("type", "data", "idempotency_key", "ordering_key"))
     type_ = f.string("type", max_len=100, min_len=1)
     if not valid_name(type_):
         f.fail("type", f"is not a known event type: {type_!r}")
@@ -55,10 +59,13 @@ async def _check_types(
     request: web.Request, conn: Conn, tenant_id: UUID, events: Sequence[NewEvent], batch: bool
 ) -> None:
     catalogue = request.app[CATALOGUE]
-    others = {ev.type for ev in events if ev.type not in catalogue}
-    known = await known_tenant_types(conn, tenant_id, others)
+    others: dict[UUID, set[str]] = {}
+    for ev in events:
+        if ev.type not in catalogue:
+            others.setdefault(ev.tenant_id or tenant_id, set()).add(ev.type)
+    known = {t: await known_tenant_types(conn, t, names) for t, names in others.items()}
     for i, ev in enumerate(events):
-        if ev.type not in catalogue and ev.type not in known:
+        if ev.type not in catalogue and ev.type not in known[ev.tenant_id or tenant_id]:
             field = f"events[{i}].type" if batch else "type"
             raise ValidationError(
                 f"{field} is not a known event type: {ev.type!r} "
@@ -76,7 +83,8 @@ async def _check_fan_out(
     limit = cfg.max_deliveries_per_publish
     if len(events) * cfg.max_endpoints_per_tenant <= limit:
         return
-    planned = await fan_out(conn, tenant_id, [ev.type for ev in events])
+    planned = await fan_out(conn, tenant_id, [ev.type for ev in events],
+                            [ev.tenant_id for ev in events])
     if planned > limit:
         raise PayloadTooLarge(
             f"this publish would create {planned} deliveries ({len(events)} events x their "
@@ -103,6 +111,33 @@ async def _publish(
         )
 
 
+async def _with_tenants(
+    request: web.Request, fields: list[Fields], events: list[NewEvent]
+) -> list[NewEvent]:
+    """Events that name a tenant (`"tenant"`, operator keys), with its id. For a tenant
+    key or portal token, its own tenant is ignored and another is refused (403)."""
+    scope = request[SCOPE]
+    refs: dict[int, str] = {}
+    for i, f in enumerate(fields):
+        if f.has("tenant"):
+            refs[i] = f.string("tenant", min_len=1, max_len=100)
+    if not refs:
+        return events
+    if not scope.is_operator:
+        for i, ref in refs.items():
+            if not names_own_tenant(scope, ref):
+                raise Forbidden("this credential publishes only for its own tenant",
+                                field=fields[i].name("tenant"))
+        return events
+    async with request.app[POOL].acquire() as conn:
+        ids = await tenant_ids(conn, refs.values())
+    for i, ref in refs.items():
+        if ref not in ids:
+            fields[i].fail("tenant", f"is not a known tenant: {ref!r}")
+    return [replace(ev, tenant_id=ids[refs[i]]) if i in refs else ev
+            for i, ev in enumerate(events)]
+
+
 async def publish_event(request: web.Request) -> web.Response:
     key = _idempotency_key(header_text(request, IDEMPOTENCY_HEADER), IDEMPOTENCY_HEADER)
     f = Fields(await read_json(request))
@@ -121,7 +156,9 @@ async def publish_batch(request: web.Request) -> web.Response:
         f.fail("events", "must be a list of events")
     if not 1 <= len(raw) <= limit:
         f.fail("events", f"must hold 1 to {limit} events")
-    events = [_new_event(Fields(item, f"events[{i}]."), None) for i, item in enumerate(raw)]
+    fields = [Fields(item, f"events[{i}].") for i, item in enumerate(raw)]
+    events = [_new_event(item, None, batch=True) for item in fields]
+    events = await _with_tenants(request, fields, events)
     published = await _publish(request, events, batch=True)
     return web.json_response({"data": [published_json(p) for p in published]}, status=202)
 
@@ -141,5 +178,7 @@ ROUTES = [
     Route("POST", "/v1/events/batch", publish_batch, "publishEvents", "Publish events in a batch",
           TAG, ok=202, response="PublishedEventList", body="NewEventBatch",
           description="Up to 500 events (config `server.max_batch_events`) in one transaction; "
-                      "each may carry its own `idempotency_key` and `ordering_key`."),
+                      "each may carry its own `idempotency_key` and `ordering_key`. With an "
+                      "operator key each may also name its `tenant`, so one call publishes for "
+                      "many tenants; a tenant key naming another tenant gets 403."),
 ]

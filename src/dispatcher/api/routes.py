@@ -16,12 +16,22 @@ from dispatcher.api import (
     metrics,
     publish,
     secrets,
+    tenants,
 )
 from dispatcher.api.auth import authenticated
 from dispatcher.api.callback_waiter import waiter_ctx
-from dispatcher.api.context import CATALOGUE, KEY_CACHE, OPENAPI, POLICIES, SECRET_BOX
+from dispatcher.api.context import (
+    CATALOGUE,
+    KEY_CACHE,
+    OPENAPI,
+    POLICIES,
+    PORTAL_KEY,
+    SECRET_BOX,
+    TENANT_CACHE,
+)
 from dispatcher.api.keycache import KeyCache
 from dispatcher.api.openapi import OPENAPI_ROUTE, build_document
+from dispatcher.api.portal_tokens import KEY_PURPOSE
 from dispatcher.api.spec import Route
 from dispatcher.catalogue import load_catalogue
 from dispatcher.config import Config
@@ -47,6 +57,7 @@ API_ROUTES: list[Route] = [
     *metrics.ROUTES,
     *listen.ROUTES,
     *callbacks.ROUTES,
+    *tenants.ROUTES,
 ]
 
 
@@ -56,9 +67,12 @@ def add_api_routes(app: web.Application, config: Config) -> None:
     app[CATALOGUE] = load_catalogue(config)
     app[KEY_CACHE] = KeyCache()
     app.cleanup_ctx.append(waiter_ctx)
+    app[TENANT_CACHE] = KeyCache()
+    app[PORTAL_KEY] = app[SECRET_BOX].derive_key(KEY_PURPOSE)
     app[OPENAPI] = build_document([*HEALTH_ROUTES, *API_ROUTES, OPENAPI_ROUTE])
     for route in [*API_ROUTES, OPENAPI_ROUTE]:
-        handler = authenticated(route.handler) if route.auth else route.handler
+        handler = (authenticated(route.handler, operator_only=route.operator) if route.auth
+                   else route.handler)
         app.router.add_route(route.method, route.path, handler)
     if config.console.enabled:
         add_console_routes(app)

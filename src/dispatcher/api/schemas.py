@@ -135,6 +135,18 @@ PUBLISHED_EVENT = obj({
                   "description": "True when an idempotency key matched an earlier event."},
 })
 
+# Batch publish with an operator key may name each event's tenant.
+BATCH_EVENT = obj({
+    **NEW_EVENT["properties"],
+    "tenant": {"type": "string", "minLength": 1, "maxLength": 100,
+               "description": "Operator keys: the tenant (name or id) to publish this event "
+                              "for; default: the request's tenant."},
+}, required=["type", "data"], closed=True)
+
+TENANT_NAME: Schema = {"type": "string", "pattern": "^[a-z0-9._-]{1,100}$"}
+TENANT = obj({"id": UUID_, "name": STRING, "metadata": {"type": "object"},
+              "created_timestamp": MS, "updated_timestamp": MS})
+
 EVENT = obj({"id": UUID_, "type": STRING, "created_timestamp": MS, "data": ANY})
 
 CALLBACK_STATUS: Schema = {"type": "string",
@@ -193,7 +205,8 @@ SCHEMAS: dict[str, Schema] = {
                        "public_key_pem": STRING}),
     "NewEvent": NEW_EVENT,
     "NewEventBatch": obj({"events": {"type": "array", "minItems": 1, "maxItems": 500,
-                                     "items": ref("NewEvent")}}, closed=True),
+                                     "items": ref("BatchEvent")}}, closed=True),
+    "BatchEvent": BATCH_EVENT,
     "PublishedEvent": PUBLISHED_EVENT,
     "PublishedEventList": obj({"data": {"type": "array", "items": ref("PublishedEvent")}}),
     "Event": EVENT,
@@ -262,4 +275,37 @@ SCHEMAS: dict[str, Schema] = {
                   required=["status"]),
     "OpenApi": {"type": "object", "description": "This document."},
     **CALLBACK_SCHEMAS,
+    "Tenant": TENANT,
+    "TenantPage": page_of("Tenant"),
+    "TenantCreate": obj({"name": TENANT_NAME, "metadata": {"type": "object"}},
+                        required=["name"], closed=True),
+    "TenantUpdate": obj({"name": TENANT_NAME, "metadata": {"type": "object"}},
+                        required=[], closed=True),
+    "TenantKeyCreate": obj({"name": {"type": "string", "maxLength": 100}}, required=[],
+                           closed=True),
+    "TenantKey": obj({"key": {"type": "string", "description": "The key, shown only here."},
+                      "id": UUID_, "prefix": STRING, "name": STRING, "tenant_id": UUID_,
+                      "tenant": STRING}),
+    "TenantStats": obj({
+        "tenant_id": UUID_,
+        "endpoints": obj({"active": {"type": "integer"}, "paused": {"type": "integer"},
+                          "disabled": {"type": "integer"}}),
+        "deliveries": obj({s.label: {"type": "integer"} for s in DeliveryStatus}),
+        "failures_in_window": {"type": "integer",
+                               "description": "Failed attempts within the health window."},
+        "window_seconds": {"type": "integer"},
+    }),
+    "PortalLinkCreate": obj({"expires_in": {"type": "integer", "minimum": 60,
+                                            "maximum": 2592000, "default": 3600,
+                                            "description": "Seconds until the link expires."},
+                             "read_only": {"type": "boolean", "default": False}},
+                            required=[], closed=True),
+    "PortalLink": obj({
+        "url": {"type": "string", "description": "The web console, signed in as the tenant: "
+                "`<server>/portal/#token=<token>`."},
+        "token": {"type": "string", "description": "dpt_...: also a Bearer token for this API."},
+        "tenant_id": UUID_,
+        "read_only": {"type": "boolean"},
+        "expires_timestamp": MS,
+    }),
 }

@@ -41,6 +41,7 @@ class Route:
     errors: tuple[int, ...] = ()  # beyond the ones implied by auth, path, body, params
     content_type: str = "application/json"
     other_responses: tuple[tuple[int, str], ...] = ()  # (status, schema) beyond errors
+    operator: bool = False  # only operator keys (403 for others); acts on no implied tenant
     path_params: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -49,7 +50,7 @@ class Route:
     def error_statuses(self) -> list[int]:
         statuses = set(self.errors)
         if self.auth:
-            statuses.add(401)
+            statuses |= {401, 403}
         if self.path_params:
             statuses.add(404)
         if self.body:
@@ -69,3 +70,8 @@ UNTIL = Param("until", {"type": "integer", "minimum": 0},
               "Only events created before this time (Unix milliseconds).")
 TYPE_FILTER = Param("type", {"type": "string"},
                     "Only these event types (comma-separated or repeated).")
+TENANT_HEADER_PARAM = Param(
+    "Dispatcher-Tenant", {"type": "string", "maxLength": 100},
+    "With an operator key: the tenant (name or id) to act for; without it (or empty), `default`. "
+    "A tenant key or portal token naming another tenant gets 403.", location="header",
+)

@@ -2,9 +2,9 @@
 page request turns its session's credential into a scope again, so what a session
 may see and do is always what its credential may, now.
 
-A scope names one tenant. API keys resolve through the API's own authentication
-(api/auth.py, with its key cache); other credentials (portal tokens, operator keys)
-plug in as another resolver with the same signature."""
+A scope names one tenant. Credentials (API keys and portal tokens) resolve through
+the API's own check (api/auth.py `resolve_credential`, with its cache); an operator
+key acts on the tenant `default` here, as in the API without `Dispatcher-Tenant`."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from uuid import UUID
 
 from aiohttp import web
 
-from dispatcher.api.auth import authenticate_key
+from dispatcher.api.auth import resolve_credential, tenant_by_ref
 from dispatcher.api.context import CLOCK, SECRET_BOX, TENANT
 from dispatcher.console.session import (
     CSRF_FIELD,
@@ -28,6 +28,7 @@ from dispatcher.console.session import (
     unseal,
 )
 from dispatcher.errors import DispatcherError, Unauthorized
+from dispatcher.store.tenants import DEFAULT_TENANT
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,12 @@ Resolver = Callable[[web.Request, str], Awaitable[Scope]]
 
 
 async def resolve_api_key(request: web.Request, credential: str) -> Scope:
-    """An API key's scope, checked exactly as the API checks `Authorization: Bearer`."""
-    return Scope("tenant", await authenticate_key(request.app, credential, field="key"))
+    """A credential's scope, checked exactly as the API checks `Authorization: Bearer`."""
+    scope = await resolve_credential(request.app, credential, field="key")
+    tenant_id = scope.tenant_id
+    if tenant_id is None:  # an operator key
+        tenant_id = await tenant_by_ref(request.app, DEFAULT_TENANT, "key")
+    return Scope(scope.kind, tenant_id, scope.read_only)
 
 
 RESOLVER: web.AppKey[Resolver] = web.AppKey("console_scope_resolver")

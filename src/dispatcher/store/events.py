@@ -28,6 +28,7 @@ class NewEvent:
     data: Any
     idempotency_key: str | None = None
     ordering_key: str | None = None
+    tenant_id: UUID | None = None  # another tenant than the publish call's (operator batches)
 
 
 @dataclass(frozen=True)
@@ -68,25 +69,26 @@ def cobo_envelope(body: bytes, url: str) -> bytes:
 
 
 _FIND_BY_KEYS = """
-SELECT id, type, created_at, idempotency_key FROM events
-WHERE tenant_id = $1 AND idempotency_key = ANY($2::text[])
+SELECT id, tenant_id, type, created_at, idempotency_key FROM events
+WHERE tenant_id = ANY($1::uuid[]) AND idempotency_key = ANY($2::text[])
 """
 
 # An expired key may be used again: the old event keeps its id but loses the key.
 _FORGET_KEYS = "UPDATE events SET idempotency_key = NULL WHERE id = ANY($1::uuid[])"
 
-# One statement stores the events and fans them out: every endpoint of the tenant
-# subscribed to the type (or to '*'). Paused and disabled endpoints get the delivery
+# One statement stores the events and fans them out: every endpoint of the event's
+# tenant subscribed to the type (or to '*'). Paused and disabled endpoints get the delivery
 # too, held at 'infinity' until resumed. It answers the events stored (a duplicate
 # idempotency key stores nothing) and their deliveries, so a publish without keys is
 # one round trip.
 _INSERT = """
 WITH ev AS (
     INSERT INTO events (id, tenant_id, type, body, created_at, idempotency_key)
-    SELECT e.id, $1, e.type, e.body, $2, e.key
-    FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::text[]) AS e(id, type, body, key)
+    SELECT e.id, e.tenant_id, e.type, e.body, $2, e.key
+    FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::text[], $1::uuid[])
+         AS e(id, type, body, key, tenant_id)
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id, type
+    RETURNING id, type, tenant_id
 ), d AS (
     INSERT INTO deliveries (event_id, endpoint_id, status, retries_left, next_attempt_at,
                             held_since, created_at, updated_at)
@@ -95,7 +97,7 @@ WITH ev AS (
            CASE WHEN ep.state = 'active' THEN NULL ELSE $2 END,
            $2, $2
     FROM ev
-    JOIN endpoints ep ON ep.tenant_id = $1
+    JOIN endpoints ep ON ep.tenant_id = ev.tenant_id
                      AND (ep.event_types @> '{*}' OR ev.type = ANY(ep.event_types))
                      AND ep.id <> ALL($10::uuid[])
     LEFT JOIN unnest($8::text[], $9::int[]) AS p(name, retries) ON p.name = ep.retry_policy
@@ -113,10 +115,11 @@ SELECT event_id, endpoint_id, status, id FROM d
 _INSERT_KEYED = """
 WITH ev AS (
     INSERT INTO events (id, tenant_id, type, body, created_at, idempotency_key)
-    SELECT e.id, $1, e.type, e.body, $2, e.key
-    FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::text[]) AS e(id, type, body, key)
+    SELECT e.id, e.tenant_id, e.type, e.body, $2, e.key
+    FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::text[], $1::uuid[])
+         AS e(id, type, body, key, tenant_id)
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id, type
+    RETURNING id, type, tenant_id
 ), fan AS (
     SELECT ev.id AS event_id, ep.id AS endpoint_id, ep.state, ep.retry_policy, o.n,
            o.ordering_key,
@@ -128,7 +131,7 @@ WITH ev AS (
     FROM ev
     JOIN unnest($3::uuid[], $11::text[]) WITH ORDINALITY AS o(event_id, ordering_key, n)
       ON o.event_id = ev.id
-    JOIN endpoints ep ON ep.tenant_id = $1
+    JOIN endpoints ep ON ep.tenant_id = ev.tenant_id
                      AND (ep.event_types @> '{*}' OR ev.type = ANY(ep.event_types))
                      AND ep.id <> ALL($10::uuid[])
 ), d AS (
@@ -151,16 +154,21 @@ UNION ALL
 SELECT event_id, endpoint_id, status, id FROM d
 """
 
-# How many deliveries publishing events of these types (one entry per event) makes.
+# How many deliveries publishing events of these types (one entry per event, with
+# its tenant) makes.
 _FAN_OUT = """
-SELECT count(*) FROM unnest($2::text[]) AS t(type)
-JOIN endpoints ep ON ep.tenant_id = $1 AND (ep.event_types @> '{*}' OR t.type = ANY(ep.event_types))
+SELECT count(*) FROM unnest($1::uuid[], $2::text[]) AS t(tenant_id, type)
+JOIN endpoints ep ON ep.tenant_id = t.tenant_id
+                 AND (ep.event_types @> '{*}' OR t.type = ANY(ep.event_types))
 """
 
 
-async def fan_out(conn: Conn, tenant_id: UUID, types: Sequence[str]) -> int:
-    """Deliveries a publish of events with these types would create now."""
-    count: int = await conn.fetchval(_FAN_OUT, tenant_id, list(types))
+async def fan_out(conn: Conn, tenant_id: UUID, types: Sequence[str],
+                  tenants: Sequence[UUID | None] | None = None) -> int:
+    """Deliveries a publish of events with these types would create now; `tenants`
+    (one per type, None for `tenant_id`) when events name their own tenants."""
+    per_event = [t or tenant_id for t in tenants] if tenants else [tenant_id] * len(types)
+    count: int = await conn.fetchval(_FAN_OUT, per_event, list(types))
     return count
 
 
@@ -182,7 +190,9 @@ async def publish_events(
     exclude_endpoints: Sequence[UUID] = (),
 ) -> list[PublishedEvent]:
     """Store `events` and their deliveries; returns one result per input, in order.
-    An idempotency key seen within the window returns the original event.
+    Each event belongs to `tenant_id` unless it names its own (`NewEvent.tenant_id`)
+    and reaches only that tenant's endpoints. An idempotency key seen (for the
+    same tenant) within the window returns the original event.
     `exclude_endpoints` get no delivery even if subscribed (an endpoint is not told
     about its own failures: it is the one not listening)."""
     keys = [ev.ordering_key for ev in events if ev.ordering_key is not None]
@@ -211,13 +221,13 @@ async def _publish(
         fresh = [(i, ev, uuid.uuid4()) for i, ev in enumerate(events)]
         stored = await _insert(conn, tenant_id, fresh, policies, now, default_retries,
                                exclude_endpoints)
-        return _results(events, fresh, stored, {}, now)
+        return _results(events, fresh, stored, {}, now, tenant_id)
     async with conn.transaction():
         originals = await _originals_by_key(conn, tenant_id, events, now, idempotency_window)
         fresh = []
-        first_of_key: dict[str, UUID] = {}
+        first_of_key: dict[tuple[UUID, str], UUID] = {}
         for i, ev in enumerate(events):
-            key = ev.idempotency_key
+            key = _key_of(ev, tenant_id)
             if key is not None and (key in originals or key in first_of_key):
                 continue
             eid = uuid.uuid4()
@@ -232,7 +242,14 @@ async def _publish(
                 await _originals_by_key(conn, tenant_id, [ev for _, ev, _ in lost], now,
                                         idempotency_window)
             )
-        return _results(events, fresh, stored, originals, now)
+        return _results(events, fresh, stored, originals, now, tenant_id)
+
+
+def _key_of(ev: NewEvent, tenant_id: UUID) -> tuple[UUID, str] | None:
+    """An idempotency key is unique per tenant."""
+    if ev.idempotency_key is None:
+        return None
+    return (ev.tenant_id or tenant_id, ev.idempotency_key)
 
 
 async def _originals_by_key(
@@ -241,18 +258,21 @@ async def _originals_by_key(
     events: Sequence[NewEvent],
     now: datetime,
     window: timedelta,
-) -> dict[str, PublishedEvent]:
-    keys = sorted({ev.idempotency_key for ev in events if ev.idempotency_key is not None})
+) -> dict[tuple[UUID, str], PublishedEvent]:
+    keys = sorted({k for ev in events if (k := _key_of(ev, tenant_id)) is not None})
     if not keys:
         return {}
-    rows = await conn.fetch(_FIND_BY_KEYS, tenant_id, keys)
+    wanted = set(keys)
+    rows = [r for r in await conn.fetch(_FIND_BY_KEYS, sorted({t for t, _ in keys}),
+                                        sorted({k for _, k in keys}))
+            if (r["tenant_id"], r["idempotency_key"]) in wanted]
     expired = [r["id"] for r in rows if r["created_at"] < now - window]
     if expired:
         await conn.execute(_FORGET_KEYS, expired)
     live = [r for r in rows if r["id"] not in expired]
     found = await _deliveries_of(conn, [r["id"] for r in live])
     return {
-        r["idempotency_key"]: PublishedEvent(
+        (r["tenant_id"], r["idempotency_key"]): PublishedEvent(
             r["id"], r["type"], r["created_at"], found.get(r["id"], []), duplicate=True
         )
         for r in live
@@ -276,7 +296,7 @@ async def _insert(
     keys = [ev.ordering_key for _, ev, _ in fresh]
     keyed = any(k is not None for k in keys)
     rows = await conn.fetch(
-        _INSERT_KEYED if keyed else _INSERT, tenant_id, now,
+        _INSERT_KEYED if keyed else _INSERT, [ev.tenant_id or tenant_id for _, ev, _ in fresh], now,
         [eid for _, _, eid in fresh], [ev.type for _, ev, _ in fresh],
         [event_body(eid, ev.type, now, ev.data) for _, ev, eid in fresh],
         [ev.idempotency_key for _, ev, _ in fresh],
@@ -308,21 +328,23 @@ def _results(
     events: Sequence[NewEvent],
     fresh: list[tuple[int, NewEvent, UUID]],
     stored: dict[UUID, list[tuple[UUID, DeliveryStatus]]],
-    originals: dict[str, PublishedEvent],
+    originals: dict[tuple[UUID, str], PublishedEvent],
     now: datetime,
+    tenant_id: UUID,
 ) -> list[PublishedEvent]:
     new_ids = {i: eid for i, _, eid in fresh if eid in stored}
-    by_key = {ev.idempotency_key: new_ids[i] for i, ev, _ in fresh
-              if ev.idempotency_key is not None and i in new_ids}
+    by_key = {key: new_ids[i] for i, ev, _ in fresh
+              if (key := _key_of(ev, tenant_id)) is not None and i in new_ids}
     results: list[PublishedEvent] = []
     for i, ev in enumerate(events):
+        key = _key_of(ev, tenant_id)
         if i in new_ids:
             eid = new_ids[i]
             results.append(PublishedEvent(eid, ev.type, now, stored[eid]))
-        elif ev.idempotency_key in originals:
-            results.append(originals[ev.idempotency_key])
+        elif key in originals:
+            results.append(originals[key])
         else:  # same key twice in one batch: the later one repeats the first
-            assert ev.idempotency_key is not None
-            eid = by_key[ev.idempotency_key]
+            assert key is not None
+            eid = by_key[key]
             results.append(PublishedEvent(eid, ev.type, now, stored[eid], duplicate=True))
     return results
