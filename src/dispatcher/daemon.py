@@ -155,10 +155,11 @@ async def _maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def bootstrap_admin_key(dsn: str) -> str | None:
     """On the very first start, create the default tenant and an operator key, which
-    acts on `default` unless a request names another tenant."""
+    acts on `default` unless a request names another tenant. Not again once the
+    operator has deleted every tenant: its operator keys remain."""
     conn = await asyncpg.connect(dsn)
     try:
-        if await count_tenants(conn):
+        if await count_tenants(conn) or await conn.fetchval("SELECT count(*) FROM api_keys"):
             return None
         async with conn.transaction():
             await ensure_tenant(conn, DEFAULT_TENANT)
