@@ -195,7 +195,7 @@ async def test_tenants_are_created_listed_shown_and_updated_by_operators_only(
         made.append(reply.body)
     dup = await op.post("/v1/tenants", {"name": f"{prefix}.c-0"})
     assert dup.status == 409 and dup.error["field"] == "name"
-    for bad in ("", "Upper", "a b", "x" * 101, "é"):
+    for bad in ("", "Upper", "a b", "x" * 101, "é", str(uuid.uuid4())):
         reply = await op.post("/v1/tenants", {"name": bad})
         assert reply.status == 422 and reply.error["field"] == "name", bad
     assert (await op.post("/v1/tenants", {"name": "ok-1", "extra": 1})).status == 422

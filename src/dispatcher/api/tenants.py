@@ -47,7 +47,11 @@ def _name(f: Fields) -> str:
     name = f.string("name", min_len=1, max_len=100)
     if not NAME_RE.fullmatch(name):
         f.fail("name", "must be 1 to 100 characters of a-z, 0-9, '.', '_' and '-'")
-    return name
+    try:
+        UUID(name)
+    except ValueError:
+        return name
+    f.fail("name", "must not look like a tenant id (a UUID): tenants are named by either")
 
 
 async def _path_tenant(request: web.Request) -> store.Tenant:

@@ -210,9 +210,10 @@ def _as_uuid(text: str) -> UUID | None:
 
 
 async def find_tenant(conn: Conn, ref: str) -> Tenant | None:
-    """A tenant by name or by id."""
+    """A tenant by name or by id (the name first, for a name that looks like an id)."""
     row = await conn.fetchrow(
-        f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE name = $1 OR id = $2 LIMIT 1",
+        f"""SELECT {_TENANT_COLUMNS} FROM tenants WHERE name = $1 OR id = $2
+            ORDER BY name = $1 DESC LIMIT 1""",
         ref, _as_uuid(ref),
     )
     return None if row is None else _tenant(row)
@@ -221,16 +222,16 @@ async def find_tenant(conn: Conn, ref: str) -> Tenant | None:
 async def tenant_ids(conn: Conn, refs: Iterable[str]) -> dict[str, UUID]:
     """Tenant ids by name or id, for the `refs` that name a tenant."""
     refs = set(refs)
-    ids = {u for r in refs if (u := _as_uuid(r)) is not None}
+    as_ids = {r: u for r in refs if (u := _as_uuid(r)) is not None}
     rows = await conn.fetch(
-        "SELECT id, name FROM tenants WHERE name = ANY($1::text[]) OR id = ANY($2::uuid[])",
-        list(refs), list(ids),
+        """SELECT id, name FROM tenants WHERE name = ANY($1::text[])
+           UNION SELECT id, name FROM tenants WHERE id = ANY($2::uuid[])""",
+        list(refs), list(set(as_ids.values())),
     )
-    out: dict[str, UUID] = {}
-    for r in rows:
-        for ref in refs:
-            if ref == r["name"] or _as_uuid(ref) == r["id"]:
-                out[ref] = r["id"]
+    by_name = {r["name"]: r["id"] for r in rows}
+    known = set(by_name.values())
+    out = {ref: by_name[ref] for ref in refs if ref in by_name}
+    out.update({ref: u for ref, u in as_ids.items() if ref not in out and u in known})
     return out
 
 
