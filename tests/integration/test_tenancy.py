@@ -470,3 +470,22 @@ async def test_tampered_expired_and_orphaned_portal_tokens_get_401(
     assert (await Api(http, api_server, link, "").get("/v1/endpoints")).status == 200
     assert (await op.delete(f"/v1/tenants/{tenant['id']}")).status == 204
     await eventually_401(Api(http, api_server, link, ""), "/v1/endpoints")
+
+
+async def test_a_tenant_deleted_behind_a_remembered_name_is_404_not_a_server_error(
+    op: Api, api_server: ApiServer
+) -> None:
+    """Each daemon remembers tenant names (and keys) for a moment; a tenant deleted
+    meanwhile (here straight in the database, so no cache is cleared) is a 404 for
+    an operator, never a 500."""
+    for _ in range(3):
+        tenant = await new_tenant(op)
+        h = as_tenant(tenant["name"])
+        for _ in range(4):  # both workers remember the name
+            assert (await op.post("/v1/events", {"type": "transaction", "data": {}},
+                                  headers=h)).status == 202
+        await _sql(api_server, "DELETE FROM tenants WHERE id = $1", uuid.UUID(tenant["id"]))
+        for _ in range(4):
+            reply = await op.post("/v1/events", {"type": "transaction", "data": {}}, headers=h)
+            assert reply.status == 404, reply
+            assert reply.error["field"] == "Dispatcher-Tenant"

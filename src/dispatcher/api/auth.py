@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 from uuid import UUID
 
+import asyncpg
 from aiohttp import web
 
 from dispatcher.api.context import (
@@ -149,6 +150,12 @@ async def acting_tenant(request: web.Request, scope: Scope) -> UUID:
     return await tenant_by_ref(request.app, ref or DEFAULT_TENANT, TENANT_HEADER)
 
 
+async def _tenant_exists(request: web.Request) -> bool:
+    async with request.app[POOL].acquire() as conn:
+        found = await conn.fetchval("SELECT 1 FROM tenants WHERE id = $1", request[TENANT])
+    return found is not None
+
+
 def authenticated(handler: Handler, *, operator_only: bool = False) -> Handler:
     """Authenticate first (401 before anything else), check what the credential may
     do (403), then run `handler` with request[SCOPE] and, on a tenant route, the
@@ -165,7 +172,15 @@ def authenticated(handler: Handler, *, operator_only: bool = False) -> Handler:
                 raise Forbidden("only an operator key may do this", field="Authorization")
         else:
             request[TENANT] = await acting_tenant(request, scope)
-        return await handler(request)
+        try:
+            return await handler(request)
+        except asyncpg.ForeignKeyViolationError:
+            if operator_only or await _tenant_exists(request):
+                raise
+            # Deleted since this process remembered it (at most the caches' lifetime).
+            if scope.is_operator:
+                raise NotFound("tenant not found", field=TENANT_HEADER) from None
+            raise Unauthorized("invalid or revoked API key", field="Authorization") from None
 
     wrapper.authenticates = True  # type: ignore[attr-defined]  # see api/authlimit.py
     return wrapper
