@@ -28,6 +28,7 @@ from dispatcher.store.tenants import (
 )
 from tests.integration.test_api_support import Api, ApiServer, Reply, new_api, start_server
 from tests.integration.test_migrations import empty_db  # noqa: F401  (a fixture)
+from tests.support.console import ConsoleUser
 from tests.support.factories import make_endpoint
 from tests.support.receiver import Receiver
 
@@ -489,3 +490,36 @@ async def test_a_tenant_deleted_behind_a_remembered_name_is_404_not_a_server_err
             reply = await op.post("/v1/events", {"type": "transaction", "data": {}}, headers=h)
             assert reply.status == 404, reply
             assert reply.error["field"] == "Dispatcher-Tenant"
+
+
+async def test_the_console_signs_in_with_a_portal_token_or_an_operator_key(
+    op: Api, api: Api, other: Api, api_server: ApiServer
+) -> None:
+    """The console checks credentials through the API's own function: a portal
+    token shows its tenant (read-only if the link is), an operator key `default`."""
+    mine = await api.create_endpoint("https://mine.example.com/in")
+    theirs = await other.create_endpoint("https://theirs.example.com/in")
+    link = (await api.post("/v1/portal-links", {"read_only": True})).body
+    user = ConsoleUser(api_server.url)
+    try:
+        page = await user.sign_in(link["token"])
+        assert page.status == 200 and page.url.endswith("/console/endpoints"), page
+        assert mine["id"] in page.text and theirs["id"] not in page.text
+        assert "read-only" in page.text and 'method="post"' not in page.text
+    finally:
+        await user.close()
+    default_ep = await op.create_endpoint("https://default.example.com/in")
+    user = ConsoleUser(api_server.url)
+    try:
+        page = await user.sign_in(op.key)
+        assert page.status == 200, page
+        assert default_ep["id"] in page.text and mine["id"] not in page.text
+    finally:
+        await user.close()
+    tampered = ConsoleUser(api_server.url)
+    try:
+        end = "AA" if link["token"][-2:] != "AA" else "BB"
+        page = await tampered.sign_in(link["token"][:-2] + end)
+        assert page.status == 401
+    finally:
+        await tampered.close()
