@@ -24,7 +24,7 @@ def _served(app: web.Application) -> set[tuple[str, str]]:
         info = route.resource.get_info() if route.resource else {}
         path = info.get("path") or info.get("formatter") or info.get("prefix")
         assert path, info
-        if path.startswith("/console"):  # the web console's HTML pages, not API operations
+        if path.startswith(("/console", "/portal/")):  # the console's pages, not API operations
             continue
         out.add((route.method, path))
     return out

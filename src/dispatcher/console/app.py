@@ -87,6 +87,8 @@ def add_console_routes(app: web.Application) -> None:
     app.router.add_get("/console/login", signin.login_page)
     app.router.add_post("/console/login", signin.login)
     app.router.add_get("/console/logout", signin.logout)
+    app.router.add_get("/console/portal", signin.portal_page)
+    app.router.add_get("/portal/", signin.to_portal)  # portal links point here
     app.router.add_get("/console/theme.css", theme)
     app.router.add_static("/console/static/", STATIC_DIR)
     for method, path, handler in PAGES:

@@ -34,10 +34,11 @@ def _next_page(value: object) -> str:
     return HOME
 
 
-def login_form(request: web.Request, status: int = 200, message: str = "") -> web.Response:
+def login_form(request: web.Request, status: int = 200, message: str = "", *,
+               portal: bool = False) -> web.Response:
     token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
     response = render(request, "login.html", status=status, login_csrf=token, message=message,
-                      next=_next_page(request.query.get("next")))
+                      next=_next_page(request.query.get("next")), portal=portal)
     set_cookie(request, response, LOGIN_COOKIE, token, LOGIN_FORM_SECONDS)
     return response
 
@@ -66,6 +67,17 @@ async def login(request: web.Request) -> web.StreamResponse:
                int(hours * 3600))
     clear_cookie(response, LOGIN_COOKIE)
     raise response
+
+
+async def portal_page(request: web.Request) -> web.StreamResponse:
+    """Where a portal link lands (`/portal/#token=...`, redirected here with its
+    fragment): the sign-in form, which console.js fills with the token from the
+    fragment and sends. The token never reaches a server log: a fragment is not sent."""
+    return login_form(request, portal=True)
+
+
+async def to_portal(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/console/portal")  # browsers keep the #token fragment
 
 
 # Counted by the failed-authentication limit (api/authlimit.py), like the API's routes.

@@ -2,7 +2,17 @@
 // 1. Forms with data-confirm ask before they are sent.
 // 2. An element with data-refresh reloads its content from that URL every 3 s;
 //    the server renders (and escapes) the HTML.
+// 3. The portal page (a form with data-portal) signs in with the token in the
+//    link's fragment (#token=...), after removing it from the address bar.
 "use strict";
+document.addEventListener("DOMContentLoaded", function () {
+  var form = document.querySelector("form[data-portal]");
+  var match = /[#&]token=([^&]+)/.exec(window.location.hash);
+  if (!form || !match) { return; }
+  history.replaceState(null, "", window.location.pathname);
+  form.querySelector("[name=key]").value = decodeURIComponent(match[1]);
+  form.submit();
+});
 document.addEventListener("submit", function (ev) {
   var form = ev.target;
   var question = form.getAttribute && form.getAttribute("data-confirm");
