@@ -529,3 +529,18 @@ async def test_the_console_signs_in_with_a_portal_token_or_an_operator_key(
         assert page.status == 401
     finally:
         await tampered.close()
+
+
+async def test_a_multi_tenant_batch_with_ordering_keys_reaches_each_tenants_endpoints(
+    op: Api,
+) -> None:
+    a, b = await new_tenant(op), await new_tenant(op)
+    ep_a = await endpoint_for(op, as_tenant(a["name"]))
+    ep_b = await endpoint_for(op, as_tenant(b["name"]))
+    reply = await op.post("/v1/events/batch", {"events": [
+        {"type": "transaction", "data": {}, "ordering_key": "k", "tenant": a["name"]},
+        {"type": "transaction", "data": {}, "ordering_key": "k", "tenant": b["id"]},
+    ]})
+    assert reply.status == 202, reply
+    assert [[d["endpoint_id"] for d in e["deliveries"]] for e in reply.body["data"]] == [
+        [ep_a["id"]], [ep_b["id"]]]
