@@ -34,6 +34,7 @@ BODIES: dict[str, Any] = {
     "retryEvents": {"status": ["Failed", "Retrying"]},
     "createEventType": {"name": "outsider.type"},
     "createTenant": {"name": "outsider-made"},
+    "createCallback": {"type": "withdrawal", "data": {"outsider": True}},
     "updateTenant": {"name": "taken-over", "metadata": {"owner": "outsider"}},
 }
 
@@ -49,8 +50,12 @@ async def _victim(api: Api) -> dict[str, Any]:
     assert (await api.post(f"/v1/endpoints/{ep['id']}/pause")).status == 200
     event = await api.publish("transaction", {"marker": marker})
     signing_key = (await api.get("/v1/signing-key")).body
+    cb_ep = await api.create_endpoint(f"https://{marker}.example.com/callback", kind="callback")
+    callback = await api.post("/v1/callbacks", {"type": "withdrawal", "data": {"marker": marker}})
+    assert callback.status in (200, 201, 202), callback
     return {"marker": marker, "endpoint": ep, "event": event, "type": type_name,
-            "secrets": [ep["secret"], signing_key["public_key"]]}
+            "callback": callback.body, "callback_endpoint": cb_ep,
+            "secrets": [ep["secret"], cb_ep["secret"], signing_key["public_key"]]}
 
 
 async def _snapshot(server: ApiServer, tenant: str) -> list[Any]:
@@ -67,7 +72,11 @@ async def _snapshot(server: ApiServer, tenant: str) -> list[Any]:
                SELECT 'delivery', d.id::text, d.status::text, d.retry_pending::text,
                       d.next_attempt_at::text, d.retries_left::text, NULL
                FROM deliveries d JOIN events v ON v.id = d.event_id
-               JOIN tenants t ON t.id = v.tenant_id WHERE t.name = $1
+               JOIN tenants t ON t.id = v.tenant_id
+               -- the paused endpoint's: the engine leaves them alone (the callback's
+               -- endpoint is active and its delivery moves on by itself)
+               JOIN endpoints pe ON pe.id = d.endpoint_id AND pe.state = 'paused'
+               WHERE t.name = $1
                UNION ALL
                SELECT 'type', y.name, y.description, NULL, NULL, NULL, NULL
                FROM event_types y JOIN tenants t ON t.id = y.tenant_id WHERE t.name = $1
@@ -101,6 +110,7 @@ async def test_no_operation_lets_another_tenant_reach_a_tenants_objects(
         "event_id": victim["event"]["id"],
         "name": victim["type"],
         "tenant": victim_api.tenant,
+        "callback_id": victim["callback"]["id"],
     }
     never_seen = [victim["marker"], victim_api.tenant, victim["type"], *victim_ids.values(),
                   *victim["secrets"]]
