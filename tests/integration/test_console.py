@@ -8,6 +8,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -16,9 +17,11 @@ from aiohttp import web
 from yarl import URL
 
 from dispatcher.api.app import create_app
+from dispatcher.clock import FakeClock
 from dispatcher.config import Config
 from dispatcher.console.access import RESOLVER, Scope, resolve_api_key
 from dispatcher.sandbox.capture import CaptureServer
+from dispatcher.store.callbacks import expire_overdue
 from dispatcher.store.pool import create_pool
 from dispatcher.store.tenants import create_api_key, revoke_api_key
 from tests.integration import test_api_support as support
@@ -61,6 +64,7 @@ async def _wait_attempts(api: Api, endpoint_id: str, event_id: str, n: int) -> N
 
 async def test_pages_redirect_to_sign_in_without_a_session(user: ConsoleUser) -> None:
     for path in ("/console/endpoints", "/console/events", "/console/sandbox",
+                 "/console/callbacks", f"/console/callbacks/{uuid.uuid4()}",
                  f"/console/events/{uuid.uuid4()}", f"/console/endpoints/{uuid.uuid4()}"):
         page = await user.get(path, follow=False)
         assert page.status == 302, path
@@ -218,7 +222,8 @@ async def test_a_revoked_key_ends_its_sessions(
 async def test_console_answers_carry_a_csp_without_inline_scripts(
     signed_in: ConsoleUser,
 ) -> None:
-    for path in ("/console/login", "/console/endpoints", "/console/events"):
+    for path in ("/console/login", "/console/endpoints", "/console/events",
+                 "/console/callbacks"):
         page = await signed_in.get(path)
         csp = page.headers["Content-Security-Policy"]
         script_src = re.search(r"script-src ([^;]*)", csp)
@@ -418,6 +423,187 @@ async def test_hostile_event_data_and_responses_are_shown_as_text(
     assert "&lt;script&gt;alert(&#39;desc&#39;)" in pages[2].text
 
 
+# --- Callbacks ---------------------------------------------------------------------------
+
+
+async def _ask(api: Api, data: Any = None, type_: str = "withdrawal.approve") -> str:
+    reply = await api.post("/v1/callbacks", {"type": type_, "data": data or {"amount": "10"}})
+    assert reply.status == 202, reply
+    callback_id: str = reply.body["id"]
+    return callback_id
+
+
+async def _decided(api: Api, callback_id: str) -> dict[str, Any]:
+    reply = await api.get(f"/v1/callbacks/{callback_id}?wait=20")
+    assert reply.body["status"] in ("Approved", "Denied", "Failed"), reply
+    body: dict[str, Any] = reply.body
+    return body
+
+
+async def test_create_a_callback_endpoint_and_see_its_kind(
+    signed_in: ConsoleUser, api: Api, receiver: Receiver
+) -> None:
+    page = await signed_in.submit("/console/endpoints", "/console/endpoints",
+                                  {"url": receiver.url, "kind": "callback", "event_types": "",
+                                   "signing_scheme": "standard-v1", "retry_policy": ""})
+    assert page.status == 200, page.text
+    listed = (await api.get("/v1/endpoints")).body["data"]
+    assert [(e["kind"], e["event_types"], e["retry_policy"]) for e in listed] == [
+        ("callback", [], "callback")]
+    assert 'id="kind">callback<' in page.text
+    assert 'name="event_types"' not in page.text and 'id="replay"' not in page.text
+    hook = await api.create_endpoint(receiver.url + "/events")
+    index = await signed_in.get("/console/endpoints")
+    assert '<td class="kind">callback</td>' in index.text
+    assert '<td class="kind">webhook</td>' in index.text
+    assert 'id="kind">webhook<' in (await signed_in.get(f"/console/endpoints/{hook['id']}")).text
+    page = await signed_in.submit("/console/endpoints", "/console/endpoints",
+                                  {"url": receiver.url + "/2", "kind": "callback",
+                                   "event_types": "wallets.transaction.created"})
+    assert page.status == 422 and "not accepted for a callback endpoint" in page.text
+    page = await signed_in.submit("/console/endpoints", "/console/endpoints",
+                                  {"url": receiver.url + "/3", "kind": "approver"})
+    assert page.status == 422 and "kind must be one of" in page.text
+    assert len((await api.get("/v1/endpoints")).body["data"]) == 2
+
+
+async def test_callbacks_page_lists_newest_first_with_decisions_filters_and_pages(
+    signed_in: ConsoleUser, api: Api, receiver: Receiver
+) -> None:
+    receiver.reply_with(Reply(200, "ok"), Reply(200, "deny"), then=Reply(500, "down"))
+    await api.create_endpoint(receiver.url, kind="callback", retry_policy="none")
+    approved = await _ask(api)
+    assert (await _decided(api, approved))["decision"] == "ok"
+    denied = await _ask(api)
+    assert (await _decided(api, denied))["decision"] == "deny"
+    failed = await _ask(api, type_="contract.call")
+    assert (await _decided(api, failed))["status"] == "Failed"
+
+    page = await signed_in.get("/console/callbacks")
+    assert page.status == 200
+    assert page.text.index(failed) < page.text.index(denied) < page.text.index(approved)
+    rows = {m.group(1): m.group(2) for m in re.finditer(
+        r'<a href="/console/callbacks/([0-9a-f-]+)">.*?</td>\s*<td>.*?</td>\s*<td>.*?</td>'
+        r'\s*<td>(.*?)</tr>', page.text, re.S)}
+    assert "Approved" in rows[approved] and '<code class="decision">ok</code>' in rows[approved]
+    assert "Denied" in rows[denied] and '<code class="decision">deny</code>' in rows[denied]
+    assert "Failed" in rows[failed] and "http_status" in rows[failed]
+    assert receiver.url in page.text  # the endpoint
+
+    page = await signed_in.get("/console/callbacks?limit=2")
+    assert failed in page.text and denied in page.text and approved not in page.text
+    older = re.search(r'id="older" href="([^"]+)"', page.text)
+    assert older
+    page2 = await signed_in.get(older.group(1).replace("&amp;", "&"))
+    assert approved in page2.text and denied not in page2.text and 'id="older"' not in page2.text
+
+    page = await signed_in.get("/console/callbacks?status=Denied")
+    assert denied in page.text and approved not in page.text and failed not in page.text
+    page = await signed_in.get("/console/callbacks?type=contract.call")
+    assert failed in page.text and approved not in page.text and denied not in page.text
+    page = await signed_in.get("/console/callbacks?since=2999-01-01T00:00")
+    assert not any(i in page.text for i in (approved, denied, failed))
+    page = await signed_in.get("/console/callbacks?until=2000-01-01T00:00")
+    assert not any(i in page.text for i in (approved, denied, failed))
+    page = await signed_in.get("/console/callbacks?since=2000-01-01T00:00&status=Approved")
+    assert approved in page.text and denied not in page.text
+    page = await signed_in.get("/console/callbacks?status=Bogus")
+    assert page.status == 422 and "status must be one of" in page.text
+    page = await signed_in.get("/console/callbacks?since=2030-01-01T00:00&until=2020-01-01T00:00")
+    assert page.status == 422 and "since must not be after until" in page.text
+
+
+async def test_callback_page_shows_data_attempts_and_retries_a_failed_one(
+    signed_in: ConsoleUser, api: Api, receiver: Receiver
+) -> None:
+    receiver.reply_with(Reply(503, "try later", headers={"X-Why": "busy"}),
+                        then=Reply(200, "ok"))
+    ep = await api.create_endpoint(receiver.url, kind="callback", retry_policy="none")
+    callback_id = await _ask(api, {"amount": "250.00", "to": "0xab12"})
+    shown = await _decided(api, callback_id)
+    assert shown["status"] == "Failed"
+    path = f"/console/callbacks/{callback_id}"
+    page = await signed_in.get(path)
+    assert page.status == 200
+    assert "&#34;amount&#34;: &#34;250.00&#34;" in page.text  # pretty-printed data, escaped
+    assert 'id="status">Failed<' in page.text and "failed closed (http_status)" in page.text
+    assert "503" in page.text and "try later" in page.text and "busy" in page.text
+    assert "webhook-signature" in page.text  # request headers as sent
+    assert "Attempt 1" in page.text and "http_status" in page.text and " ms" in page.text
+    assert re.search(f"request-body\">[^<]*&#34;event_id&#34;: ?&#34;{callback_id}", page.text)
+    assert receiver.url in page.text and f"/console/endpoints/{ep['id']}" in page.text
+    assert f'action="{path}/retry"' in page.text
+
+    page = await signed_in.submit(path, path + "/retry")
+    assert page.status == 200 and "Retry queued" in page.text, page.text
+    done = await _decided(api, callback_id)
+    assert done["status"] == "Approved" and done["attempts"] == 2
+    page = await signed_in.get(path)
+    assert "Attempt 2" in page.text and '<code class="decision">ok</code>' in page.text
+    assert f'action="{path}/retry"' not in page.text  # a decision is final
+    # A retry posted anyway (e.g. from a page left open) is the API's 409, as a page.
+    page = await signed_in.post(path + "/retry", {"csrf": await _session_csrf(signed_in)})
+    assert page.status == 409 and "a decision is final" in page.text
+    assert (await _decided(api, callback_id))["attempts"] == 2
+
+
+async def test_hostile_callback_data_and_answers_are_shown_as_text(
+    signed_in: ConsoleUser, api: Api, receiver: Receiver
+) -> None:
+    receiver.reply_with(then=Reply(500, HOSTILE_REPLY,
+                                   headers={"X-Evil": "<img src=x onerror=alert(2)>"}))
+    await api.create_endpoint(receiver.url, kind="callback", retry_policy="none")
+    callback_id = await _ask(api, HOSTILE, type_="<script>alert('type')</script>")
+    await _decided(api, callback_id)
+    pages = [await signed_in.get(p) for p in ("/console/callbacks",
+                                               f"/console/callbacks/{callback_id}")]
+    for page in pages:
+        assert page.status == 200
+        lowered = page.text.lower()
+        assert "<script>alert" not in lowered and "<img src=x" not in lowered
+        assert "&lt;script&gt;alert(&#39;type&#39;)" in page.text
+    detail = pages[1].text
+    assert "&lt;script&gt;alert(" in detail and "&lt;img src=x onerror=" in detail
+    assert "&lt;script&gt;alert(&#34;reply&#34;)" in detail
+
+
+async def test_callback_retry_refuses_a_missing_or_wrong_csrf_token(
+    signed_in: ConsoleUser, api: Api, receiver: Receiver
+) -> None:
+    receiver.reply_with(Reply(500, "down"), then=Reply(200, "ok"))
+    await api.create_endpoint(receiver.url, kind="callback", retry_policy="none")
+    callback_id = await _ask(api)
+    assert (await _decided(api, callback_id))["status"] == "Failed"
+    for token in (None, "", "forged-token"):
+        sent = {} if token is None else {"csrf": token}
+        page = await signed_in.post(f"/console/callbacks/{callback_id}/retry", sent)
+        assert page.status == 403 and "CSRF" in page.text, token
+    await asyncio.sleep(0.3)
+    shown = (await api.get(f"/v1/callbacks/{callback_id}")).body
+    assert shown["status"] == "Failed" and shown["attempts"] == 1
+    assert len(receiver.requests) == 1
+
+
+async def test_a_session_sees_only_its_tenants_callbacks(
+    signed_in: ConsoleUser, api: Api, other: Api, receiver: Receiver
+) -> None:
+    receiver.reply_with(then=Reply(500, "down"))
+    await other.create_endpoint(receiver.url + "/theirs", kind="callback", retry_policy="none")
+    theirs = await _ask(other, {"secret": "their-data"})
+    assert (await _decided(other, theirs))["status"] == "Failed"
+    await api.create_endpoint(receiver.url + "/mine", kind="callback", retry_policy="none")
+    mine = await _ask(api)
+    page = await signed_in.get("/console/callbacks")
+    assert mine in page.text and theirs not in page.text and "/theirs" not in page.text
+    page = await signed_in.get(f"/console/callbacks/{theirs}")
+    assert page.status == 404 and "their-" not in page.text
+    page = await signed_in.post(f"/console/callbacks/{theirs}/retry",
+                                {"csrf": await _session_csrf(signed_in)})
+    assert page.status == 404
+    await asyncio.sleep(0.3)
+    assert (await other.get(f"/v1/callbacks/{theirs}")).body["attempts"] == 1
+
+
 # --- CSRF --------------------------------------------------------------------------------
 
 
@@ -568,10 +754,14 @@ async def test_a_read_only_session_hides_and_refuses_every_write(
     user, api_client = read_only_console
     ep = await api_client.create_endpoint("http://127.0.0.1:9/hook")
     ev = await api_client.publish("wallets.transaction.created", {"n": 1})
+    await api_client.create_endpoint("http://127.0.0.1:9/approve", kind="callback")
+    cb = (await api_client.post("/v1/callbacks", {"type": "withdrawal.approve",
+                                                  "data": {"n": 1}})).body["id"]
     await user.sign_in(api_client.key)
     e = f"/console/endpoints/{ep['id']}"
     pages = {p: await user.get(p) for p in ("/console/endpoints", e, "/console/events",
-                                            f"/console/events/{ev['id']}", "/console/sandbox")}
+                                            f"/console/events/{ev['id']}", "/console/sandbox",
+                                            "/console/callbacks", f"/console/callbacks/{cb}")}
     for path, page in pages.items():
         assert page.status == 200, path
         assert "read-only" in page.text
@@ -580,7 +770,8 @@ async def test_a_read_only_session_hides_and_refuses_every_write(
     assert csrf is None  # signed in: the login page redirects to the console
     forms = ["/console/endpoints", e, e + "/pause", e + "/resume", e + "/rotate-secret",
              e + "/reveal-secret", e + "/delete", e + "/replay",
-             f"/console/events/{ev['id']}/retry", "/console/sandbox/send"]
+             f"/console/events/{ev['id']}/retry", "/console/sandbox/send",
+             f"/console/callbacks/{cb}/retry"]
     session_csrf = await _session_csrf(user)
     for action in forms:
         page = await user.post(action, {"csrf": session_csrf, "url": "http://127.0.0.1:9/x",
@@ -589,7 +780,8 @@ async def test_a_read_only_session_hides_and_refuses_every_write(
         assert ep["secret"] not in page.text
     shown = (await api_client.get(f"/v1/endpoints/{ep['id']}")).body
     assert shown["state"] == "active"
-    assert len((await api_client.get("/v1/endpoints")).body["data"]) == 1
+    assert len((await api_client.get("/v1/endpoints")).body["data"]) == 2
+    assert (await api_client.get(f"/v1/callbacks/{cb}")).body["status"] == "Pending"
 
 
 async def _session_csrf(user: ConsoleUser) -> str:
@@ -599,3 +791,64 @@ async def _session_csrf(user: ConsoleUser) -> str:
     found = re.search(r'<meta name="csrf-token" content="([^"]*)"', page.text)
     assert found
     return found.group(1)
+
+
+@pytest.fixture
+async def console_on_a_fake_clock(
+    db_url: str, config: Config
+) -> AsyncIterator[tuple[ConsoleUser, Api, FakeClock]]:
+    """The console in-process on a fake clock (no engine: callbacks stay Pending
+    until the test decides them with the store's own functions)."""
+    clock = FakeClock(datetime.now(UTC))
+    app = create_app(config, db_url, clock)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    pool = await create_pool(db_url, config.database)
+    async with pool.acquire() as conn:
+        key = await create_api_key(conn, "clocked")
+    await pool.close()
+    async with aiohttp.ClientSession() as http_session:
+        api_client = Api(http_session, ApiServer(f"http://127.0.0.1:{port}", db_url,
+                                                 None),  # type: ignore[arg-type]
+                         key, "clocked")
+        user = ConsoleUser(f"http://127.0.0.1:{port}")
+        try:
+            yield user, api_client, clock
+        finally:
+            await user.close()
+            await runner.cleanup()
+
+
+async def test_retry_is_offered_only_when_the_api_would_take_it(
+    console_on_a_fake_clock: tuple[ConsoleUser, Api, FakeClock], db_url: str, config: Config
+) -> None:
+    user, api_client, clock = console_on_a_fake_clock
+    await api_client.create_endpoint("http://127.0.0.1:9/approve", kind="callback")
+    reply = await api_client.post("/v1/callbacks", {"type": "withdrawal.approve", "data": {},
+                                                    "deadline_seconds": 60})
+    callback_id = reply.body["id"]
+    await user.sign_in(api_client.key)
+    path = f"/console/callbacks/{callback_id}"
+    page = await user.get(path)
+    assert page.status == 200 and 'id="status">Pending<' in page.text
+    assert f'action="{path}/retry"' not in page.text
+    page = await user.post(path + "/retry", {"csrf": await _session_csrf(user)})
+    assert page.status == 409 and "only Failed callbacks can be retried" in page.text
+
+    clock.advance(61)
+    pool = await create_pool(db_url, config.database)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            assert [d.id for d in await expire_overdue(conn, clock.now())] == [
+                uuid.UUID(callback_id)]
+    finally:
+        await pool.close()
+    page = await user.get(path)
+    assert 'id="status">Failed<' in page.text and "(deadline_expired)" in page.text
+    assert f'action="{path}/retry"' not in page.text
+    page = await user.post(path + "/retry", {"csrf": await _session_csrf(user)})
+    assert page.status == 409 and "deadline has passed" in page.text
+    assert (await api_client.get(f"/v1/callbacks/{callback_id}")).body["status"] == "Failed"

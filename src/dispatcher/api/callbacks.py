@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -170,32 +170,45 @@ async def get_callback(request: web.Request) -> web.Response:
         waiter.unwatch(callback_id, woken)
 
 
-async def list_callbacks(request: web.Request) -> web.Response:
-    tenant_id = request[TENANT]
+def parse_callback_statuses(values: list[str] | None) -> list[CallbackStatus] | None:
+    if values is None:
+        return None
+    labels = {s.lower(): s for s in STATUS_LABELS}
+    if any(s.lower() not in labels for s in values):
+        raise ValidationError(f"status must be one of {', '.join(STATUS_LABELS)}",
+                              field="status")
+    return [CallbackStatus(labels[s.lower()]) for s in values]
+
+
+async def find_callbacks(
+    request: web.Request, since: datetime | None, until: datetime | None
+) -> tuple[list[store.CallbackView], str | None]:
+    """One page of the tenant's callbacks, newest first, filtered by the request's
+    `status`, `type`, `limit` and `cursor` and the time range; and the next cursor.
+    Shared by the API's list and the console's."""
+    if since and until and since > until:
+        raise ValidationError("since must not be after until", field="since")
     limit = page_limit(request)
-    raw_statuses = query_list(request, "status")
-    statuses = None
-    if raw_statuses is not None:
-        labels = {s.lower(): s for s in STATUS_LABELS}
-        if any(s.lower() not in labels for s in raw_statuses):
-            raise ValidationError(f"status must be one of {', '.join(STATUS_LABELS)}",
-                                  field="status")
-        statuses = [CallbackStatus(labels[s.lower()]) for s in raw_statuses]
+    statuses = parse_callback_statuses(query_list(request, "status"))
     types = query_list(request, "type")
-    since, until = _time_range(request)
     cursor = decode_cursor(request, "callbacks")
     before = None
     if cursor is not None:
         before = (cursor_part(cursor, 0, as_time), cursor_part(cursor, 1, as_uuid))
     async with request.app[POOL].acquire() as conn:
-        found = await store.list_callbacks(conn, tenant_id, statuses=statuses, types=types,
-                                           since=since, until=until, before=before,
-                                           limit=limit + 1)
+        found = await store.list_callbacks(conn, request[TENANT], statuses=statuses,
+                                           types=types, since=since, until=until,
+                                           before=before, limit=limit + 1)
     next_cursor = None
     if len(found) > limit:
         found = found[:limit]
         next_cursor = encode_cursor("callbacks", [found[-1].created_at.isoformat(),
                                                   str(found[-1].id)])
+    return found, next_cursor
+
+
+async def list_callbacks(request: web.Request) -> web.Response:
+    found, next_cursor = await find_callbacks(request, *_time_range(request))
     return web.json_response(page([callback_json(c) for c in found], next_cursor))
 
 
@@ -215,6 +228,12 @@ async def get_callback_logs(request: web.Request) -> web.Response:
         attempts = attempts[:limit]
         next_cursor = encode_cursor("callback-attempts", [attempts[-1].id])
     return web.json_response(page([attempt_json(a, found.body) for a in attempts], next_cursor))
+
+
+def can_retry(c: store.CallbackView, now: datetime) -> bool:
+    """Whether retry_callback would take this callback (unless its last attempt is
+    still on the wire): Failed, and its deadline not passed."""
+    return c.status is CallbackStatus.FAILED and c.deadline_at > now
 
 
 async def retry_callback(request: web.Request) -> web.Response:

@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from dispatcher.api.context import CONFIG
-from dispatcher.console import endpoints, events, sandbox, signin
+from dispatcher.console import callbacks, endpoints, events, sandbox, signin
 from dispatcher.console.access import RESOLVER, Page, resolve_api_key, signed_in_page
 from dispatcher.console.render import (
     CONSOLE_PREFIX,
@@ -39,6 +39,9 @@ PAGES: list[tuple[str, str, Page]] = [
     ("GET", "/console/events", read(events.events_page)),
     ("GET", "/console/events/{event_id}", read(events.event_page)),
     ("POST", "/console/events/{event_id}/retry", write(events.retry)),
+    ("GET", "/console/callbacks", read(callbacks.callbacks_page)),
+    ("GET", "/console/callbacks/{callback_id}", read(callbacks.callback_page)),
+    ("POST", "/console/callbacks/{callback_id}/retry", write(callbacks.retry)),
     ("GET", "/console/sandbox", read(sandbox.sandbox_page)),
     ("GET", "/console/sandbox/requests", read(sandbox.captures_fragment)),
     ("POST", "/console/sandbox/send", write(sandbox.send_sample)),

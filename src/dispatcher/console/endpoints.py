@@ -23,7 +23,7 @@ from dispatcher.clock import to_ms
 from dispatcher.console.access import FORM
 from dispatcher.console.render import ms_time, render
 from dispatcher.errors import ValidationError
-from dispatcher.model import SIGNING_SCHEMES
+from dispatcher.model import SIGNING_SCHEMES, EndpointKind
 from dispatcher.store import endpoints as store
 from dispatcher.store import health, lookup
 
@@ -59,7 +59,13 @@ def endpoint_body(form: dict[str, str], *, partial: bool) -> dict[str, Any]:
     for key in TEXTS:
         if key in form and (form[key].strip() or key == "description"):
             body[key] = form[key].strip()
-    if "event_types" in form:
+    if not partial and form.get("kind", "").strip():
+        body["kind"] = form["kind"].strip()
+    # A callback endpoint takes no event types: a blank field is left out (the API
+    # refuses any given).
+    if body.get("kind") == EndpointKind.CALLBACK and not form.get("event_types", "").strip():
+        pass
+    elif "event_types" in form:
         types = [t.strip() for t in form["event_types"].replace("\n", ",").split(",")]
         body["event_types"] = [t for t in types if t] or ["*"]
     for key in NUMBERS:
@@ -75,6 +81,8 @@ def choices(request: web.Request) -> dict[str, Any]:
     config = request.app[CONFIG]
     policies = request.app[POLICIES]
     return {"schemes": SIGNING_SCHEMES, "policies": sorted(policies),
+            "kinds": [str(k) for k in EndpointKind],
+            "callback_policy": config.callbacks.retry_policy,
             "default_scheme": config.signing.default_scheme,
             "default_policy": config.delivery.default_retry_policy}
 
