@@ -1,7 +1,8 @@
 """The web console in a real headless Chromium (Playwright driving the system's
 browser): sign in, create an endpoint, see a published event with its attempt,
 retry it, pause/resume, reveal a secret behind its confirm, watch the sandbox
-update live, and check that a hostile payload neither runs nor injects markup and
+update live, make a callback endpoint and retry a Failed callback until it is
+approved, and check that a hostile payload neither runs nor injects markup and
 that another tenant's session sees none of it. Every page is saved as a PNG under
 the test's temporary directory (and copied to $DISPATCHER_CONSOLE_SCREENSHOTS when
 set, which is how the README's screenshots are made)."""
@@ -81,9 +82,22 @@ async def _sign_in(browser: Any, base: str, key: str, shots: Shots | None = None
     return page
 
 
+async def _ask(api: Api, data: Any) -> str:
+    reply = await api.post("/v1/callbacks", {"type": "withdrawal.approve", "data": data})
+    assert reply.status == 202, reply
+    callback_id: str = reply.body["id"]
+    return callback_id
+
+
+async def _decided(api: Api, callback_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = (await api.get(f"/v1/callbacks/{callback_id}?wait=20")).body
+    assert body["status"] in ("Approved", "Denied", "Failed"), body
+    return body
+
+
 async def test_console_in_a_real_browser(
     daemon_factory: Any, browser: Any, db_url: str, receiver: Receiver,
-    capture: CaptureServer, tmp_path: Path,
+    capture: CaptureServer, tmp_path: Path, make_receiver: Any,
 ) -> None:
     # daemon_factory first: the browser closes (its polling page too) before the
     # daemon stops, which would otherwise wait out its grace period for them.
@@ -91,6 +105,7 @@ async def test_console_in_a_real_browser(
     receiver.reply_with(Reply(status=500, body='{"error": "database is down"}',
                               headers={"Content-Type": "application/json"}))
     daemon = await daemon_factory(DISPATCHER_CONSOLE__SANDBOX_CAPTURE_URL=capture.url)
+    approver: Receiver = await make_receiver()
     base = daemon.url
     async with aiohttp.ClientSession() as http:
         server = ApiServer(base, db_url, daemon)
@@ -180,12 +195,46 @@ async def test_console_in_a_real_browser(
         assert await page.locator("#captures >> text=signature valid").count() == 3
         await shots.take(page, "sandbox")
 
+        # A callback endpoint made through the form; callbacks asked through the API.
+        await page.goto(base + "/console/endpoints")
+        await page.fill("#create-endpoint input[name=url]", approver.url)
+        await page.fill("#create-endpoint input[name=description]", "Withdrawal approvals")
+        await page.select_option("#create-endpoint select[name=kind]", "callback")
+        await page.select_option("#create-endpoint select[name=retry_policy]", "none")
+        await page.click("#create-endpoint button[type=submit]")
+        await page.wait_for_selector("#kind:has-text('callback')")
+        approver.reply_with(Reply(500, '{"error": "approval service restarting"}',
+                                  headers={"Content-Type": "application/json"}),
+                            Reply(200, "ok"), Reply(200, "deny"), then=Reply(200, "maybe"))
+        first = await _ask(me, HOSTILE)
+        assert (await _decided(me, first))["status"] == "Failed"
+        await page.goto(base + "/console/callbacks")
+        await page.locator("#callbacks tbody tr", has_text=first).locator("a").click()
+        await page.wait_for_url(re.compile(rf".*/console/callbacks/{first}$"))
+        assert "<script>window.__pwned" in await page.inner_text("#payload")
+        assert "approval service restarting" in await page.inner_text("main")
+        await page.click("#retry")
+        await page.wait_for_url(re.compile(r".*\?done=retried$"))
+        assert (await _decided(me, first))["decision"] == "ok"
+        await page.goto(base + f"/console/callbacks/{first}")
+        assert (await page.inner_text("#decision")).startswith("ok at ")
+        assert "Attempt 2" in await page.inner_text("main")
+        assert await page.locator("#retry").count() == 0
+        await shots.take(page, "callback")
+        denied, unsure = await _ask(me, {"amount": "12.00"}), await _ask(me, {"amount": "3"})
+        assert (await _decided(me, denied))["decision"] == "deny"
+        assert (await _decided(me, unsure))["failure_reason"] == "no_decision"
+        await page.goto(base + "/console/callbacks")
+        statuses = await page.locator("#callbacks tbody tr .status").all_inner_texts()
+        assert statuses == ["Failed", "Denied", "Approved"]
+        await shots.take(page, "callbacks")
         await page.goto(base + "/console/endpoints")
         await shots.take(page, "endpoints")
 
         # Nothing of the hostile payload ran or became markup, on any page visited.
         assert await page.evaluate("window.__pwned") is None
-        for path in (f"/console/events/{ev['id']}", "/console/events"):
+        for path in (f"/console/events/{ev['id']}", "/console/events",
+                     f"/console/callbacks/{first}", "/console/callbacks"):
             await page.goto(base + path)
             assert await page.evaluate("window.__pwned") is None
             assert await page.locator("img[src=x]").count() == 0
@@ -202,5 +251,9 @@ async def test_console_in_a_real_browser(
         response = await theirs.goto(base + f"/console/events/{ev['id']}")
         assert response is not None and response.status == 404
         assert "window.__pwned" not in await theirs.content()
+        await theirs.goto(base + "/console/callbacks")
+        assert first not in await theirs.content()
+        response = await theirs.goto(base + f"/console/callbacks/{first}")
+        assert response is not None and response.status == 404
         await theirs.goto(base + "/console/sandbox")
         assert await theirs.locator("#captures details.capture").count() == 0
