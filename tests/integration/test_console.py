@@ -452,6 +452,11 @@ async def test_create_a_callback_endpoint_and_see_its_kind(
         ("callback", [], "callback")]
     assert 'id="kind">callback<' in page.text
     assert 'name="event_types"' not in page.text and 'id="replay"' not in page.text
+    path = f"/console/endpoints/{listed[0]['id']}"
+    page = await signed_in.submit(path, path, {"description": "approvals", "url": receiver.url,
+                                               "timeout_seconds": "3"})
+    assert page.status == 200 and "Endpoint updated" in page.text, page.text
+    assert (await api.get(path.replace("/console", "/v1"))).body["description"] == "approvals"
     hook = await api.create_endpoint(receiver.url + "/events")
     index = await signed_in.get("/console/endpoints")
     assert '<td class="kind">callback</td>' in index.text
@@ -532,6 +537,9 @@ async def test_callback_page_shows_data_attempts_and_retries_a_failed_one(
     assert "Attempt 1" in page.text and "http_status" in page.text and " ms" in page.text
     assert re.search(f"request-body\">[^<]*&#34;event_id&#34;: ?&#34;{callback_id}", page.text)
     assert receiver.url in page.text and f"/console/endpoints/{ep['id']}" in page.text
+    endpoint_page = await signed_in.get(f"/console/endpoints/{ep['id']}")
+    assert "Recent callbacks" in endpoint_page.text
+    assert f'href="/console/callbacks/{callback_id}"' in endpoint_page.text
     assert f'action="{path}/retry"' in page.text
 
     page = await signed_in.submit(path, path + "/retry")
