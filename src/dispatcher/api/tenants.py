@@ -30,6 +30,7 @@ from dispatcher.errors import Forbidden, NotFound, ValidationError
 from dispatcher.model import DeliveryStatus, EndpointState
 from dispatcher.store import tenants as store
 from dispatcher.store.health import window_start
+from dispatcher.store.pool import Conn
 
 NAME_RE = re.compile(r"[a-z0-9._-]{1,100}")
 MIN_EXPIRES_IN = 60
@@ -144,19 +145,24 @@ async def create_tenant_key(request: web.Request) -> web.Response:
          "tenant_id": str(tenant.id), "tenant": tenant.name}, status=201)
 
 
-async def tenant_stats(request: web.Request) -> web.Response:
-    tenant = await _path_tenant(request)
+async def stats_json(request: web.Request, conn: Conn, tenant_id: UUID) -> dict[str, Any]:
+    """A tenant's statistics as `GET /v1/tenants/{tenant}/stats` answers them."""
     window = request.app[CONFIG].health.window_seconds
     since = window_start(request.app[CLOCK].now(), window)
-    async with request.app[POOL].acquire() as conn:
-        stats = await store.tenant_stats(conn, tenant.id, since)
-    return web.json_response({
-        "tenant_id": str(tenant.id),
+    stats = await store.tenant_stats(conn, tenant_id, since)
+    return {
+        "tenant_id": str(tenant_id),
         "endpoints": {s.value: stats.endpoints.get(s.value, 0) for s in EndpointState},
         "deliveries": {s.label: stats.deliveries.get(s.value, 0) for s in DeliveryStatus},
         "failures_in_window": stats.failures_in_window,
         "window_seconds": window,
-    })
+    }
+
+
+async def tenant_stats(request: web.Request) -> web.Response:
+    tenant = await _path_tenant(request)
+    async with request.app[POOL].acquire() as conn:
+        return web.json_response(await stats_json(request, conn, tenant.id))
 
 
 async def _portal_link(request: web.Request, tenant_id: UUID) -> web.Response:

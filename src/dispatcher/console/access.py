@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 from urllib.parse import quote
 from uuid import UUID
@@ -18,7 +18,7 @@ from uuid import UUID
 from aiohttp import web
 
 from dispatcher.api.auth import resolve_credential, tenant_by_ref
-from dispatcher.api.context import CLOCK, SECRET_BOX, TENANT
+from dispatcher.api.context import CLOCK, POOL, SECRET_BOX, TENANT
 from dispatcher.console.session import (
     CSRF_FIELD,
     SESSION_COOKIE,
@@ -27,8 +27,8 @@ from dispatcher.console.session import (
     csrf_ok,
     unseal,
 )
-from dispatcher.errors import DispatcherError, Unauthorized
-from dispatcher.store.tenants import DEFAULT_TENANT
+from dispatcher.errors import DispatcherError, Forbidden, Unauthorized
+from dispatcher.store.tenants import DEFAULT_TENANT, find_tenant
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Scope:
     kind: Literal["operator", "tenant", "portal"]
     tenant_id: UUID
     read_only: bool = False
+    tenant: str | None = None  # an operator session: the name of the tenant it acts for
 
 
 Resolver = Callable[[web.Request, str], Awaitable[Scope]]
@@ -84,13 +85,30 @@ async def signed_in(request: web.Request) -> tuple[Session, Scope] | None:
         scope = await request.app[RESOLVER](request, session.credential)
     except Unauthorized:
         return None
+    if scope.kind == "operator":
+        scope = await _acting(request, scope, session.acting)
     return session, scope
 
 
-def signed_in_page(*, write: bool = False) -> Callable[[Page], Page]:
+async def _acting(request: web.Request, scope: Scope, acting: str | None) -> Scope:
+    """An operator session acts for the tenant it chose on the tenants page (as the
+    API's `Dispatcher-Tenant`), or `default`; a tenant deleted since means `default`."""
+    found = None
+    async with request.app[POOL].acquire() as conn:
+        if acting is not None:
+            found = await find_tenant(conn, acting)
+        if found is None:
+            found = await find_tenant(conn, DEFAULT_TENANT)
+    if found is None:
+        return scope
+    return replace(scope, tenant_id=found.id, tenant=found.name)
+
+
+def signed_in_page(*, write: bool = False, operator: bool = False) -> Callable[[Page], Page]:
     """Wraps a console page: no session (or a credential no longer valid) redirects
     to the sign-in page; a POST must carry the session's CSRF token; a write is
-    refused for a read-only scope. Errors become pages in console/app.py."""
+    refused for a read-only scope, an operator page for any other than an operator's.
+    Errors become pages in console/app.py."""
 
     def decorate(handler: Page) -> Page:
         @functools.wraps(handler)
@@ -102,6 +120,8 @@ def signed_in_page(*, write: bool = False) -> Callable[[Page], Page]:
                 raise redirect
             session, scope = found
             request[SESSION], request[SCOPE], request[TENANT] = session, scope, scope.tenant_id
+            if operator and scope.kind != "operator":
+                raise Forbidden("Only an operator key may open this page.")
             if request.method == "POST":
                 form = await request.post()
                 request[FORM] = {k: v for k, v in form.items() if isinstance(v, str)}

@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from dispatcher.api.context import CONFIG
-from dispatcher.console import callbacks, endpoints, events, sandbox, signin
+from dispatcher.console import callbacks, endpoints, events, sandbox, signin, tenants
 from dispatcher.console.access import RESOLVER, Page, resolve_api_key, signed_in_page
 from dispatcher.console.render import (
     CONSOLE_PREFIX,
@@ -24,6 +24,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 read = signed_in_page()
 write = signed_in_page(write=True)
+operator = signed_in_page(operator=True)
 
 PAGES: list[tuple[str, str, Page]] = [
     ("GET", "/console/endpoints", read(endpoints.endpoints_page)),
@@ -42,6 +43,8 @@ PAGES: list[tuple[str, str, Page]] = [
     ("GET", "/console/callbacks", read(callbacks.callbacks_page)),
     ("GET", "/console/callbacks/{callback_id}", read(callbacks.callback_page)),
     ("POST", "/console/callbacks/{callback_id}/retry", write(callbacks.retry)),
+    ("GET", "/console/tenants", operator(tenants.tenants_page)),
+    ("POST", "/console/tenants/{tenant}/act", operator(tenants.act_for)),
     ("GET", "/console/sandbox", read(sandbox.sandbox_page)),
     ("GET", "/console/sandbox/requests", read(sandbox.captures_fragment)),
     ("POST", "/console/sandbox/send", write(sandbox.send_sample)),

@@ -37,6 +37,7 @@ class Session:
     credential: str
     csrf: str
     expires_ms: int
+    acting: str | None = None  # an operator session: the id of the tenant it acts for
 
 
 def new_session(credential: str, now: datetime, hours: float) -> Session:
@@ -44,7 +45,8 @@ def new_session(credential: str, now: datetime, hours: float) -> Session:
 
 
 def seal(box: SecretBox, session: Session) -> str:
-    text = json.dumps({"k": session.credential, "c": session.csrf, "e": session.expires_ms})
+    text = json.dumps({"k": session.credential, "c": session.csrf, "e": session.expires_ms,
+                       "t": session.acting})
     return base64.urlsafe_b64encode(box.encrypt(text, _AAD)).decode("ascii")
 
 
@@ -53,7 +55,9 @@ def unseal(box: SecretBox, value: str, now: datetime) -> Session | None:
     try:
         blob = base64.urlsafe_b64decode(value.encode("ascii"))
         data = json.loads(box.decrypt(blob, _AAD))
-        session = Session(str(data["k"]), str(data["c"]), int(data["e"]))
+        acting = data.get("t")
+        session = Session(str(data["k"]), str(data["c"]), int(data["e"]),
+                          acting if isinstance(acting, str) else None)
     except (SecretDecryptionError, binascii.Error, ValueError, KeyError, TypeError,
             UnicodeError):
         return None

@@ -296,3 +296,10 @@ async def read_gauges(conn: Conn, now: datetime, timeout_ms: int = 2000) -> Gaug
                   {str(k): int(v) for k, v in row["by_state"].items()},
                   {"rate_limited": int(row["backing_off"]),
                    "concurrency_reduced": int(row["reduced"])})
+
+
+async def attempts_since(conn: Conn, since: datetime) -> int:
+    """Attempts started since `since`, by every process (the BRIN index on
+    started_at keeps this to the table's last blocks)."""
+    n: int = await conn.fetchval("SELECT count(*) FROM attempts WHERE started_at >= $1", since)
+    return n

@@ -1,0 +1,73 @@
+"""The operator view (operator sessions only): every tenant with its statistics and a
+button that makes the session act for it (as `Dispatcher-Tenant` does in the API),
+and a summary of the deployment's `/metrics` figures. Tenants are listed by the
+API's own handler and their statistics shaped by its function (api/tenants.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from aiohttp import web
+
+from dispatcher.api import tenants as api_tenants
+from dispatcher.api.auth import tenant_by_ref
+from dispatcher.api.context import CLOCK, CONFIG, POOL, SECRET_BOX
+from dispatcher.clock import to_ms
+from dispatcher.console.access import SESSION
+from dispatcher.console.endpoints import answer
+from dispatcher.console.render import render
+from dispatcher.console.session import SESSION_COOKIE, seal, set_cookie
+from dispatcher.errors import ValidationError
+from dispatcher.model import DeliveryStatus
+from dispatcher.store.lookup import attempts_since, read_gauges
+
+RATE_SECONDS = 10  # attempts per second: the attempts started in this many seconds
+
+
+async def _metrics(request: web.Request) -> dict[str, Any]:
+    """The figures `/metrics` reports for the whole deployment (read from the
+    database, so every process shows the same), and the attempt rate."""
+    now = request.app[CLOCK].now()
+    async with request.app[POOL].acquire() as conn:
+        gauges = await read_gauges(conn, now)
+        recent = await attempts_since(conn, now - timedelta(seconds=RATE_SECONDS))
+    return {
+        "queue_depth": gauges.queue_depth,
+        "oldest_due_seconds": gauges.oldest_due_seconds,
+        "attempts_per_second": recent / RATE_SECONDS,
+        "rate_seconds": RATE_SECONDS,
+        "deliveries": {s.label: gauges.deliveries_by_status.get(s, 0) for s in DeliveryStatus},
+        "endpoints": gauges.endpoints_by_state,
+    }
+
+
+async def tenants_page(request: web.Request, *, status: int = 200,
+                       message: str = "") -> web.StreamResponse:
+    try:
+        listed = answer(await api_tenants.list_tenants(request))
+    except ValidationError as exc:
+        listed, status, message = {"data": [], "next_cursor": None}, exc.status, exc.message
+    rows = []
+    async with request.app[POOL].acquire() as conn:
+        for tenant in listed["data"]:
+            stats = await api_tenants.stats_json(request, conn, UUID(tenant["id"]))
+            rows.append({**tenant, "stats": stats})
+    prefix = request.query.get("name_prefix", "").strip()
+    return render(request, "tenants.html", status=status, rows=rows,
+                  next_cursor=listed.get("next_cursor"), name_prefix=prefix,
+                  metrics=await _metrics(request), message=message,
+                  window_seconds=request.app[CONFIG].health.window_seconds)
+
+
+async def act_for(request: web.Request) -> web.StreamResponse:
+    """Make the session act for this tenant (name or id), then show its endpoints."""
+    tenant_id = await tenant_by_ref(request.app, request.match_info["tenant"], "tenant")
+    session = replace(request[SESSION], acting=str(tenant_id))
+    left_ms = session.expires_ms - to_ms(request.app[CLOCK].now())
+    response = web.HTTPFound("/console/endpoints")
+    set_cookie(request, response, SESSION_COOKIE, seal(request.app[SECRET_BOX], session),
+               max(0, left_ms // 1000))
+    raise response

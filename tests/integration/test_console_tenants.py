@@ -1,0 +1,152 @@
+"""The console's operator view, against a real daemon: tenants with their
+statistics, acting for a tenant, the `/metrics` summary; refused to tenant and
+portal sessions, and to a form without its CSRF token."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from dispatcher.store.tenants import create_operator_key
+from tests.integration import test_api_support as support
+from tests.integration.test_api_support import Api, ApiServer
+from tests.support.console import ConsoleUser
+from tests.support.receiver import Receiver, Reply
+
+api_server, http, api, other = support.api_server, support.http, support.api, support.other
+
+
+@pytest.fixture
+async def op(http: aiohttp.ClientSession, api_server: ApiServer) -> Api:
+    conn = await asyncpg.connect(api_server.dsn)
+    try:
+        key = await create_operator_key(conn, "console")
+    finally:
+        await conn.close()
+    return Api(http, api_server, key, "default")
+
+
+@pytest.fixture
+async def user(api_server: ApiServer) -> AsyncIterator[ConsoleUser]:
+    u = ConsoleUser(api_server.url)
+    yield u
+    await u.close()
+
+
+async def _csrf(user: ConsoleUser) -> str:
+    page = await user.get("/console/endpoints")
+    found = re.search(r'<meta name="csrf-token" content="([^"]*)"', page.text)
+    assert found
+    return found.group(1)
+
+
+def _row(page_text: str, name: str) -> str:
+    found = re.search(rf'<tr>\s*<td><strong class="tenant-name">{re.escape(name)}</strong>'
+                      r'(.*?)</tr>', page_text, re.S)
+    assert found, name
+    return found.group(1)
+
+
+async def test_operator_sees_every_tenant_with_its_stats_and_the_metrics_summary(
+    user: ConsoleUser, op: Api, api: Api, other: Api, receiver: Receiver,
+    make_receiver: Any,
+) -> None:
+    failing: Receiver = await make_receiver()
+    failing.reply_with(then=Reply(status=500))
+    ok = await api.create_endpoint(receiver.url)
+    bad = await api.create_endpoint(failing.url, retry_policy="none")
+    ev = await api.publish("wallets.transaction.created", {"n": 1})
+    await api.wait_for_status(ok["id"], ev["id"], "Success")
+    await api.wait_for_status(bad["id"], ev["id"], "Failed")
+    paused = await other.create_endpoint(receiver.url + "/other")
+    assert (await other.post(f"/v1/endpoints/{paused['id']}/pause")).status == 200
+
+    page = await user.sign_in(op.key)
+    assert page.status == 200 and 'href="/console/tenants"' in page.text
+    assert "operator, acting for default" in page.text
+    page = await user.get(f"/console/tenants?name_prefix={api.tenant}")
+    assert page.status == 200, page.text
+    row = _row(page.text, api.tenant)
+    stats = (await op.get(f"/v1/tenants/{api.tenant}/stats")).body
+    assert stats["deliveries"]["Success"] == 1 and stats["deliveries"]["Failed"] == 1
+    assert re.search(r'status-success">Success</span> 1<', row)
+    assert re.search(r'status-failed">Failed</span> 1<', row)
+    assert re.search(r'state-active">active</span> 2<', row)
+    assert f"<td>{stats['failures_in_window']}</td>" in row and stats["failures_in_window"] == 1
+    assert other.tenant not in page.text  # the prefix filter
+    page = await user.get(f"/console/tenants?name_prefix={other.tenant}")
+    assert re.search(r'state-paused">paused</span> 1<', _row(page.text, other.tenant))
+    for figure in ("queue-depth", "oldest-due", "attempt-rate"):
+        assert f'id="{figure}"' in page.text
+    rate = re.search(r'id="attempt-rate">([0-9.]+) ', page.text)
+    assert rate and float(rate.group(1)) > 0  # this test's attempts, seconds ago
+
+
+async def test_acting_for_a_tenant_shows_its_pages_and_only_its(
+    user: ConsoleUser, op: Api, api: Api, other: Api, receiver: Receiver,
+) -> None:
+    mine = await api.create_endpoint(receiver.url + "/mine", description="mine")
+    theirs = await other.create_endpoint(receiver.url + "/theirs", description="theirs")
+    await user.sign_in(op.key)
+    page = await user.get("/console/endpoints")
+    assert mine["id"] not in page.text and theirs["id"] not in page.text  # acting for default
+    tenant_id = (await op.get(f"/v1/tenants/{api.tenant}")).body["id"]
+    page = await user.post(f"/console/tenants/{tenant_id}/act", {"csrf": await _csrf(user)})
+    assert page.status == 200 and page.url.endswith("/console/endpoints")
+    assert mine["id"] in page.text and theirs["id"] not in page.text
+    assert f"operator, acting for {api.tenant}" in page.text
+    page = await user.get(f"/console/endpoints/{theirs['id']}")
+    assert page.status == 404
+    page = await user.get(f"/console/endpoints/{mine['id']}")
+    assert page.status == 200
+    # Acting by name works too, and writes land in the tenant acted for.
+    page = await user.post(f"/console/tenants/{other.tenant}/act", {"csrf": await _csrf(user)})
+    assert theirs["id"] in page.text and mine["id"] not in page.text
+    page = await user.submit(f"/console/endpoints/{theirs['id']}",
+                             f"/console/endpoints/{theirs['id']}/pause")
+    assert (await other.get(f"/v1/endpoints/{theirs['id']}")).body["state"] == "paused"
+    page = await user.get("/console/tenants")
+    assert re.search(r'<span class="badge">acting</span>', _row(page.text, other.tenant))
+    # An unknown tenant: 404, and the session keeps acting for the one it had.
+    page = await user.post("/console/tenants/no-such-tenant/act", {"csrf": await _csrf(user)})
+    assert page.status == 404
+    assert f"operator, acting for {other.tenant}" in (await user.get("/console/events")).text
+
+
+async def test_tenant_and_portal_sessions_get_no_operator_view(
+    user: ConsoleUser, op: Api, api: Api, other: Api, receiver: Receiver,
+) -> None:
+    theirs = await other.create_endpoint(receiver.url + "/theirs")
+    link = (await op.post(f"/v1/tenants/{api.tenant}/portal-links", {})).body
+    other_id = (await op.get(f"/v1/tenants/{other.tenant}")).body["id"]
+    for credential in (api.key, link["token"]):
+        page = await user.sign_in(credential)
+        assert page.status == 200, page.text
+        assert 'href="/console/tenants"' not in page.text and "acting for" not in page.text
+        page = await user.get("/console/tenants")
+        assert page.status == 403 and other.tenant not in page.text
+        for target in (other_id, other.tenant):
+            page = await user.post(f"/console/tenants/{target}/act",
+                                   {"csrf": await _csrf(user)})
+            assert page.status == 403
+        page = await user.get("/console/endpoints")
+        assert theirs["id"] not in page.text
+        await user.get("/console/logout")
+
+
+async def test_acting_refuses_a_missing_or_wrong_csrf_token(
+    user: ConsoleUser, op: Api, api: Api, receiver: Receiver,
+) -> None:
+    mine = await api.create_endpoint(receiver.url + "/mine")
+    await user.sign_in(op.key)
+    for token in (None, "", "forged-token"):
+        sent = {} if token is None else {"csrf": token}
+        page = await user.post(f"/console/tenants/{api.tenant}/act", sent)
+        assert page.status == 403 and "CSRF" in page.text, token
+    page = await user.get("/console/endpoints")
+    assert mine["id"] not in page.text and "acting for default" in page.text
