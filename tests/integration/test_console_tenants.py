@@ -6,13 +6,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
+from aiohttp import web
 
-from dispatcher.store.tenants import create_operator_key
+from dispatcher.api.app import create_app
+from dispatcher.clock import FakeClock
+from dispatcher.config import Config
+from dispatcher.store.tenants import (
+    DEFAULT_TENANT,
+    create_api_key,
+    create_operator_key,
+    ensure_tenant,
+)
 from tests.integration import test_api_support as support
 from tests.integration.test_api_support import Api, ApiServer
 from tests.support.console import ConsoleUser
@@ -150,3 +160,39 @@ async def test_acting_refuses_a_missing_or_wrong_csrf_token(
         assert page.status == 403 and "CSRF" in page.text, token
     page = await user.get("/console/endpoints")
     assert mine["id"] not in page.text and "acting for default" in page.text
+
+
+async def test_metrics_summary_reads_the_queue_on_the_clock(db_url: str, config: Config) -> None:
+    """In-process on a fake clock, without an engine: what is published stays due."""
+    clock = FakeClock(datetime.now(UTC))
+    runner = web.AppRunner(create_app(config, db_url, clock))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    conn = await asyncpg.connect(db_url)
+    try:
+        op_key = await create_operator_key(conn, "clocked")
+        await ensure_tenant(conn, DEFAULT_TENANT)  # an operator's console starts there
+        tenant_key = await create_api_key(conn, "clocked-tenant")
+    finally:
+        await conn.close()
+    user = ConsoleUser(base)
+    try:
+        async with aiohttp.ClientSession() as http_session:
+            tenant = Api(http_session, ApiServer(base, db_url, None),  # type: ignore[arg-type]
+                         tenant_key, "clocked-tenant")
+            await tenant.create_endpoint("http://127.0.0.1:9/hook")
+            for i in range(3):
+                await tenant.publish("wallets.transaction.created", {"n": i})
+        clock.advance(42)
+        await user.sign_in(op_key)
+        page = await user.get("/console/tenants")
+        assert page.status == 200, page.text
+        assert 'id="queue-depth">3 due deliveries<' in page.text
+        assert 'id="oldest-due">42.0 s waiting<' in page.text
+        assert 'id="attempt-rate">0.0 ' in page.text
+        assert re.search(r'status-pending">Pending</span> 3<', _row(page.text, "clocked-tenant"))
+    finally:
+        await user.close()
+        await runner.cleanup()
