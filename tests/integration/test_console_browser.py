@@ -3,7 +3,8 @@ browser): sign in, create an endpoint, see a published event with its attempt,
 retry it, pause/resume, reveal a secret behind its confirm, watch the sandbox
 update live, make a callback endpoint and retry a Failed callback until it is
 approved, and check that a hostile payload neither runs nor injects markup and
-that another tenant's session sees none of it. Every page is saved as a PNG under
+that another tenant's session sees none of it (nor the operator view, where an
+operator key sees every tenant and opens one's pages). Every page is saved as a PNG under
 the test's temporary directory (and copied to $DISPATCHER_CONSOLE_SCREENSHOTS when
 set, which is how the README's screenshots are made)."""
 
@@ -18,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from dispatcher.sandbox.capture import CaptureServer
+from dispatcher.store.tenants import create_operator_key
 from tests.integration.test_api_support import Api, ApiServer, new_api
 from tests.support.receiver import Receiver, Reply
 
@@ -257,3 +260,24 @@ async def test_console_in_a_real_browser(
         assert response is not None and response.status == 404
         await theirs.goto(base + "/console/sandbox")
         assert await theirs.locator("#captures details.capture").count() == 0
+        assert await theirs.locator("a[href='/console/tenants']").count() == 0
+        response = await theirs.goto(base + "/console/tenants")
+        assert response is not None and response.status == 403
+
+        # The operator view: every tenant with its statistics, and into one's pages.
+        conn = await asyncpg.connect(db_url)
+        try:
+            operator_key = await create_operator_key(conn, "browser")
+        finally:
+            await conn.close()
+        operator = await _sign_in(browser, base, operator_key)
+        await operator.click("a[href='/console/tenants']")
+        row = operator.locator("#tenants tbody tr", has_text=me.tenant)
+        await row.wait_for()
+        assert "Success" in await row.inner_text()
+        assert (await operator.inner_text("#queue-depth")).split()[0].isdigit()
+        await shots.take(operator, "tenants")
+        await row.locator("button").click()
+        await operator.wait_for_url(re.compile(r".*/console/endpoints$"))
+        assert f"acting for {me.tenant}" in await operator.inner_text("header")
+        assert endpoint_id in await operator.content()

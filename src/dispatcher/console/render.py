@@ -33,6 +33,14 @@ def ms_time(value: int | None) -> str:
     return datetime.fromtimestamp(value / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def duration(seconds: float) -> str:
+    """A whole number of days, hours or minutes when it is one, else seconds."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)} {unit}"
+    return f"{seconds:g} s"
+
+
 def pretty(value: Any) -> str:
     """JSON pretty-printed; text that is JSON is re-indented, other text kept."""
     if isinstance(value, str):
@@ -52,6 +60,7 @@ def setup_templates(app: web.Application) -> None:
     )
     env.filters["ms_time"] = ms_time
     env.filters["pretty"] = pretty
+    env.filters["duration"] = duration
 
 
 def render(request: web.Request, template: str, status: int = 200,
