@@ -15,6 +15,7 @@ from aiohttp import web
 from dispatcher.api import tenants as api_tenants
 from dispatcher.api.auth import tenant_by_ref
 from dispatcher.api.context import CLOCK, CONFIG, POOL, SECRET_BOX
+from dispatcher.api.metrics import refresh_gauges
 from dispatcher.clock import to_ms
 from dispatcher.console.access import SESSION
 from dispatcher.console.endpoints import answer
@@ -22,26 +23,30 @@ from dispatcher.console.render import render
 from dispatcher.console.session import SESSION_COOKIE, seal, set_cookie
 from dispatcher.errors import ValidationError
 from dispatcher.model import DeliveryStatus
-from dispatcher.store.lookup import attempts_since, read_gauges
+from dispatcher.store.lookup import attempts_since
 
 RATE_SECONDS = 10  # attempts per second: the attempts started in this many seconds
 
 
 async def _metrics(request: web.Request) -> dict[str, Any]:
     """The figures `/metrics` reports for the whole deployment (read from the
-    database, so every process shows the same), and the attempt rate."""
-    now = request.app[CLOCK].now()
+    database by the same throttled query, so every process shows the same), and the
+    attempt rate, which /metrics leaves to Prometheus' rate() of its counters."""
+    gauges = await refresh_gauges(request.app)  # what /metrics read, at most 5 s ago
+    since = request.app[CLOCK].now() - timedelta(seconds=RATE_SECONDS)
     async with request.app[POOL].acquire() as conn:
-        gauges = await read_gauges(conn, now)
-        recent = await attempts_since(conn, now - timedelta(seconds=RATE_SECONDS))
-    return {
-        "queue_depth": gauges.queue_depth,
-        "oldest_due_seconds": gauges.oldest_due_seconds,
-        "attempts_per_second": recent / RATE_SECONDS,
-        "rate_seconds": RATE_SECONDS,
-        "deliveries": {s.label: gauges.deliveries_by_status.get(s, 0) for s in DeliveryStatus},
-        "endpoints": gauges.endpoints_by_state,
-    }
+        recent = await attempts_since(conn, since)
+    shown: dict[str, Any] = {"attempts_per_second": recent / RATE_SECONDS,
+                             "rate_seconds": RATE_SECONDS, "available": gauges is not None}
+    if gauges is not None:
+        shown.update({
+            "queue_depth": gauges.queue_depth,
+            "oldest_due_seconds": gauges.oldest_due_seconds,
+            "deliveries": {s.label: gauges.deliveries_by_status.get(s, 0)
+                           for s in DeliveryStatus},
+            "endpoints": gauges.endpoints_by_state,
+        })
+    return shown
 
 
 async def tenants_page(request: web.Request, *, status: int = 200,
