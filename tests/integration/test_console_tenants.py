@@ -8,6 +8,7 @@ import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import asyncpg
@@ -95,6 +96,12 @@ async def test_operator_sees_every_tenant_with_its_stats_and_the_metrics_summary
         assert f'id="{figure}"' in page.text
     rate = re.search(r'id="attempt-rate">([0-9.]+) ', page.text)
     assert rate and float(rate.group(1)) > 0  # this test's attempts, seconds ago
+    hostile = '"><script>alert(1)</script>'
+    page = await user.get("/console/tenants?name_prefix=" + quote(hostile))
+    assert page.status == 200 and "<script>alert" not in page.text
+    assert 'value="&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in page.text
+    page = await user.get("/console/tenants?name_prefix=" + "x" * 101)
+    assert page.status == 422 and "name_prefix must be at most 100 characters" in page.text
 
 
 async def test_acting_for_a_tenant_shows_its_pages_and_only_its(
