@@ -203,3 +203,16 @@ async def test_metrics_summary_reads_the_queue_on_the_clock(db_url: str, config:
     finally:
         await user.close()
         await runner.cleanup()
+
+
+async def test_a_deleted_tenant_sends_its_operator_session_back_to_default(
+    user: ConsoleUser, op: Api, receiver: Receiver,
+) -> None:
+    made = await op.post("/v1/tenants", {"name": "gone-soon"})
+    assert made.status == 201, made
+    await user.sign_in(op.key)
+    page = await user.post("/console/tenants/gone-soon/act", {"csrf": await _csrf(user)})
+    assert "operator, acting for gone-soon" in page.text
+    assert (await op.delete("/v1/tenants/gone-soon?force=true")).status == 204
+    page = await user.get("/console/endpoints")
+    assert page.status == 200 and "operator, acting for default" in page.text
