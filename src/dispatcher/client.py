@@ -479,7 +479,8 @@ class Client:
 
     async def wait_for_decision(self, callback_id: str, timeout: float) -> Callback:
         """The callback once Approved, Denied or Failed, or as it stands after `timeout`
-        seconds (check `.decided`). Long-polls the daemon; no busy loop."""
+        seconds, rounded up to a whole second (check `.decided`). Long-polls the daemon
+        (`?wait=`, at most 30 s a call); no busy loop."""
         give_up = asyncio.get_running_loop().time() + timeout
         while True:
             left = give_up - asyncio.get_running_loop().time()
