@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import urllib.parse
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -228,6 +229,39 @@ class Callback:
     @property
     def approved(self) -> bool:
         return self.status == "Approved"
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: str
+    name: str
+    metadata: dict[str, Any]
+    created_timestamp: int
+    updated_timestamp: int
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class TenantKey:
+    """A new key of one tenant: `key` is shown only here."""
+
+    key: str
+    id: str
+    prefix: str
+    name: str
+    tenant_id: str
+    tenant: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class TenantStats:
+    tenant_id: str
+    endpoints: dict[str, int]  # by state
+    deliveries: dict[str, int]  # by status
+    failures_in_window: int
+    window_seconds: int
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -510,6 +544,48 @@ class Client:
         """One more attempt for a Failed callback before its deadline (409 otherwise)."""
         await self.request("POST", f"/v1/callbacks/{callback_id}/retry")
 
+    # tenants (operator keys; a tenant is named by its name or id)
+
+    async def create_tenant(self, name: str, metadata: Mapping[str, Any] | None = None) -> Tenant:
+        body: dict[str, Any] = {"name": name}
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        return _from_json(Tenant, await self.request("POST", "/v1/tenants", body=body))
+
+    async def list_tenants(self, *, name_prefix: str | None = None, limit: int | None = None,
+                           cursor: str | None = None) -> Page[Tenant]:
+        """By name."""
+        raw = await self.request("GET", "/v1/tenants", repeatable=True, params=_params(
+            name_prefix=name_prefix, limit=limit, cursor=cursor))
+        return _page(raw, lambda t: _from_json(Tenant, t))
+
+    async def get_tenant(self, tenant: str) -> Tenant:
+        return _from_json(Tenant, await self.request("GET", _tenant_path(tenant),
+                                                     repeatable=True))
+
+    async def update_tenant(self, tenant: str, *, name: str | None = None,
+                            metadata: Mapping[str, Any] | None = None) -> Tenant:
+        body = {k: v for k, v in (("name", name), ("metadata", metadata)) if v is not None}
+        return _from_json(Tenant, await self.request("PATCH", _tenant_path(tenant), body=body))
+
+    async def delete_tenant(self, tenant: str, *, force: bool = False) -> None:
+        """Refused (409) while it has endpoints unless `force`, which deletes its keys,
+        endpoints, events and deliveries with it."""
+        await self.request("DELETE", _tenant_path(tenant),
+                           params={"force": "true"} if force else None)
+
+    async def create_tenant_key(self, tenant: str, name: str = "") -> TenantKey:
+        raw = await self.request("POST", _tenant_path(tenant) + "/keys", body={"name": name})
+        return _from_json(TenantKey, raw)
+
+    async def tenant_stats(self, tenant: str) -> TenantStats:
+        raw = await self.request("GET", _tenant_path(tenant) + "/stats", repeatable=True)
+        return _from_json(TenantStats, raw)
+
+
+def _tenant_path(tenant: str) -> str:
+    return "/v1/tenants/" + urllib.parse.quote(tenant, safe="")
+
 
 def _answer(status: int, raw: bytes) -> Any:
     try:
@@ -669,3 +745,32 @@ class SyncClient:
 
     def retry_callback(self, callback_id: str) -> None:
         self._run(self._client.retry_callback(callback_id))
+
+    def create_tenant(self, name: str, metadata: Mapping[str, Any] | None = None) -> Tenant:
+        result: Tenant = self._run(self._client.create_tenant(name, metadata))
+        return result
+
+    def list_tenants(self, **filters: Any) -> Page[Tenant]:
+        result: Page[Tenant] = self._run(self._client.list_tenants(**filters))
+        return result
+
+    def get_tenant(self, tenant: str) -> Tenant:
+        result: Tenant = self._run(self._client.get_tenant(tenant))
+        return result
+
+    def update_tenant(self, tenant: str, *, name: str | None = None,
+                      metadata: Mapping[str, Any] | None = None) -> Tenant:
+        result: Tenant = self._run(self._client.update_tenant(tenant, name=name,
+                                                              metadata=metadata))
+        return result
+
+    def delete_tenant(self, tenant: str, *, force: bool = False) -> None:
+        self._run(self._client.delete_tenant(tenant, force=force))
+
+    def create_tenant_key(self, tenant: str, name: str = "") -> TenantKey:
+        result: TenantKey = self._run(self._client.create_tenant_key(tenant, name))
+        return result
+
+    def tenant_stats(self, tenant: str) -> TenantStats:
+        result: TenantStats = self._run(self._client.tenant_stats(tenant))
+        return result
