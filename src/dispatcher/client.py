@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
+import urllib.parse
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Pauses before the 2nd, 3rd and 4th try of a call that is safe to repeat.
 RETRY_DELAYS = (0.2, 0.5, 1.0)
 UNREACHABLE = "unreachable"  # ApiError.code when no answer came (status 0)
+MAX_WAIT = 30  # the longest `?wait=` the daemon accepts on a callback
 
 
 class ApiError(Exception):
@@ -72,6 +75,7 @@ class Endpoint:
     state_changed_timestamp: int | None
     created_timestamp: int
     updated_timestamp: int
+    kind: str = "webhook"  # or "callback": receives approval callbacks, never events
     secret: str | None = None  # answered only on create, or when the scheme changes
     public_key: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -180,6 +184,86 @@ class EventType:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
+CALLBACK_DECIDED = ("Approved", "Denied", "Failed")
+
+
+@dataclass(frozen=True)
+class CallbackRequest:
+    """The answer to request_approval: the callback is queued (status Pending)."""
+
+    id: str
+    type: str
+    status: str
+    endpoint_id: str
+    created_timestamp: int
+    deadline_timestamp: int
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Callback:
+    """An approval callback: status Pending, Retrying, Approved, Denied or Failed (never
+    approved). Act only when `approved` is true."""
+
+    id: str
+    type: str
+    data: Any
+    endpoint_id: str
+    status: str
+    decision: str | None  # "ok", "deny" or None
+    decided_timestamp: int | None
+    attempts: int
+    retries_left: int
+    next_retry_timestamp: int | None
+    failure_reason: str | None
+    held: bool
+    created_timestamp: int
+    deadline_timestamp: int
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def decided(self) -> bool:
+        """Approved, Denied or Failed: final."""
+        return self.status in CALLBACK_DECIDED
+
+    @property
+    def approved(self) -> bool:
+        return self.status == "Approved"
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: str
+    name: str
+    metadata: dict[str, Any]
+    created_timestamp: int
+    updated_timestamp: int
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class TenantKey:
+    """A new key of one tenant: `key` is shown only here."""
+
+    key: str
+    id: str
+    prefix: str
+    name: str
+    tenant_id: str
+    tenant: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class TenantStats:
+    tenant_id: str
+    endpoints: dict[str, int]  # by state
+    deliveries: dict[str, int]  # by status
+    failures_in_window: int
+    window_seconds: int
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
 @dataclass(frozen=True)
 class Page(Generic[T]):
     data: list[T]
@@ -239,9 +323,11 @@ class Client:
 
     async def request(self, method: str, path: str, *, body: Any = None,
                       params: Mapping[str, str] | None = None,
-                      headers: Mapping[str, str] | None = None, repeatable: bool = False) -> Any:
+                      headers: Mapping[str, str] | None = None, repeatable: bool = False,
+                      timeout: float | None = None) -> Any:
         """One API call; answers the parsed JSON (None for an empty answer). A
-        `repeatable` call is tried again after a connection error or a 503."""
+        `repeatable` call is tried again after a connection error or a 503. `timeout`
+        replaces the client's for this call (a long-polling read needs more)."""
         sent = {**self.headers, **(headers or {})}
         data = None
         if body is not None:
@@ -250,8 +336,10 @@ class Client:
         delays = RETRY_DELAYS if repeatable else ()
         for n in range(len(delays) + 1):
             try:
-                async with self._http().request(method, self.url + path, data=data,
-                                                params=params, headers=sent) as resp:
+                async with self._http().request(
+                        method, self.url + path, data=data, params=params, headers=sent,
+                        timeout=self.timeout if timeout is None
+                        else aiohttp.ClientTimeout(total=timeout)) as resp:
                     raw = await resp.read()
                     if resp.status == 503 and n < len(delays):
                         await asyncio.sleep(delays[n])
@@ -328,10 +416,13 @@ class Client:
 
     # endpoints
 
-    async def create_endpoint(self, url: str, **fields: Any) -> Endpoint:
-        """Fields as in the API: description, event_types, signing_scheme, retry_policy,
-        timeout_seconds, max_in_flight, metadata, pause_*_threshold."""
-        raw = await self.request("POST", "/v1/endpoints", body={"url": url, **fields})
+    async def create_endpoint(self, url: str, *, kind: str | None = None,
+                              **fields: Any) -> Endpoint:
+        """`kind` "webhook" (default) or "callback" (approval callbacks only; set on
+        create only). Fields as in the API: description, event_types, signing_scheme,
+        retry_policy, timeout_seconds, max_in_flight, metadata, pause_*_threshold."""
+        body = {"url": url, **fields, **({"kind": kind} if kind is not None else {})}
+        raw = await self.request("POST", "/v1/endpoints", body=body)
         return _from_json(Endpoint, raw)
 
     async def list_endpoints(self, *, state: str | None = None, limit: int | None = None,
@@ -394,6 +485,106 @@ class Client:
 
     async def delete_event_type(self, name: str) -> None:
         await self.request("DELETE", f"/v1/event-types/{name}")
+
+    # approval callbacks
+
+    async def request_approval(self, type: str, data: Mapping[str, Any], *,
+                               endpoint_id: str | None = None,
+                               deadline_seconds: float | None = None,
+                               idempotency_key: str | None = None) -> CallbackRequest:
+        """Ask the tenant's callback endpoint (the only active one unless `endpoint_id`
+        names it) to approve an action; then `wait_for_decision`. Safe to repeat like
+        publish: the Idempotency-Key is reused when the call is retried."""
+        key = idempotency_key or uuid.uuid4().hex
+        body = {"type": type, "data": data, "endpoint_id": endpoint_id,
+                "deadline_seconds": deadline_seconds}
+        raw = await self.request("POST", "/v1/callbacks", repeatable=True,
+                                 body={k: v for k, v in body.items() if v is not None},
+                                 headers={IDEMPOTENCY_HEADER: key})
+        return _from_json(CallbackRequest, raw)
+
+    async def get_callback(self, callback_id: str, wait: int | None = None) -> Callback:
+        """With `wait` (1-30 s) the daemon answers as soon as the callback is decided,
+        or after `wait` seconds."""
+        raw = await self.request(
+            "GET", f"/v1/callbacks/{callback_id}", repeatable=True, params=_params(wait=wait),
+            timeout=None if not wait else wait + (self.timeout.total or 10.0))
+        return _from_json(Callback, raw)
+
+    async def wait_for_decision(self, callback_id: str, timeout: float) -> Callback:
+        """The callback once Approved, Denied or Failed, or as it stands after `timeout`
+        seconds, rounded up to a whole second (check `.decided`). Long-polls the daemon
+        (`?wait=`, at most 30 s a call); no busy loop."""
+        give_up = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = give_up - asyncio.get_running_loop().time()
+            found = await self.get_callback(callback_id,
+                                            wait=max(0, min(MAX_WAIT, math.ceil(left))))
+            if found.decided or asyncio.get_running_loop().time() >= give_up:
+                return found
+
+    async def list_callbacks(self, *, statuses: list[str] | None = None,
+                             types: list[str] | None = None, since: int | None = None,
+                             until: int | None = None, limit: int | None = None,
+                             cursor: str | None = None) -> Page[Callback]:
+        """Newest first."""
+        raw = await self.request("GET", "/v1/callbacks", repeatable=True, params=_params(
+            status=statuses, type=types, since=since, until=until, limit=limit,
+            cursor=cursor))
+        return _page(raw, lambda c: _from_json(Callback, c))
+
+    async def callback_logs(self, callback_id: str, *, limit: int | None = None,
+                            cursor: str | None = None) -> Page[Attempt]:
+        """Every attempt to send the callback, oldest first, with the answer received."""
+        raw = await self.request("GET", f"/v1/callbacks/{callback_id}/logs", repeatable=True,
+                                 params=_params(limit=limit, cursor=cursor))
+        return _page(raw, Attempt.from_json)
+
+    async def retry_callback(self, callback_id: str) -> None:
+        """One more attempt for a Failed callback before its deadline (409 otherwise)."""
+        await self.request("POST", f"/v1/callbacks/{callback_id}/retry")
+
+    # tenants (operator keys; a tenant is named by its name or id)
+
+    async def create_tenant(self, name: str, metadata: Mapping[str, Any] | None = None) -> Tenant:
+        body: dict[str, Any] = {"name": name}
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        return _from_json(Tenant, await self.request("POST", "/v1/tenants", body=body))
+
+    async def list_tenants(self, *, name_prefix: str | None = None, limit: int | None = None,
+                           cursor: str | None = None) -> Page[Tenant]:
+        """By name."""
+        raw = await self.request("GET", "/v1/tenants", repeatable=True, params=_params(
+            name_prefix=name_prefix, limit=limit, cursor=cursor))
+        return _page(raw, lambda t: _from_json(Tenant, t))
+
+    async def get_tenant(self, tenant: str) -> Tenant:
+        return _from_json(Tenant, await self.request("GET", _tenant_path(tenant),
+                                                     repeatable=True))
+
+    async def update_tenant(self, tenant: str, *, name: str | None = None,
+                            metadata: Mapping[str, Any] | None = None) -> Tenant:
+        body = {k: v for k, v in (("name", name), ("metadata", metadata)) if v is not None}
+        return _from_json(Tenant, await self.request("PATCH", _tenant_path(tenant), body=body))
+
+    async def delete_tenant(self, tenant: str, *, force: bool = False) -> None:
+        """Refused (409) while it has endpoints unless `force`, which deletes its keys,
+        endpoints, events and deliveries with it."""
+        await self.request("DELETE", _tenant_path(tenant),
+                           params={"force": "true"} if force else None)
+
+    async def create_tenant_key(self, tenant: str, name: str = "") -> TenantKey:
+        raw = await self.request("POST", _tenant_path(tenant) + "/keys", body={"name": name})
+        return _from_json(TenantKey, raw)
+
+    async def tenant_stats(self, tenant: str) -> TenantStats:
+        raw = await self.request("GET", _tenant_path(tenant) + "/stats", repeatable=True)
+        return _from_json(TenantStats, raw)
+
+
+def _tenant_path(tenant: str) -> str:
+    return "/v1/tenants/" + urllib.parse.quote(tenant, safe="")
 
 
 def _answer(status: int, raw: bytes) -> Any:
@@ -473,8 +664,8 @@ class SyncClient:
         result: int = self._run(self._client.replay(endpoint_id, **filters))
         return result
 
-    def create_endpoint(self, url: str, **fields: Any) -> Endpoint:
-        result: Endpoint = self._run(self._client.create_endpoint(url, **fields))
+    def create_endpoint(self, url: str, *, kind: str | None = None, **fields: Any) -> Endpoint:
+        result: Endpoint = self._run(self._client.create_endpoint(url, kind=kind, **fields))
         return result
 
     def list_endpoints(self, **filters: Any) -> Page[Endpoint]:
@@ -527,3 +718,59 @@ class SyncClient:
 
     def delete_event_type(self, name: str) -> None:
         self._run(self._client.delete_event_type(name))
+
+    def request_approval(self, type: str, data: Mapping[str, Any], *,
+                         endpoint_id: str | None = None, deadline_seconds: float | None = None,
+                         idempotency_key: str | None = None) -> CallbackRequest:
+        result: CallbackRequest = self._run(self._client.request_approval(
+            type, data, endpoint_id=endpoint_id, deadline_seconds=deadline_seconds,
+            idempotency_key=idempotency_key))
+        return result
+
+    def get_callback(self, callback_id: str, wait: int | None = None) -> Callback:
+        result: Callback = self._run(self._client.get_callback(callback_id, wait))
+        return result
+
+    def wait_for_decision(self, callback_id: str, timeout: float) -> Callback:
+        result: Callback = self._run(self._client.wait_for_decision(callback_id, timeout))
+        return result
+
+    def list_callbacks(self, **filters: Any) -> Page[Callback]:
+        result: Page[Callback] = self._run(self._client.list_callbacks(**filters))
+        return result
+
+    def callback_logs(self, callback_id: str, **page: Any) -> Page[Attempt]:
+        result: Page[Attempt] = self._run(self._client.callback_logs(callback_id, **page))
+        return result
+
+    def retry_callback(self, callback_id: str) -> None:
+        self._run(self._client.retry_callback(callback_id))
+
+    def create_tenant(self, name: str, metadata: Mapping[str, Any] | None = None) -> Tenant:
+        result: Tenant = self._run(self._client.create_tenant(name, metadata))
+        return result
+
+    def list_tenants(self, **filters: Any) -> Page[Tenant]:
+        result: Page[Tenant] = self._run(self._client.list_tenants(**filters))
+        return result
+
+    def get_tenant(self, tenant: str) -> Tenant:
+        result: Tenant = self._run(self._client.get_tenant(tenant))
+        return result
+
+    def update_tenant(self, tenant: str, *, name: str | None = None,
+                      metadata: Mapping[str, Any] | None = None) -> Tenant:
+        result: Tenant = self._run(self._client.update_tenant(tenant, name=name,
+                                                              metadata=metadata))
+        return result
+
+    def delete_tenant(self, tenant: str, *, force: bool = False) -> None:
+        self._run(self._client.delete_tenant(tenant, force=force))
+
+    def create_tenant_key(self, tenant: str, name: str = "") -> TenantKey:
+        result: TenantKey = self._run(self._client.create_tenant_key(tenant, name))
+        return result
+
+    def tenant_stats(self, tenant: str) -> TenantStats:
+        result: TenantStats = self._run(self._client.tenant_stats(tenant))
+        return result

@@ -195,7 +195,8 @@ def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[st
 
 
 @pytest.mark.parametrize("path", [p for p in _commands(main)
-                                  if p[0] in ("endpoints", "events", "event-types", "trigger")])
+                                  if p[0] in ("endpoints", "events", "event-types", "callbacks",
+                                                          "tenants", "trigger")])
 def test_every_api_command_helps_with_an_example(path: tuple[str, ...]) -> None:
     result = CliRunner().invoke(main, [*path, "--help"])
     assert result.exit_code == 0 and "Example:\n    dispatcher " in result.output, \

@@ -64,9 +64,7 @@ def api_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def connection_options(fn: Callable[P, R]) -> Callable[P, R]:
-    """--url, --api-key and --tenant, stored on the context for `client()`."""
-
+def _connection(fn: Callable[P, R], *, tenant: bool) -> Callable[P, R]:
     def remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         ctx.meta[f"dispatcher.{param.name}"] = value
         return value
@@ -78,13 +76,25 @@ def connection_options(fn: Callable[P, R]) -> Callable[P, R]:
         click.option("--api-key", "api_key", envvar="DISPATCHER_API_KEY", default=None,
                      expose_value=False, callback=remember,
                      help="API key (env DISPATCHER_API_KEY)."),
-        click.option("--tenant", "act_for_tenant", envvar="DISPATCHER_TENANT", default=None,
-                     expose_value=False, callback=remember,
-                     help="Act for this tenant (operator keys; env DISPATCHER_TENANT)."),
     ]
+    if tenant:
+        options.append(click.option(
+            "--tenant", "act_for_tenant", envvar="DISPATCHER_TENANT", default=None,
+            expose_value=False, callback=remember,
+            help="Act for this tenant (operator keys; env DISPATCHER_TENANT)."))
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def connection_options(fn: Callable[P, R]) -> Callable[P, R]:
+    """--url, --api-key and --tenant, stored on the context for `client()`."""
+    return _connection(fn, tenant=True)
+
+
+def operator_connection_options(fn: Callable[P, R]) -> Callable[P, R]:
+    """--url and --api-key (an operator key) for commands over tenants themselves."""
+    return _connection(fn, tenant=False)
 
 
 def json_option(fn: Callable[P, R]) -> Callable[P, R]:

@@ -1,4 +1,4 @@
-"""`dispatcher endpoints ...`: a tenant's webhook endpoints through the API."""
+"""`dispatcher endpoints ...`: a tenant's webhook and callback endpoints through the API."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ R = TypeVar("R")
 
 @click.group("endpoints")
 def endpoints_group() -> None:
-    """Webhook endpoints: add, list, show, update, pause, resume, rotate secrets, delete.
+    """Webhook and callback endpoints: add, list, show, update, pause, resume, rotate
+    secrets, delete.
 
     \b
     Example:
@@ -70,7 +71,8 @@ def _body(values: dict[str, Any]) -> dict[str, Any]:
 
 def _show(ep: Endpoint) -> None:
     fields([
-        ("id", ep.id), ("url", ep.url), ("description", ep.description or None),
+        ("id", ep.id), ("kind", ep.kind), ("url", ep.url),
+        ("description", ep.description or None),
         ("state", ep.state + (f" ({ep.state_reason})" if ep.state_reason else "")),
         ("event types", ", ".join(ep.event_types)), ("signing scheme", ep.signing_scheme),
         ("retry policy", ep.retry_policy), ("timeout", f"{ep.timeout_seconds:g} s"),
@@ -88,20 +90,25 @@ def _show_secret(secret: EndpointSecret | Endpoint) -> None:
 
 @endpoints_group.command("add")
 @click.argument("url")
+@click.option("--kind", type=click.Choice(["webhook", "callback"]), default=None,
+              help="webhook (default) receives events; callback receives approval "
+                   "callbacks only (set on create only).")
 @_settings
 @click.option("--quiet", "-q", is_flag=True, help="Print only the new endpoint's id.")
 @json_option
 @connection_options
 @api_errors
-def endpoints_add(url: str, quiet: bool, as_json: bool, **settings: Any) -> None:
+def endpoints_add(url: str, kind: str | None, quiet: bool, as_json: bool,
+                  **settings: Any) -> None:
     """Create an endpoint; its signing secret is printed (see also `endpoints secret`).
 
     \b
     Example:
       dispatcher endpoints add https://example.com/hook --event-type invoice.paid
       EP=$(dispatcher endpoints add http://127.0.0.1:8081/hook --quiet)
+      dispatcher endpoints add https://example.com/approve --kind callback
     """
-    body = _body(settings)
+    body = _body({**settings, "kind": kind})
     ep = call(lambda api: api.create_endpoint(url, **body))
     if as_json:
         echo_json(ep.raw)
@@ -132,8 +139,8 @@ def endpoints_list(state: str | None, limit: int | None, cursor: str | None,
     if as_json:
         echo_json(page.raw)
         return
-    table(["ID", "STATE", "SCHEME", "EVENT TYPES", "URL"],
-          [[e.id, e.state, e.signing_scheme, ",".join(e.event_types), e.url]
+    table(["ID", "KIND", "STATE", "SCHEME", "EVENT TYPES", "URL"],
+          [[e.id, e.kind, e.state, e.signing_scheme, ",".join(e.event_types), e.url]
            for e in page.data])
     more(page.next_cursor)
 
