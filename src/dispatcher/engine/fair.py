@@ -1,7 +1,9 @@
-"""A process's request slots shared fairly between tenants: one tenant may hold all
-but a tenth of them (so a slot is always free, or soon, for anyone else), and a
-freed slot goes to the tenants waiting for one in turn (round robin). Thousands of
-one tenant's requests waiting for a slot never queue another tenant's behind them."""
+"""A process's request slots shared fairly between tenants: one tenant may hold up to
+`limit` (`delivery.max_concurrency`), and a reserve of a tenth more is out of any
+single tenant's reach, so a slot is always free, or soon, for anyone else; a freed
+slot goes to the tenants waiting for one in turn (round robin). Thousands of one
+tenant's requests waiting for a slot never queue another tenant's behind them. The
+reserve comes on top of the limit, so a lone tenant keeps the whole limit."""
 
 from __future__ import annotations
 
@@ -9,14 +11,19 @@ import asyncio
 from collections import deque
 from collections.abc import Hashable
 
-RESERVE_SHARE = 10  # 1/10 of the slots are out of reach of any single tenant
+RESERVE_SHARE = 10  # a tenth more slots, out of reach of any single tenant
+
+
+def total_slots(limit: int) -> int:
+    """Slots in a process whose tenants may each hold `limit`: the reserve on top."""
+    return limit + max(1, limit // RESERVE_SHARE)
 
 
 class FairSlots:
     def __init__(self, limit: int) -> None:
-        self.limit = limit
+        self.per_tenant = limit
+        self.limit = total_slots(limit)
         self.used = 0
-        self.per_tenant = max(1, limit - max(1, limit // RESERVE_SHARE))
         self._held: dict[Hashable, int] = {}
         # Waiters by tenant; dict order is the turn order (a served tenant goes last).
         self._queues: dict[Hashable, deque[asyncio.Future[None]]] = {}

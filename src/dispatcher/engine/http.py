@@ -7,6 +7,7 @@ import aiohttp
 
 from dispatcher import __version__
 from dispatcher.config import Config
+from dispatcher.engine.fair import total_slots
 from dispatcher.engine.guard import GuardedResolver, guarded_socket_factory
 
 USER_AGENT = f"dispatcher/{__version__}"
@@ -19,7 +20,8 @@ SESSION_HEADERS = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
 def create_client_session(config: Config) -> aiohttp.ClientSession:
     guarded = not config.urls.allow_private_networks
     connector = aiohttp.TCPConnector(
-        limit=config.delivery.max_concurrency,
+        # Room for every request slot, the other tenants' reserve included.
+        limit=total_slots(config.delivery.max_concurrency),
         limit_per_host=0,
         ttl_dns_cache=60,
         enable_cleanup_closed=True,
