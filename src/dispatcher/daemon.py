@@ -216,10 +216,11 @@ async def run_worker_process(config: Config, fd: int, role: Role, owner: uuid.UU
     """A worker started by the supervisor: serve the inherited socket until SIGTERM,
     or until the supervisor is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which stops us
+    parent = os.getppid()
+    _exit_when_orphaned(parent, config.server.grace_period_seconds + STOP_MARGIN_SECONDS)
     sock = socket.socket(fileno=fd)
     app = build_app(config, config.database.url, role=role, owner=owner)
     stop = _stop_event(signals=(signal.SIGTERM,))
-    parent = os.getppid()
     async with _serving(app, sock, config):
         _freeze_startup_heap()
         log.info("daemon.worker_ready", pid=os.getpid(), role=role)
@@ -241,6 +242,23 @@ def _freeze_startup_heap() -> None:
     heap takes ~12 ms, a pause every few seconds on the request path under load."""
     gc.collect()
     gc.freeze()
+
+
+def _exit_when_orphaned(parent: int, grace: float) -> None:
+    """A worker never outlives its supervisor, whatever its event loop is doing: one
+    stuck in start-up (its database gone, say) would otherwise keep the listening
+    socket open forever after the supervisor was killed, and no new `serve` could
+    bind the port. The loop's own check stops gracefully first; this thread exits
+    hard `grace` seconds later if that did not happen."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        time.sleep(grace)
+        log.error("daemon.orphan_exit", pid=os.getpid())
+        os._exit(1)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
 def _exit_after(seconds: float) -> None:

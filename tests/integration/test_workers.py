@@ -178,3 +178,31 @@ async def test_a_first_start_that_cannot_listen_keeps_the_admin_key_for_the_next
     assert "admin API key" not in failed.stderr + failed.stdout
     daemon: DaemonProcess = await daemon_factory()
     assert "admin API key for tenant 'default'" in daemon.log()
+
+
+async def test_workers_do_not_outlive_a_killed_supervisor(
+    daemon_factory: Callable[..., Any]
+) -> None:
+    """The supervisor killed with SIGKILL: its workers exit by themselves (they hold
+    the listening socket), so the next `serve` can bind the same port."""
+    daemon: DaemonProcess = await daemon_factory(DISPATCHER_SERVER__WORKERS="2",
+                                                 DISPATCHER_SERVER__GRACE_PERIOD_SECONDS="1")
+    workers = await wait_children(daemon, 2)
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(daemon.proc.wait)
+
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                return fh.read().split()[2] != "Z"
+        except FileNotFoundError:
+            return False
+
+    async with asyncio.timeout(20):  # grace (1 s) + the hard-exit margin (10 s), at most
+        while any(alive(pid) for pid in workers):
+            await asyncio.sleep(0.2)
+    again = DaemonProcess(daemon.env, daemon.log_path)
+    again.port = daemon.port
+    await again.start()
+    assert await again.stop() == 0
