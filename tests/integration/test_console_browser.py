@@ -224,6 +224,9 @@ async def test_console_in_a_real_browser(
         assert "Attempt 2" in await page.inner_text("main")
         assert await page.locator("#retry").count() == 0
         await shots.take(page, "callback")
+        # Two more, answered by what they ask: their requests may arrive in either order.
+        approver.script = lambda req, n: Reply(200, "deny" if b'"12.00"' in req.body
+                                               else "maybe")
         denied, unsure = await _ask(me, {"amount": "12.00"}), await _ask(me, {"amount": "3"})
         assert (await _decided(me, denied))["decision"] == "deny"
         assert (await _decided(me, unsure))["failure_reason"] == "no_decision"
