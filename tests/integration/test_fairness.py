@@ -94,6 +94,14 @@ async def test_endpoints_per_tenant_and_deliveries_per_publish_are_limited(
         assert status == 413, body
         assert body["error"]["code"] == "delivery_limit_reached"
         assert "server.max_deliveries_per_publish" in body["error"]["message"]
+        assert "6 deliveries" in body["error"]["message"]
+        # The same with idempotency keys (a transaction) and with ordering keys (the
+        # keyed statement): refused, and nothing of either is stored.
+        for extra in ({"idempotency_key": "k"}, {"ordering_key": "o"}):
+            status, body = await post("/v1/events/batch", {"events": [
+                {"type": "block", "data": 4, **extra}, {"type": "block", "data": 5}]})
+            assert status == 413, body
+            assert body["error"]["code"] == "delivery_limit_reached"
         async with http.get("/v1/events") as resp:
             assert [e["data"] for e in (await resp.json())["data"]] == [1]
         async with http.get("/v1/endpoints") as resp:

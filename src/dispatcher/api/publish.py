@@ -19,9 +19,9 @@ from dispatcher.api.spec import Param, Route
 from dispatcher.api.views import published_json
 from dispatcher.catalogue import valid_name
 from dispatcher.config import ServerConfig
-from dispatcher.errors import Forbidden, PayloadTooLarge, ValidationError
+from dispatcher.errors import Forbidden, ValidationError
 from dispatcher.store.event_types import known_tenant_types
-from dispatcher.store.events import NewEvent, PublishedEvent, fan_out, publish_events
+from dispatcher.store.events import NewEvent, PublishedEvent, publish_events
 from dispatcher.store.pool import Conn
 from dispatcher.store.tenants import tenant_ids
 
@@ -74,23 +74,12 @@ async def _check_types(
             )
 
 
-async def _check_fan_out(
-    conn: Conn, tenant_id: UUID, events: Sequence[NewEvent], cfg: ServerConfig
-) -> None:
-    """413 when one call would create more deliveries than allowed. Counted only when
-    the endpoint limit does not already rule it out (never for a single event with
-    the default limits), so the common publish costs no extra query."""
+def _delivery_limit(events: Sequence[NewEvent], cfg: ServerConfig) -> int | None:
+    """The most deliveries this publish may make (413 beyond), or None when the
+    endpoint limit already rules it out (a single event with the default limits):
+    then the publish counts nothing."""
     limit = cfg.max_deliveries_per_publish
-    if len(events) * cfg.max_endpoints_per_tenant <= limit:
-        return
-    planned = await fan_out(conn, tenant_id, [ev.type for ev in events],
-                            [ev.tenant_id for ev in events])
-    if planned > limit:
-        raise PayloadTooLarge(
-            f"this publish would create {planned} deliveries ({len(events)} events x their "
-            f"subscribed endpoints); at most {limit} per call "
-            "(server.max_deliveries_per_publish): publish in smaller batches",
-            code="delivery_limit_reached")
+    return None if len(events) * cfg.max_endpoints_per_tenant <= limit else limit
 
 
 async def _publish(
@@ -101,13 +90,13 @@ async def _publish(
     policies = request.app[POLICIES]
     async with request.app[POOL].acquire() as conn:
         await _check_types(request, conn, tenant_id, events, batch)
-        await _check_fan_out(conn, tenant_id, events, config.server)
         return await publish_events(
             conn, tenant_id, events,
             policies=policies,
             now=request.app[CLOCK].now(),
             idempotency_window=timedelta(seconds=config.server.idempotency_window_seconds),
             default_retries=policies[config.delivery.default_retry_policy].retries,
+            max_deliveries=_delivery_limit(events, config.server),
         )
 
 

@@ -14,7 +14,10 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import asyncpg
+
 from dispatcher.clock import to_ms
+from dispatcher.errors import PayloadTooLarge
 from dispatcher.model import DeliveryStatus
 from dispatcher.retry import RetryPolicy
 from dispatcher.signing import serialize_body
@@ -76,20 +79,42 @@ WHERE tenant_id = ANY($1::uuid[]) AND idempotency_key = ANY($2::text[])
 # An expired key may be used again: the old event keeps its id but loses the key.
 _FORGET_KEYS = "UPDATE events SET idempotency_key = NULL WHERE id = ANY($1::uuid[])"
 
-# One statement stores the events and fans them out: every endpoint of the event's
-# tenant subscribed to the type (or to '*'). Paused and disabled endpoints get the delivery
-# too, held at 'infinity' until resumed. It answers the events stored (a duplicate
-# idempotency key stores nothing) and their deliveries, so a publish without keys is
-# one round trip.
-_INSERT = """
-WITH ev AS (
+# The endpoints an event row `{e}` reaches: its tenant's, subscribed to its type or to
+# '*', and not excluded ($10). Every statement that fans out uses this one rule.
+_SUBSCRIBED = """ep.tenant_id = {e}.tenant_id
+                 AND (ep.event_types @> '{{*}}' OR {e}.type = ANY(ep.event_types))
+                 AND ep.id <> ALL($10::uuid[])"""
+
+# Both publish statements start the same way. `planned` counts the deliveries the
+# publish makes; when $11 (the limit) is set and exceeded, dispatcher_delivery_limit
+# raises and nothing is stored. The events are then inserted; a duplicate idempotency
+# key stores nothing.
+_EVENTS = f"""
+WITH planned AS (
+    SELECT dispatcher_delivery_limit(count(*), $11) AS ok
+    FROM unnest($1::uuid[], $4::text[]) AS e(tenant_id, type)
+    JOIN endpoints ep ON {_SUBSCRIBED.format(e="e")}
+), ev AS (
     INSERT INTO events (id, tenant_id, type, body, created_at, idempotency_key)
     SELECT e.id, e.tenant_id, e.type, e.body, $2, e.key
     FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::text[], $1::uuid[])
          AS e(id, type, body, key, tenant_id)
+    WHERE $11::bigint IS NULL OR (SELECT ok FROM planned)
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, type, tenant_id
-), d AS (
+)"""
+
+# The answer: the events stored, then their deliveries (`seq` orders them).
+_STORED = """
+SELECT id AS event_id, NULL::uuid AS endpoint_id, NULL::smallint AS status, 0::bigint AS seq
+FROM ev
+UNION ALL
+SELECT event_id, endpoint_id, status, id FROM d
+"""
+
+# Every subscribed endpoint gets a delivery; paused and disabled endpoints get it too,
+# held at 'infinity' until resumed. A publish without keys is one round trip.
+_INSERT = f"""{_EVENTS}, d AS (
     INSERT INTO deliveries (event_id, endpoint_id, status, retries_left, next_attempt_at,
                             held_since, created_at, updated_at)
     SELECT ev.id, ep.id, 0, coalesce(p.retries, $7),
@@ -97,30 +122,15 @@ WITH ev AS (
            CASE WHEN ep.state = 'active' THEN NULL ELSE $2 END,
            $2, $2
     FROM ev
-    JOIN endpoints ep ON ep.tenant_id = ev.tenant_id
-                     AND (ep.event_types @> '{*}' OR ev.type = ANY(ep.event_types))
-                     AND ep.id <> ALL($10::uuid[])
+    JOIN endpoints ep ON {_SUBSCRIBED.format(e="ev")}
     LEFT JOIN unnest($8::text[], $9::int[]) AS p(name, retries) ON p.name = ep.retry_policy
     RETURNING id, event_id, endpoint_id, status
-)
-SELECT id AS event_id, NULL::uuid AS endpoint_id, NULL::smallint AS status, 0::bigint AS seq
-FROM ev
-UNION ALL
-SELECT event_id, endpoint_id, status, id FROM d
-"""
+){_STORED}"""
 
-# With ordering keys ($11, one per event): a delivery waits ('infinity', key_waiting)
+# With ordering keys ($12, one per event): a delivery waits ('infinity', key_waiting)
 # when an earlier delivery of its key to that endpoint is unfinished, or precedes it in
 # this batch; deliveries are inserted in publish order, so ids order each key.
-_INSERT_KEYED = """
-WITH ev AS (
-    INSERT INTO events (id, tenant_id, type, body, created_at, idempotency_key)
-    SELECT e.id, e.tenant_id, e.type, e.body, $2, e.key
-    FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::text[], $1::uuid[])
-         AS e(id, type, body, key, tenant_id)
-    ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id, type, tenant_id
-), fan AS (
+_INSERT_KEYED = f"""{_EVENTS}, fan AS (
     SELECT ev.id AS event_id, ep.id AS endpoint_id, ep.state, ep.retry_policy, o.n,
            o.ordering_key,
            o.ordering_key IS NOT NULL AND (
@@ -129,11 +139,9 @@ WITH ev AS (
                           WHERE w.endpoint_id = ep.id AND w.ordering_key = o.ordering_key
                             AND w.status < 2)) AS waiting
     FROM ev
-    JOIN unnest($3::uuid[], $11::text[]) WITH ORDINALITY AS o(event_id, ordering_key, n)
+    JOIN unnest($3::uuid[], $12::text[]) WITH ORDINALITY AS o(event_id, ordering_key, n)
       ON o.event_id = ev.id
-    JOIN endpoints ep ON ep.tenant_id = ev.tenant_id
-                     AND (ep.event_types @> '{*}' OR ev.type = ANY(ep.event_types))
-                     AND ep.id <> ALL($10::uuid[])
+    JOIN endpoints ep ON {_SUBSCRIBED.format(e="ev")}
 ), d AS (
     INSERT INTO deliveries (event_id, endpoint_id, status, retries_left, next_attempt_at,
                             held_since, created_at, updated_at, ordering_key, key_waiting)
@@ -147,29 +155,7 @@ WITH ev AS (
       ON p.name = fan.retry_policy
     ORDER BY fan.n, fan.endpoint_id
     RETURNING id, event_id, endpoint_id, status
-)
-SELECT id AS event_id, NULL::uuid AS endpoint_id, NULL::smallint AS status, 0::bigint AS seq
-FROM ev
-UNION ALL
-SELECT event_id, endpoint_id, status, id FROM d
-"""
-
-# How many deliveries publishing events of these types (one entry per event, with
-# its tenant) makes.
-_FAN_OUT = """
-SELECT count(*) FROM unnest($1::uuid[], $2::text[]) AS t(tenant_id, type)
-JOIN endpoints ep ON ep.tenant_id = t.tenant_id
-                 AND (ep.event_types @> '{*}' OR t.type = ANY(ep.event_types))
-"""
-
-
-async def fan_out(conn: Conn, tenant_id: UUID, types: Sequence[str],
-                  tenants: Sequence[UUID | None] | None = None) -> int:
-    """Deliveries a publish of events with these types would create now; `tenants`
-    (one per type, None for `tenant_id`) when events name their own tenants."""
-    per_event = [t or tenant_id for t in tenants] if tenants else [tenant_id] * len(types)
-    count: int = await conn.fetchval(_FAN_OUT, per_event, list(types))
-    return count
+){_STORED}"""
 
 
 _DELIVERIES_OF = """
@@ -188,22 +174,24 @@ async def publish_events(
     idempotency_window: timedelta,
     default_retries: int = 0,
     exclude_endpoints: Sequence[UUID] = (),
+    max_deliveries: int | None = None,
 ) -> list[PublishedEvent]:
     """Store `events` and their deliveries; returns one result per input, in order.
     Each event belongs to `tenant_id` unless it names its own (`NewEvent.tenant_id`)
     and reaches only that tenant's endpoints. An idempotency key seen (for the
     same tenant) within the window returns the original event.
     `exclude_endpoints` get no delivery even if subscribed (an endpoint is not told
-    about its own failures: it is the one not listening)."""
+    about its own failures: it is the one not listening). A publish that would make
+    more than `max_deliveries` deliveries stores nothing and raises PayloadTooLarge."""
     keys = [ev.ordering_key for ev in events if ev.ordering_key is not None]
     if keys:
         # Ordering keys: serialize with other publishes and promotions of the keys.
         async with conn.transaction():
             await lock_ordering_keys(conn, keys)
             return await _publish(conn, tenant_id, events, policies, now, idempotency_window,
-                                  default_retries, exclude_endpoints)
+                                  default_retries, exclude_endpoints, max_deliveries)
     return await _publish(conn, tenant_id, events, policies, now, idempotency_window,
-                          default_retries, exclude_endpoints)
+                          default_retries, exclude_endpoints, max_deliveries)
 
 
 async def _publish(
@@ -215,12 +203,13 @@ async def _publish(
     idempotency_window: timedelta,
     default_retries: int,
     exclude_endpoints: Sequence[UUID],
+    max_deliveries: int | None,
 ) -> list[PublishedEvent]:
     if all(ev.idempotency_key is None for ev in events):
         # One statement: atomic by itself, no transaction round trips.
         fresh = [(i, ev, uuid.uuid4()) for i, ev in enumerate(events)]
         stored = await _insert(conn, tenant_id, fresh, policies, now, default_retries,
-                               exclude_endpoints)
+                               exclude_endpoints, max_deliveries)
         return _results(events, fresh, stored, {}, now, tenant_id)
     async with conn.transaction():
         originals = await _originals_by_key(conn, tenant_id, events, now, idempotency_window)
@@ -235,7 +224,7 @@ async def _publish(
             if key is not None:
                 first_of_key[key] = eid
         stored = await _insert(conn, tenant_id, fresh, policies, now, default_retries,
-                               exclude_endpoints)
+                               exclude_endpoints, max_deliveries)
         lost = [(i, ev, eid) for i, ev, eid in fresh if eid not in stored]
         if lost:  # a concurrent publish took the same key between our read and write
             originals.update(
@@ -287,6 +276,7 @@ async def _insert(
     now: datetime,
     default_retries: int,
     exclude_endpoints: Sequence[UUID],
+    max_deliveries: int | None,
 ) -> dict[UUID, list[tuple[UUID, DeliveryStatus]]]:
     """Store the fresh events with their deliveries; returns, for each event stored,
     its deliveries in creation order."""
@@ -295,14 +285,24 @@ async def _insert(
     names = list(policies)
     keys = [ev.ordering_key for _, ev, _ in fresh]
     keyed = any(k is not None for k in keys)
-    rows = await conn.fetch(
-        _INSERT_KEYED if keyed else _INSERT, [ev.tenant_id or tenant_id for _, ev, _ in fresh], now,
-        [eid for _, _, eid in fresh], [ev.type for _, ev, _ in fresh],
-        [event_body(eid, ev.type, now, ev.data) for _, ev, eid in fresh],
-        [ev.idempotency_key for _, ev, _ in fresh],
-        default_retries, names, [policies[n].retries for n in names], list(exclude_endpoints),
-        *([keys] if keyed else []),
-    )
+    try:
+        rows = await conn.fetch(
+            _INSERT_KEYED if keyed else _INSERT,
+            [ev.tenant_id or tenant_id for _, ev, _ in fresh], now,
+            [eid for _, _, eid in fresh], [ev.type for _, ev, _ in fresh],
+            [event_body(eid, ev.type, now, ev.data) for _, ev, eid in fresh],
+            [ev.idempotency_key for _, ev, _ in fresh], default_retries, names,
+            [policies[n].retries for n in names], list(exclude_endpoints), max_deliveries,
+            *([keys] if keyed else []),
+        )
+    except asyncpg.RaiseError as exc:
+        if max_deliveries is None or exc.args[:1] != ("delivery_limit_reached",):
+            raise
+        raise PayloadTooLarge(
+            f"this publish would create {exc.detail} deliveries ({len(fresh)} events x "
+            f"their subscribed endpoints); at most {max_deliveries} per call "
+            "(server.max_deliveries_per_publish): publish in smaller batches",
+            code="delivery_limit_reached") from None
     stored: dict[UUID, list[tuple[UUID, DeliveryStatus]]] = {}
     for r in sorted(rows, key=lambda r: r["seq"]):
         if r["endpoint_id"] is None:
