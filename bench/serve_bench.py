@@ -107,7 +107,7 @@ DEFAULT_MAX_IN_FLIGHT = 10  # delivery.default_max_in_flight
 LATENCY_RATE = 200.0  # events/s in (d) and (e)
 PACED_CALL_INTERVAL = 0.05  # seconds between batch calls at 80% of the drain rate
 STALL_SECONDS = 30.0  # a wait with no new arrival for this long fails
-KEY_LINE = re.compile(r"admin API key for tenant '[^']+' \(shown once\): (dk_\S+)")
+KEY_LINE = re.compile(r"admin API key \(operator, shown once\): (dk_\S+)")
 
 
 def note(msg: str) -> None:

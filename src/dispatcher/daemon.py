@@ -309,10 +309,9 @@ def _announce(sock: socket.socket, first_key: str | None, workers: int) -> None:
     log.info("daemon.listening", url=address, workers=workers)
     print(f"dispatcher listening on {address}", file=sys.stderr, flush=True)
     if first_key:
-        print(f"admin API key for tenant '{DEFAULT_TENANT}' (shown once): {first_key}",
-              file=sys.stderr, flush=True)
-        print("(an operator key: it acts for any tenant named in the Dispatcher-Tenant "
-              f"header, and for '{DEFAULT_TENANT}' without it)", file=sys.stderr, flush=True)
+        print(f"admin API key (operator, shown once): {first_key}", file=sys.stderr, flush=True)
+        print("(it acts for any tenant named in the Dispatcher-Tenant header, and for "
+              f"'{DEFAULT_TENANT}' without it)", file=sys.stderr, flush=True)
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

@@ -24,7 +24,7 @@ from dispatcher.store.tenants import authenticate
 from tests.conftest import TEST_ENV
 from tests.support.daemon import DaemonProcess
 
-KEY_LINE = re.compile(r"admin API key for tenant 'default' \(shown once\): (dk_\S+)")
+KEY_LINE = re.compile(r"admin API key \(operator, shown once\): (dk_\S+)")
 
 
 async def get(url: str, **kwargs: Any) -> tuple[int, Any]:

@@ -177,7 +177,7 @@ async def test_a_first_start_that_cannot_listen_keeps_the_admin_key_for_the_next
     assert failed.returncode != 0
     assert "admin API key" not in failed.stderr + failed.stdout
     daemon: DaemonProcess = await daemon_factory()
-    assert "admin API key for tenant 'default'" in daemon.log()
+    assert "admin API key (operator, shown once)" in daemon.log()
 
 
 async def test_workers_do_not_outlive_a_killed_supervisor(
