@@ -8,9 +8,8 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
-from aiohttp import web
+from multidict import CIMultiDict
 from standardwebhooks import Webhook
 
 from dispatcher.client import (
@@ -26,6 +25,7 @@ from dispatcher.client import (
 from tests.integration import test_api_support as support
 from tests.integration.test_api_support import Api
 from tests.support.daemon import free_port
+from tests.support.proxy import dropping_proxy
 from tests.support.receiver import Receiver, Reply
 
 api_server, http, api = support.api_server, support.http, support.api
@@ -127,37 +127,14 @@ async def test_publish_retried_after_a_dropped_connection_is_stored_once(
 ) -> None:
     """A proxy forwards the first publish to the daemon, then drops the connection
     before answering: the client tries again with the same Idempotency-Key."""
-    seen: list[tuple[str | None, str | None]] = []
-
-    async def forward(request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        seen.append((request.headers.get("Idempotency-Key"), request.headers.get(TENANT_HEADER)))
-        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
-        async with aiohttp.ClientSession() as s, s.request(
-                request.method, api.server.url + request.path_qs, data=body,
-                headers=headers) as resp:
-            answer = await resp.read()
-            if len(seen) == 1:
-                assert request.transport is not None
-                request.transport.close()
-                raise ConnectionResetError
-            return web.Response(status=resp.status, body=answer,
-                                content_type=resp.content_type)
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", forward)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        # A tenant key may name only its own tenant (another is 403).
-        async with Client(f"http://127.0.0.1:{port}", api.key, tenant=api.tenant) as proxied:
-            published = await proxied.publish("transaction", {"n": 1})
-    finally:
-        await runner.cleanup()
-    assert len(seen) == 2 and seen[0] == seen[1] and seen[0][0]
-    assert seen[0][1] == api.tenant
+    seen: list[CIMultiDict[str]] = []
+    # A tenant key may name only its own tenant (another is 403).
+    async with (dropping_proxy(api.server.url, seen) as url,
+                Client(url, api.key, tenant=api.tenant) as proxied):
+        published = await proxied.publish("transaction", {"n": 1})
+    keys = [(h.get("Idempotency-Key"), h.get(TENANT_HEADER)) for h in seen]
+    assert len(keys) == 2 and keys[0] == keys[1] and keys[0][0]
+    assert keys[0][1] == api.tenant
     assert published.duplicate is True
     assert len((await client.list_events()).data) == 1
 

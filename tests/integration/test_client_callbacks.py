@@ -8,17 +8,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-import aiohttp
 import pytest
-from aiohttp import web
+from multidict import CIMultiDict
 from standardwebhooks import Webhook
 
 from dispatcher.client import ApiError, Callback, CallbackRequest, Client, SyncClient
 from tests.integration import test_api_support as support
 from tests.integration.test_api_support import Api
-from tests.support.daemon import free_port
+from tests.support.proxy import dropping_proxy
 from tests.support.receiver import Receiver, Reply
 
 api_server, http, api = support.api_server, support.http, support.api
@@ -110,45 +108,15 @@ async def test_retry_a_failed_callback_and_api_errors(client: Client,
     assert ep.kind == "callback"
 
 
-@asynccontextmanager
-async def dropping_proxy(target: str, seen: list[str | None]) -> AsyncIterator[str]:
-    """Forwards every request to `target`, but drops the connection instead of
-    answering the first one (after the daemon has handled it)."""
-
-    async def forward(request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        seen.append(request.headers.get("Idempotency-Key"))
-        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
-        async with aiohttp.ClientSession() as s, s.request(
-                request.method, target + request.path_qs, data=body, headers=headers) as resp:
-            answer = await resp.read()
-            if len(seen) == 1:
-                assert request.transport is not None
-                request.transport.close()
-                raise ConnectionResetError
-            return web.Response(status=resp.status, body=answer,
-                                content_type=resp.content_type)
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", forward)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
 async def test_request_approval_retried_after_a_dropped_connection_asks_once(
     client: Client, api: Api, receiver: Receiver
 ) -> None:
     await client.create_endpoint(receiver.url, kind="callback")
-    seen: list[str | None] = []
+    seen: list[CIMultiDict[str]] = []
     async with dropping_proxy(api.server.url, seen) as url, Client(url, api.key) as proxied:
         asked = await proxied.request_approval("withdrawal.approve", {"amount": "5"})
-    assert len(seen) == 2 and seen[0] == seen[1] and seen[0]
+    keys = [h.get("Idempotency-Key") for h in seen]
+    assert len(keys) == 2 and keys[0] == keys[1] and keys[0]
     assert [c.id for c in (await client.list_callbacks()).data] == [asked.id]
     assert (await client.wait_for_decision(asked.id, timeout=20)).approved
     assert len(receiver.requests) == 1
