@@ -10,17 +10,20 @@ import click
 
 from dispatcher.client import Callback, CallbackRequest, Client
 from dispatcher.commands.common import (
+    ATTEMPT_HEADERS,
     CURSOR,
     EXIT_FAILED,
     LIMIT,
     api_errors,
+    attempt_row,
     call,
     connection_options,
+    created_range,
+    echo_answer,
     echo_json,
+    echo_page,
     fields,
     json_option,
-    more,
-    table,
     when,
 )
 from dispatcher.sandbox.samples import parse_data
@@ -99,10 +102,7 @@ def callbacks_request(type_: str, data: str, endpoint_id: str | None,
 
     asked, decided = call(ask)
     if decided is None:
-        if as_json:
-            echo_json(asked.raw)
-        else:
-            click.echo(asked.id)
+        echo_answer(as_json, asked.raw, asked.id)
         return
     if as_json:
         echo_json(decided.raw)
@@ -117,10 +117,7 @@ def callbacks_request(type_: str, data: str, endpoint_id: str | None,
 @click.option("--status", "statuses", type=STATUSES, multiple=True,
               help="Only this status (repeat for more).")
 @click.option("--type", "types", multiple=True, help="Only this type (repeat for more).")
-@click.option("--since", type=click.IntRange(0), default=None,
-              help="Created at or after (Unix ms).")
-@click.option("--until", type=click.IntRange(0), default=None,
-              help="Created before (Unix ms).")
+@created_range
 @LIMIT
 @CURSOR
 @json_option
@@ -138,15 +135,10 @@ def callbacks_list(statuses: tuple[str, ...], types: tuple[str, ...], since: int
     page = call(lambda api: api.list_callbacks(
         statuses=[s.capitalize() for s in statuses] or None, types=list(types) or None,
         since=since, until=until, limit=limit, cursor=cursor))
-    if as_json:
-        echo_json(page.raw)
-        return
-    table(["CALLBACK", "TYPE", "STATUS", "ATTEMPTS", "CREATED (UTC)", "DEADLINE (UTC)",
-           "ENDPOINT"],
-          [[c.id, c.type, outcome(c) if c.decided else c.status, c.attempts,
-            when(c.created_timestamp), when(c.deadline_timestamp), c.endpoint_id]
-           for c in page.data])
-    more(page.next_cursor)
+    echo_page(page, as_json, ["CALLBACK", "TYPE", "STATUS", "ATTEMPTS", "CREATED (UTC)",
+                              "DEADLINE (UTC)", "ENDPOINT"],
+              lambda c: [c.id, c.type, outcome(c) if c.decided else c.status, c.attempts,
+                         when(c.created_timestamp), when(c.deadline_timestamp), c.endpoint_id])
 
 
 @callbacks_group.command("show")
@@ -187,15 +179,8 @@ def callbacks_logs(callback_id: str, limit: int | None, cursor: str | None,
       dispatcher callbacks logs 4f6c...
     """
     page = call(lambda api: api.callback_logs(callback_id, limit=limit, cursor=cursor))
-    if as_json:
-        echo_json(page.raw)
-        return
-    table(["ATTEMPT", "AT (UTC)", "STATUS", "DURATION", "FAILURE", "ANSWER"],
-          [[a.attempt, when(a.timestamp), a.response_status, f"{a.duration_ms:.0f} ms",
-            a.failure_reason and f"{a.failure_reason}" + (f": {a.error}" if a.error else ""),
-            _answer(a.response_body)]
-           for a in page.data])
-    more(page.next_cursor)
+    echo_page(page, as_json, [*ATTEMPT_HEADERS, "ANSWER"],
+              lambda a: [*attempt_row(a), _answer(a.response_body)])
 
 
 def _answer(body: str | None, width: int = 40) -> str | None:
@@ -218,7 +203,4 @@ def callbacks_retry(callback_id: str, as_json: bool) -> None:
       dispatcher callbacks retry 4f6c... && dispatcher callbacks show 4f6c... --wait 30
     """
     call(lambda api: api.retry_callback(callback_id))
-    if as_json:
-        echo_json({"id": callback_id, "retried": True})
-    else:
-        click.echo(f"retrying {callback_id}")
+    echo_answer(as_json, {"id": callback_id, "retried": True}, f"retrying {callback_id}")

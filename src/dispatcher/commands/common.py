@@ -22,11 +22,12 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
-from dispatcher.client import ApiError, Client
+from dispatcher.client import ApiError, Attempt, Client, Page
 from dispatcher.errors import DispatcherError
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_UNAUTHORIZED = 1, 2, 3, 4
@@ -150,11 +151,43 @@ def when(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def more(next_cursor: str | None) -> None:
-    if next_cursor:
-        click.echo(f"more: --cursor {next_cursor}", err=True)
+def echo_answer(as_json: bool, data: Any, line: str) -> None:
+    """`data` as the JSON document with --json, else `line` for people."""
+    if as_json:
+        echo_json(data)
+    else:
+        click.echo(line)
+
+
+def echo_page(page: Page[T], as_json: bool, headers: Sequence[str],
+              row: Callable[[T], Sequence[Any]]) -> None:
+    """A page of a list: the API's answer with --json, else a table of `row(item)`,
+    and the cursor of the next page on stderr."""
+    if as_json:
+        echo_json(page.raw)
+        return
+    table(headers, [row(item) for item in page.data])
+    if page.next_cursor:
+        click.echo(f"more: --cursor {page.next_cursor}", err=True)
+
+
+ATTEMPT_HEADERS = ["ATTEMPT", "AT (UTC)", "STATUS", "DURATION", "FAILURE"]
+
+
+def attempt_row(a: Attempt) -> list[Any]:
+    """An attempt (of an event or a callback) under ATTEMPT_HEADERS."""
+    return [a.attempt, when(a.timestamp), a.response_status, f"{a.duration_ms:.0f} ms",
+            a.failure_reason and f"{a.failure_reason}" + (f": {a.error}" if a.error else "")]
 
 
 LIMIT = click.option("--limit", type=click.IntRange(1, 100), default=None,
                      help="Page size (1-100; default 50).")
 CURSOR = click.option("--cursor", default=None, help="The next page, as printed after a page.")
+
+
+def created_range(fn: Callable[P, R]) -> Callable[P, R]:
+    """--since and --until: only what was created in that window."""
+    fn = click.option("--until", type=click.IntRange(0), default=None,
+                      help="Created before (Unix ms).")(fn)
+    return click.option("--since", type=click.IntRange(0), default=None,
+                        help="Created at or after (Unix ms).")(fn)

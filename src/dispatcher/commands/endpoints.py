@@ -14,11 +14,11 @@ from dispatcher.commands.common import (
     api_errors,
     call,
     connection_options,
+    echo_answer,
     echo_json,
+    echo_page,
     fields,
     json_option,
-    more,
-    table,
     when,
 )
 from dispatcher.model import SIGNING_SCHEMES
@@ -136,13 +136,9 @@ def endpoints_list(state: str | None, limit: int | None, cursor: str | None,
       dispatcher endpoints list --state paused
     """
     page = call(lambda api: api.list_endpoints(state=state, limit=limit, cursor=cursor))
-    if as_json:
-        echo_json(page.raw)
-        return
-    table(["ID", "KIND", "STATE", "SCHEME", "EVENT TYPES", "URL"],
-          [[e.id, e.kind, e.state, e.signing_scheme, ",".join(e.event_types), e.url]
-           for e in page.data])
-    more(page.next_cursor)
+    echo_page(page, as_json, ["ID", "KIND", "STATE", "SCHEME", "EVENT TYPES", "URL"],
+              lambda e: [e.id, e.kind, e.state, e.signing_scheme, ",".join(e.event_types),
+                         e.url])
 
 
 @endpoints_group.command("show")
@@ -208,10 +204,7 @@ def _state_command(name: str, doc: str, change: str) -> None:
     @api_errors
     def command(endpoint_id: str, as_json: bool) -> None:
         ep = call(lambda api: getattr(api, change)(endpoint_id))
-        if as_json:
-            echo_json(ep.raw)
-        else:
-            click.echo(f"{ep.id} {ep.state}")
+        echo_answer(as_json, ep.raw, f"{ep.id} {ep.state}")
 
 
 _state_command("pause", "Pause an endpoint: its deliveries are held until it is resumed."
@@ -279,7 +272,4 @@ def endpoints_delete(endpoint_id: str, as_json: bool) -> None:
       dispatcher endpoints delete 0b9e4c0e-...
     """
     call(lambda api: api.delete_endpoint(endpoint_id))
-    if as_json:
-        echo_json({"id": endpoint_id, "deleted": True})
-    else:
-        click.echo(f"deleted {endpoint_id}")
+    echo_answer(as_json, {"id": endpoint_id, "deleted": True}, f"deleted {endpoint_id}")

@@ -10,10 +10,9 @@ from dispatcher.commands.common import (
     api_errors,
     call,
     connection_options,
-    echo_json,
+    echo_answer,
+    echo_page,
     json_option,
-    more,
-    table,
 )
 from dispatcher.sandbox.samples import parse_data
 
@@ -45,12 +44,8 @@ def event_types_list(group: str | None, limit: int | None, cursor: str | None,
       dispatcher event-types list --group okx --json
     """
     page = call(lambda api: api.list_event_types(group=group, limit=limit, cursor=cursor))
-    if as_json:
-        echo_json(page.raw)
-        return
-    table(["NAME", "GROUP", "DESCRIPTION"], [[t.name, t.group, t.description]
-                                             for t in page.data])
-    more(page.next_cursor)
+    echo_page(page, as_json, ["NAME", "GROUP", "DESCRIPTION"],
+              lambda t: [t.name, t.group, t.description])
 
 
 @event_types_group.command("add")
@@ -71,10 +66,7 @@ def event_types_add(name: str, description: str, sample: str | None, as_json: bo
     """
     data = None if sample is None else parse_data(sample, "--sample")
     created = call(lambda api: api.create_event_type(name, description, data))
-    if as_json:
-        echo_json(created.raw)
-    else:
-        click.echo(f"added {created.name}")
+    echo_answer(as_json, created.raw, f"added {created.name}")
 
 
 @event_types_group.command("remove")
@@ -90,7 +82,4 @@ def event_types_remove(name: str, as_json: bool) -> None:
       dispatcher event-types remove invoice.paid
     """
     call(lambda api: api.delete_event_type(name))
-    if as_json:
-        echo_json({"name": name, "removed": True})
-    else:
-        click.echo(f"removed {name}")
+    echo_answer(as_json, {"name": name, "removed": True}, f"removed {name}")

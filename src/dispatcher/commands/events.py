@@ -8,15 +8,19 @@ import click
 
 from dispatcher.client import Delivery
 from dispatcher.commands.common import (
+    ATTEMPT_HEADERS,
     CURSOR,
     LIMIT,
     api_errors,
+    attempt_row,
     call,
     connection_options,
+    created_range,
+    echo_answer,
     echo_json,
+    echo_page,
     fields,
     json_option,
-    more,
     table,
     when,
 )
@@ -73,10 +77,7 @@ def events_publish(type_: str, data: str, idempotency_key: str | None, as_json: 
 
 @events_group.command("list")
 @click.option("--type", "types", multiple=True, help="Only this type (repeat for more).")
-@click.option("--since", type=click.IntRange(0), default=None,
-              help="Created at or after (Unix ms).")
-@click.option("--until", type=click.IntRange(0), default=None,
-              help="Created before (Unix ms).")
+@created_range
 @click.option("--endpoint", "endpoint_id", default=None,
               help="Only events sent to this endpoint, with their status there.")
 @click.option("--status", "statuses", type=STATUSES, multiple=True,
@@ -103,21 +104,14 @@ def events_list(types: tuple[str, ...], since: int | None, until: int | None,
     if endpoint_id is not None:
         deliveries = call(lambda api: api.list_deliveries(
             endpoint_id, statuses=[s.capitalize() for s in statuses] or None, **filters))
-        if as_json:
-            echo_json(deliveries.raw)
-            return
-        table(["EVENT", "TYPE", "CREATED (UTC)", "STATUS", "ATTEMPTS", "FAILURE"],
-              [[d.event_id, d.type, when(d.created_timestamp), d.status, d.attempts,
-                d.failure_reason] for d in deliveries.data])
-        more(deliveries.next_cursor)
+        echo_page(deliveries, as_json,
+                  ["EVENT", "TYPE", "CREATED (UTC)", "STATUS", "ATTEMPTS", "FAILURE"],
+                  lambda d: [d.event_id, d.type, when(d.created_timestamp), d.status,
+                             d.attempts, d.failure_reason])
         return
     events = call(lambda api: api.list_events(**filters))
-    if as_json:
-        echo_json(events.raw)
-        return
-    table(["EVENT", "TYPE", "CREATED (UTC)"],
-          [[e.id, e.type, when(e.created_timestamp)] for e in events.data])
-    more(events.next_cursor)
+    echo_page(events, as_json, ["EVENT", "TYPE", "CREATED (UTC)"],
+              lambda e: [e.id, e.type, when(e.created_timestamp)])
 
 
 @events_group.command("show")
@@ -173,14 +167,7 @@ def events_logs(event_id: str, endpoint_id: str, limit: int | None, cursor: str 
     """
     page = call(lambda api: api.list_attempts(endpoint_id, event_id, limit=limit,
                                               cursor=cursor))
-    if as_json:
-        echo_json(page.raw)
-        return
-    table(["ATTEMPT", "AT (UTC)", "STATUS", "DURATION", "FAILURE"],
-          [[a.attempt, when(a.timestamp), a.response_status, f"{a.duration_ms:.0f} ms",
-            a.failure_reason and f"{a.failure_reason}" + (f": {a.error}" if a.error else "")]
-           for a in page.data])
-    more(page.next_cursor)
+    echo_page(page, as_json, ATTEMPT_HEADERS, attempt_row)
 
 
 @events_group.command("retry")
@@ -197,20 +184,15 @@ def events_retry(event_id: str, endpoint_id: str, as_json: bool) -> None:
       dispatcher events retry 5f0c... --endpoint 0b9e4c0e-...
     """
     call(lambda api: api.retry(endpoint_id, event_id))
-    if as_json:
-        echo_json({"event_id": event_id, "endpoint_id": endpoint_id, "retried": True})
-    else:
-        click.echo(f"retrying {event_id} at {endpoint_id}")
+    echo_answer(as_json, {"event_id": event_id, "endpoint_id": endpoint_id, "retried": True},
+                f"retrying {event_id} at {endpoint_id}")
 
 
 @events_group.command("replay")
 @ENDPOINT
 @click.option("--status", "statuses", type=click.Choice(["Retrying", "Failed"],
               case_sensitive=False), multiple=True, help="Which events (default Failed).")
-@click.option("--since", type=click.IntRange(0), default=None,
-              help="Created at or after (Unix ms).")
-@click.option("--until", type=click.IntRange(0), default=None,
-              help="Created before (Unix ms).")
+@created_range
 @json_option
 @connection_options
 @api_errors
@@ -225,7 +207,4 @@ def events_replay(endpoint_id: str, statuses: tuple[str, ...], since: int | None
     queued = call(lambda api: api.replay(
         endpoint_id, statuses=[s.capitalize() for s in statuses] or None, since=since,
         until=until))
-    if as_json:
-        echo_json({"queued": queued})
-    else:
-        click.echo(f"{queued} events queued again")
+    echo_answer(as_json, {"queued": queued}, f"{queued} events queued again")

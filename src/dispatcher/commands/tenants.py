@@ -11,12 +11,12 @@ from dispatcher.commands.common import (
     LIMIT,
     api_errors,
     call,
+    echo_answer,
     echo_json,
+    echo_page,
     fields,
     json_option,
-    more,
     operator_connection_options,
-    table,
     when,
 )
 from dispatcher.sandbox.samples import parse_data
@@ -81,12 +81,8 @@ def tenants_list(name_prefix: str | None, limit: int | None, cursor: str | None,
     """
     page = call(lambda api: api.list_tenants(name_prefix=name_prefix, limit=limit,
                                              cursor=cursor))
-    if as_json:
-        echo_json(page.raw)
-        return
-    table(["NAME", "ID", "CREATED (UTC)"],
-          [[t.name, t.id, when(t.created_timestamp)] for t in page.data])
-    more(page.next_cursor)
+    echo_page(page, as_json, ["NAME", "ID", "CREATED (UTC)"],
+              lambda t: [t.name, t.id, when(t.created_timestamp)])
 
 
 @tenants_group.command("show")
@@ -136,10 +132,7 @@ def tenants_delete(tenant: str, force: bool, as_json: bool) -> None:
       dispatcher tenants delete acme --force
     """
     call(lambda api: api.delete_tenant(tenant, force=force))
-    if as_json:
-        echo_json({"tenant": tenant, "deleted": True})
-    else:
-        click.echo(f"deleted {tenant}")
+    echo_answer(as_json, {"tenant": tenant, "deleted": True}, f"deleted {tenant}")
 
 
 @tenants_group.command("key")
