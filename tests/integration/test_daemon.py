@@ -243,26 +243,23 @@ async def test_without_a_database_url_the_embedded_server_keeps_data_across_rest
 ) -> None:
     data = pg_home / "data"
     pgdata = data / "pg"
-    try:
-        first = embedded_daemon(data, tmp_path / "run1.log")
-        await first.start(timeout=60)
-        key = admin_key(first)
-        assert key is not None, first.log()
-        assert (pgdata / "PG_VERSION").is_file()  # initdb'd inside DISPATCHER_DATA_DIR
-        assert postmaster_pid(pgdata) is not None
-        assert await first.stop() == 0
-        assert postmaster_pid(pgdata) is None  # stopped with the daemon
-        assert '"embedded_postgres.stopped"' in first.log()
+    first = embedded_daemon(data, tmp_path / "run1.log")
+    await first.start(timeout=60)
+    key = admin_key(first)
+    assert key is not None, first.log()
+    assert (pgdata / "PG_VERSION").is_file()  # initdb'd inside DISPATCHER_DATA_DIR
+    assert postmaster_pid(pgdata) is not None
+    assert await first.stop() == 0
+    assert postmaster_pid(pgdata) is None  # stopped with the daemon
+    assert '"embedded_postgres.stopped"' in first.log()
 
-        second = embedded_daemon(data, tmp_path / "run2.log")
-        await second.start(timeout=60)
-        assert admin_key(second) is None  # found its data: not a first start
-        assert await key_works(data, key)
-        assert postmaster_pid(pgdata) is not None
-        assert await second.stop() == 0
-        assert postmaster_pid(pgdata) is None
-    finally:
-        kill_leftover_postgres(pgdata)
+    second = embedded_daemon(data, tmp_path / "run2.log")
+    await second.start(timeout=60)
+    assert admin_key(second) is None  # found its data: not a first start
+    assert await key_works(data, key)
+    assert postmaster_pid(pgdata) is not None
+    assert await second.stop() == 0
+    assert postmaster_pid(pgdata) is None
 
 
 async def test_after_a_crash_the_next_daemon_reuses_and_then_stops_the_embedded_server(
@@ -270,23 +267,20 @@ async def test_after_a_crash_the_next_daemon_reuses_and_then_stops_the_embedded_
 ) -> None:
     data = pg_home / "data"
     pgdata = data / "pg"
-    try:
-        first = embedded_daemon(data, tmp_path / "run1.log")
-        await first.start(timeout=60)
-        key = admin_key(first)
-        assert key is not None
-        assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
-        orphan = postmaster_pid(pgdata)
-        assert orphan is not None  # a killed daemon cannot stop its server
+    first = embedded_daemon(data, tmp_path / "run1.log")
+    await first.start(timeout=60)
+    key = admin_key(first)
+    assert key is not None
+    assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
+    orphan = postmaster_pid(pgdata)
+    assert orphan is not None  # a killed daemon cannot stop its server
 
-        second = embedded_daemon(data, tmp_path / "run2.log")
-        await second.start(timeout=60)
-        assert postmaster_pid(pgdata) == orphan  # reused, not a second server
-        assert await key_works(data, key)
-        assert await second.stop() == 0
-        assert postmaster_pid(pgdata) is None  # and stopped on a clean shutdown
-    finally:
-        kill_leftover_postgres(pgdata)
+    second = embedded_daemon(data, tmp_path / "run2.log")
+    await second.start(timeout=60)
+    assert postmaster_pid(pgdata) == orphan  # reused, not a second server
+    assert await key_works(data, key)
+    assert await second.stop() == 0
+    assert postmaster_pid(pgdata) is None  # and stopped on a clean shutdown
 
 
 async def test_two_daemons_share_one_embedded_server_until_the_last_one_stops(
@@ -295,19 +289,16 @@ async def test_two_daemons_share_one_embedded_server_until_the_last_one_stops(
     """Several processes on one machine (one per core) may share a data directory."""
     data = pg_home / "data"
     pgdata = data / "pg"
-    try:
-        first = embedded_daemon(data, tmp_path / "a.log")
-        await first.start(timeout=60)
-        second = embedded_daemon(data, tmp_path / "b.log")
-        await second.start(timeout=60)
-        server_pid = postmaster_pid(pgdata)
-        assert server_pid is not None
-        assert admin_key(first) is not None and admin_key(second) is None
+    first = embedded_daemon(data, tmp_path / "a.log")
+    await first.start(timeout=60)
+    second = embedded_daemon(data, tmp_path / "b.log")
+    await second.start(timeout=60)
+    server_pid = postmaster_pid(pgdata)
+    assert server_pid is not None
+    assert admin_key(first) is not None and admin_key(second) is None
 
-        assert await first.stop() == 0
-        assert postmaster_pid(pgdata) == server_pid  # still needed by the second
-        assert (await get(second.url + "/readyz"))[0] == 200
-        assert await second.stop() == 0
-        assert postmaster_pid(pgdata) is None  # the last one out stops it
-    finally:
-        kill_leftover_postgres(pgdata)
+    assert await first.stop() == 0
+    assert postmaster_pid(pgdata) == server_pid  # still needed by the second
+    assert (await get(second.url + "/readyz"))[0] == 200
+    assert await second.stop() == 0
+    assert postmaster_pid(pgdata) is None  # the last one out stops it
