@@ -8,6 +8,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -722,6 +723,32 @@ async def test_sandbox_page_shows_captures_with_signature_verdicts_and_sends_sam
         await capture.stop()
 
 
+@asynccontextmanager
+async def in_process_console(app: web.Application, db_url: str, config: Config,
+                             tenant: str) -> AsyncIterator[tuple[ConsoleUser, Api]]:
+    """Serve `app` on a free port; yields a console user and an API client with a new
+    key of `tenant`."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    pool = await create_pool(db_url, config.database)
+    async with pool.acquire() as conn:
+        key = await create_api_key(conn, tenant)
+    await pool.close()
+    async with aiohttp.ClientSession() as http_session:
+        api_client = Api(http_session, ApiServer(f"http://127.0.0.1:{port}", db_url,
+                                                 None),  # type: ignore[arg-type]
+                         key, tenant)
+        user = ConsoleUser(f"http://127.0.0.1:{port}")
+        try:
+            yield user, api_client
+        finally:
+            await user.close()
+            await runner.cleanup()
+
+
 @pytest.fixture
 async def read_only_console(
     db_url: str, config: Config
@@ -735,25 +762,8 @@ async def read_only_console(
 
     app = create_app(config, db_url)
     app[RESOLVER] = read_only
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    pool = await create_pool(db_url, config.database)
-    async with pool.acquire() as conn:
-        key = await create_api_key(conn, "reader")
-    await pool.close()
-    async with aiohttp.ClientSession() as http_session:
-        api_client = Api(http_session, ApiServer(f"http://127.0.0.1:{port}", db_url,
-                                                 None),  # type: ignore[arg-type]
-                         key, "reader")
-        user = ConsoleUser(f"http://127.0.0.1:{port}")
-        try:
-            yield user, api_client
-        finally:
-            await user.close()
-            await runner.cleanup()
+    async with in_process_console(app, db_url, config, "reader") as served:
+        yield served
 
 
 async def test_a_read_only_session_hides_and_refuses_every_write(
@@ -809,25 +819,8 @@ async def console_on_a_fake_clock(
     until the test decides them with the store's own functions)."""
     clock = FakeClock(datetime.now(UTC))
     app = create_app(config, db_url, clock)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    pool = await create_pool(db_url, config.database)
-    async with pool.acquire() as conn:
-        key = await create_api_key(conn, "clocked")
-    await pool.close()
-    async with aiohttp.ClientSession() as http_session:
-        api_client = Api(http_session, ApiServer(f"http://127.0.0.1:{port}", db_url,
-                                                 None),  # type: ignore[arg-type]
-                         key, "clocked")
-        user = ConsoleUser(f"http://127.0.0.1:{port}")
-        try:
-            yield user, api_client, clock
-        finally:
-            await user.close()
-            await runner.cleanup()
+    async with in_process_console(app, db_url, config, "clocked") as (user, api_client):
+        yield user, api_client, clock
 
 
 async def test_retry_is_offered_only_when_the_api_would_take_it(
