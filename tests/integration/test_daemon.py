@@ -11,7 +11,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -217,11 +217,24 @@ async def test_in_flight_requests_finish_and_new_ones_are_refused_during_shutdow
 # --- embedded PostgreSQL ------------------------------------------------------------------
 
 
-def embedded_daemon(data_dir: Path, log: Path) -> DaemonProcess:
-    # An empty DISPATCHER_DATABASE_URL means "no URL": use the embedded server.
-    env = {**TEST_ENV, "DISPATCHER_DATABASE_URL": "", "DISPATCHER_DATA_DIR": str(data_dir),
-           "DISPATCHER_LOG__LEVEL": "info"}
-    return DaemonProcess(env, log)
+@pytest.fixture
+async def embedded_daemon(
+    pg_home: Path,
+) -> AsyncIterator[Callable[[Path, Path], DaemonProcess]]:
+    """Daemons on the embedded server of a data directory; any still running when the
+    test ends (a failed assertion) are stopped before pg_home's teardown."""
+    made: list[DaemonProcess] = []
+
+    def make(data_dir: Path, log: Path) -> DaemonProcess:
+        # An empty DISPATCHER_DATABASE_URL means "no URL": use the embedded server.
+        env = {**TEST_ENV, "DISPATCHER_DATABASE_URL": "", "DISPATCHER_DATA_DIR": str(data_dir),
+               "DISPATCHER_LOG__LEVEL": "info"}
+        made.append(DaemonProcess(env, log))
+        return made[-1]
+
+    yield make
+    for daemon in made:
+        await daemon.stop(signal.SIGKILL)
 
 
 async def key_works(data_dir: Path, key: str) -> bool:
@@ -239,7 +252,8 @@ async def key_works(data_dir: Path, key: str) -> bool:
 
 
 async def test_without_a_database_url_the_embedded_server_keeps_data_across_restarts(
-    tmp_path: Path, pg_home: Path
+    tmp_path: Path, pg_home: Path,
+    embedded_daemon: Callable[[Path, Path], DaemonProcess],
 ) -> None:
     data = pg_home / "data"
     pgdata = data / "pg"
@@ -263,7 +277,8 @@ async def test_without_a_database_url_the_embedded_server_keeps_data_across_rest
 
 
 async def test_after_a_crash_the_next_daemon_reuses_and_then_stops_the_embedded_server(
-    tmp_path: Path, pg_home: Path
+    tmp_path: Path, pg_home: Path,
+    embedded_daemon: Callable[[Path, Path], DaemonProcess],
 ) -> None:
     data = pg_home / "data"
     pgdata = data / "pg"
@@ -284,7 +299,8 @@ async def test_after_a_crash_the_next_daemon_reuses_and_then_stops_the_embedded_
 
 
 async def test_two_daemons_share_one_embedded_server_until_the_last_one_stops(
-    tmp_path: Path, pg_home: Path
+    tmp_path: Path, pg_home: Path,
+    embedded_daemon: Callable[[Path, Path], DaemonProcess],
 ) -> None:
     """Several processes on one machine (one per core) may share a data directory."""
     data = pg_home / "data"
