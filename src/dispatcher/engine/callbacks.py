@@ -1,7 +1,8 @@
 """Approval callbacks in the engine: the decision rule (pure), the outcome hook that
-records decisions inside the transaction that records the attempts, and the job
-that fails callbacks past their deadline. Both tell the tenant with the operational
-event `callback.decided`.
+records decisions inside the transaction that records the attempts, the deadline
+hook that fails callbacks a worker claimed too late to send, and the job that fails
+callbacks past their deadline. All tell the tenant with the operational event
+`callback.decided`.
 
 The rule: status 200 or 201 and a body that is exactly `ok` or `deny` once
 surrounding ASCII whitespace is removed. Anything else (`OK`, `"ok"`, `yes`, an
@@ -75,7 +76,8 @@ def decided_data(d: store.Decided) -> dict[str, Any]:
 
 
 class CallbackRecorder:
-    """The outcome hook (`worker.outcome_hooks`) and the deadline job."""
+    """The outcome hook (`worker.outcome_hooks`), the deadline hook and the deadline
+    job."""
 
     def __init__(self, config: Config) -> None:
         self._policies = load_policies(config)
@@ -91,6 +93,12 @@ class CallbackRecorder:
         if answers:
             await self._announce(conn, await store.record_answers(conn, answers, now), now)
         return set()
+
+    async def expire_claimed(self, conn: Conn, delivery_ids: Sequence[int],
+                             now: datetime) -> None:
+        """The deadline hook (`worker.deadline_hook`): fail the callbacks of these
+        deliveries, claimed at or after their deadline and never sent."""
+        await self._announce(conn, await store.expire_claimed(conn, delivery_ids, now), now)
 
     async def expire(self, conn: Conn, now: datetime) -> int:
         """Fail the callbacks whose deadline has passed; returns how many."""
@@ -111,7 +119,9 @@ class CallbackRecorder:
 
 
 def install(worker: DeliveryWorker, config: Config) -> CallbackRecorder:
-    """Record callback decisions on every outcome batch this worker writes."""
+    """Record callback decisions on every outcome batch this worker writes, and fail
+    the callbacks it claims too late to send."""
     recorder = CallbackRecorder(config)
     worker.outcome_hooks.append(recorder.record)
+    worker.deadline_hook = recorder.expire_claimed
     return recorder

@@ -6,6 +6,10 @@ process made them: from then on no request to that endpoint starts here until it
 has been read again. Rows claimed but not yet sent are then held (paused,
 disabled), dropped (deleted: their rows are gone) or sent with the new settings.
 
+A callback claimed at or after its deadline (a retry due just before it, a held one
+re-driven after it) is never sent: the deadline hook records it Failed
+(`deadline_expired`) instead, as the expiry job would.
+
 Per-endpoint isolation with batch claims: each endpoint may have `max_in_flight`
 requests in flight here (never more than half of the process's `max_concurrency`,
 so one endpoint that hangs can never hold every slot), and only as many claimed
@@ -62,6 +66,7 @@ from dispatcher.engine.sender import AttemptResult, send
 from dispatcher.model import DeliveryStatus, FailureReason
 from dispatcher.retry import load_policies, parse_retry_after
 from dispatcher.secretbox import SecretBox
+from dispatcher.store import callbacks as callback_store
 from dispatcher.store import deliveries as queue
 from dispatcher.store.backpressure import Pressure, apply_pressure
 from dispatcher.store.deliveries import ClaimedDelivery, Outcome
@@ -89,6 +94,9 @@ _FINISHED_COUNTERS = {s: metrics.DELIVERIES_FINISHED.labels(s.label)
 # Runs inside the transaction that records a batch; returns the endpoints it changed
 # (paused), which this worker stops sending to as soon as the batch commits.
 OutcomeHook = Callable[[Conn, Sequence[Outcome], datetime], Awaitable[Collection[UUID]]]
+# Runs inside a transaction with the ids of callback deliveries claimed at or after
+# their deadline, which are never sent: it records them finished (Failed).
+DeadlineHook = Callable[[Conn, Sequence[int], datetime], Awaitable[None]]
 
 
 class DeliveryWorker:
@@ -147,6 +155,7 @@ class DeliveryWorker:
         self._full_since: datetime | None = None  # claimed rows at the local limit since
         self._loops: list[asyncio.Task[None]] = []
         self.outcome_hooks: list[OutcomeHook] = []
+        self.deadline_hook: DeadlineHook | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -262,6 +271,7 @@ class DeliveryWorker:
             stale = self._cache.stale(((r.endpoint_id, r.endpoint_version) for r in rows), now)
             try:
                 await self._cache.load(conn, stale, now)
+                await self._read_deadlines(conn, rows)
             except BaseException:
                 # Unsent: due again now rather than stranded until their lease runs out.
                 with contextlib.suppress(*DB_ERRORS):
@@ -270,6 +280,16 @@ class DeliveryWorker:
                     self._finish_row(r.id)
                 raise
         return rows
+
+    async def _read_deadlines(self, conn: Conn, rows: Sequence[ClaimedDelivery]) -> None:
+        """The deadlines of the callbacks claimed (one query, only when there are
+        some), so that none is sent once its deadline has passed."""
+        callbacks = [r for r in rows
+                     if (t := self._cache.get(r.endpoint_id)) is not None and t.callback]
+        if callbacks:
+            deadlines = await callback_store.deadlines(conn, [r.event_id for r in callbacks])
+            for r in callbacks:
+                r.deadline_at = deadlines.get(r.event_id)
 
     def _queue_allowance(self, endpoint_id: UUID) -> int:
         """How many rows of one endpoint may wait here: what its slots can send in
@@ -290,9 +310,13 @@ class DeliveryWorker:
         to_defer: list[int] = []
         to_park: list[int] = []
         to_pass: list[int] = []
+        overdue: list[int] = []
         sends: list[Awaitable[None]] = []
         allowance: dict[UUID, int] = {}
         for row in rows:
+            if _past_deadline(row, now):
+                overdue.append(row.id)
+                continue
             target = self._cache.get(row.endpoint_id)
             if target is None or not target.active:
                 to_hold.append(row.id)
@@ -311,9 +335,29 @@ class DeliveryWorker:
             else:
                 self._endpoint_load[row.endpoint_id] += 1
                 sends.append(self._deliver(row, target))
+        if overdue:
+            await self._fail_overdue(overdue)
         if to_hold or to_defer or to_park or to_pass:
             await self._give_back(to_hold, to_defer, to_park, now, to_pass)
         await asyncio.gather(*sends)
+
+    async def _fail_overdue(self, ids: list[int]) -> None:
+        """Callback rows claimed at or after their deadline: never sent (an answer
+        could not count), finished Failed by the deadline hook. Without one (no
+        callbacks recorded here) they wait, unsent, for the expiry job."""
+        now = self._clock.now()
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                due = now + timedelta(seconds=UNUSABLE_DEFER_SECONDS)
+                if self.deadline_hook is not None:
+                    await self.deadline_hook(conn, ids, now)
+                    due = now
+                await queue.release(conn, ids, self.owner, due)
+        except DB_ERRORS as exc:
+            # Their leases run out and they come back here: still never sent.
+            log.warning("engine.deadline_write_failed", error=str(exc), rows=len(ids))
+        for delivery_id in ids:
+            self._finish_row(delivery_id)
 
     async def _give_back(
         self, to_hold: list[int], to_defer: list[int], to_park: list[int], now: datetime,
@@ -367,6 +411,9 @@ class DeliveryWorker:
                 current = await self._current(row.endpoint_id)
                 if current is None:  # deleted: its deliveries went with it
                     self._finish_row(row.id)
+                    return
+                if _past_deadline(row, self._clock.now()):  # passed while it waited
+                    await self._fail_overdue([row.id])
                     return
                 if not (current.active and current.usable):
                     self._to_hold.append(row.id)  # held, or due again if resumed
@@ -742,6 +789,11 @@ async def _disable_gone(conn: Conn, endpoint_ids: set[UUID], now: datetime) -> s
         log.warning("endpoint.disabled", endpoint_ids=[str(e) for e in disabled],
                     reason="410 Gone")
     return disabled
+
+
+def _past_deadline(row: ClaimedDelivery, now: datetime) -> bool:
+    """A callback at or past its deadline: an attempt now could not be answered in time."""
+    return row.deadline_at is not None and row.deadline_at <= now
 
 
 def _header(headers: dict[str, str] | None, name: str) -> str | None:

@@ -1,6 +1,7 @@
 """Approval callbacks: create one (an events row, its callbacks row and one delivery
 to the callback endpoint, in one transaction), read and list them, record a
-decision exactly once, fail the ones past their deadline, and reopen a Failed one.
+decision exactly once, fail the ones past their deadline (by a sweep, and when a
+worker claims one too late to send it), and reopen a Failed one.
 
 The decision lives in `callbacks.outcome`: NULL while undecided, then `ok`, `deny`
 or `failed`. Every write of it is a conditional UPDATE (`outcome IS NULL`), so
@@ -317,10 +318,49 @@ async def record_answers(conn: Conn, answers: Sequence[Answer], now: datetime) -
         _DECIDE, ids, [a.decision for a in answers], [int(a.delivery_status) for a in answers],
         [a.next_attempt_at for a in answers], [a.failure_reason for a in answers], now,
     )
-    await conn.execute(_SETTLE, ids, now)
-    decided = [Decided(**dict(r)) for r in rows]
+    return await _settle(conn, ids, rows, now)
+
+
+# Callbacks whose delivery a worker claimed at or after the deadline (an attempt then
+# could never be answered in time): failed as the sweep fails them, unless decided
+# meanwhile.
+_EXPIRE_CLAIMED = """
+UPDATE callbacks cb
+SET outcome = 'failed', failure_reason = 'deadline_expired', decided_at = $2
+FROM deliveries d
+WHERE d.id = ANY($1::bigint[]) AND cb.id = d.event_id AND cb.endpoint_id = d.endpoint_id
+  AND cb.outcome IS NULL AND cb.deadline_at <= $2
+RETURNING cb.id, cb.tenant_id, cb.endpoint_id, cb.type, cb.outcome, cb.failure_reason,
+          cb.decided_at
+"""
+
+
+async def expire_claimed(conn: Conn, delivery_ids: Sequence[int], now: datetime) -> list[Decided]:
+    """Fail the undecided callbacks of these deliveries, claimed but not sent because
+    their deadline had passed, and settle the deliveries (no attempt is logged: none
+    was made). Call inside a transaction; the caller gives back the leases."""
+    if not delivery_ids:
+        return []
+    ids = list(delivery_ids)
+    rows = await conn.fetch(_EXPIRE_CLAIMED, ids, now)
+    return await _settle(conn, ids, rows, now)
+
+
+async def _settle(conn: Conn, delivery_ids: list[int], decided_rows: Sequence[asyncpg.Record],
+                  now: datetime) -> list[Decided]:
+    """Finish the deliveries of decided callbacks and wake whoever waits on the ones
+    decided just now."""
+    await conn.execute(_SETTLE, delivery_ids, now)
+    decided = [Decided(**dict(r)) for r in decided_rows]
     await notify(conn, [d.id for d in decided])
     return decided
+
+
+async def deadlines(conn: Conn, callback_ids: Sequence[UUID]) -> dict[UUID, datetime]:
+    """The deadline of each of these callbacks (by id, which is also the event id)."""
+    rows = await conn.fetch("SELECT id, deadline_at FROM callbacks WHERE id = ANY($1::uuid[])",
+                            list(callback_ids))
+    return {r["id"]: r["deadline_at"] for r in rows}
 
 
 _EXPIRE = """

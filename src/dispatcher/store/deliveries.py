@@ -37,6 +37,9 @@ class ClaimedDelivery:
     body: bytes
     ordering_key: str | None = None
     created_at: datetime | None = None
+    # A callback's deadline: read by the worker after the claim (the claim stays
+    # one statement on the queue alone); None for events.
+    deadline_at: datetime | None = None
 
 
 # Endpoints in a rate-limit backoff are read once per claim (a handful of rows from
