@@ -85,6 +85,22 @@ async def test_the_next_attempt_after_the_deadline_fails_it_with_deadline_expire
     assert len(receiver.requests) == 2
 
 
+async def test_a_retry_that_would_come_at_the_deadline_is_not_scheduled(
+    db_url: str, make_config: Callable[..., Any], receiver: Receiver
+) -> None:
+    config: Config = make_config(retry_policies__slow=POLICY)
+    receiver.reply_with(then=Reply(503, "busy"))
+    async with EngineHarness(db_url, config, FakeClock()) as h:
+        tenant, endpoint_id = await callback_endpoint(h, receiver.url)
+        cid = await new_callback(h, tenant, endpoint_id, deadline_seconds=30)
+        worker = await h.start_worker()
+        worker.outcome_hooks.append(CallbackRecorder(config).record)
+        # The retry would be at +30 s, the deadline itself: it could never be sent.
+        failed = await wait_for(h, tenant, cid, lambda c: c.attempts == 1)
+    assert str(failed.status) == "Failed" and failed.failure_reason == "deadline_expired"
+    assert failed.next_retry_at is None and len(receiver.requests) == 1
+
+
 async def test_an_answer_recorded_after_the_deadline_does_not_count(
     db_url: str, make_config: Callable[..., Any], receiver: Receiver
 ) -> None:

@@ -267,7 +267,8 @@ class Answer:
 
 # Only an undecided callback changes, and only to a final state: a decision that
 # arrived before the deadline, or Failed (retries exhausted, or the deadline passed,
-# or the next attempt would come after it). Rows of other events do not join.
+# or the next attempt would come at or after it, when nothing is sent any more).
+# Rows of other events do not join.
 _DECIDE = """
 WITH a AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::smallint[], $4::timestamptz[],
@@ -288,7 +289,7 @@ SET outcome = CASE WHEN $6 <= cb.deadline_at AND c.decision IS NOT NULL THEN c.d
 FROM c
 WHERE cb.id = c.id AND cb.outcome IS NULL
   AND ($6 > cb.deadline_at OR c.decision IS NOT NULL OR c.status = 3
-       OR c.next_at > cb.deadline_at)
+       OR c.next_at >= cb.deadline_at)
 RETURNING cb.id, cb.tenant_id, cb.endpoint_id, cb.type, cb.outcome, cb.failure_reason,
           cb.decided_at
 """
