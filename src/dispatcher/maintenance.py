@@ -38,6 +38,10 @@ BATCH = 5000  # rows per statement (and per transaction) for bulk changes
 MAX_BATCHES = 200  # per run and table; the next run carries on
 REDRIVE_SECONDS = 1.0  # the re-drive job's period, and the span of one chunk
 RETENTION_EVERY = 10  # retention runs every this many maintenance intervals
+# Pooled connections the jobs of one process use at once. The jobs come due together
+# (all at start-up, most every interval): eight acquiring at once grew the pool by new,
+# cold connections just as requests needed them (publish p99 at 200/s: 8 ms -> 4 ms).
+CONNECTIONS = 2
 
 Job = Callable[[Conn, datetime], Awaitable[Any]]
 
@@ -66,6 +70,7 @@ class Maintenance:
         self._scheduler: AsyncIOScheduler | None = None
         self._running: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self._connections = asyncio.Semaphore(CONNECTIONS)
         interval = self._health.maintenance_interval_seconds
         self.jobs: dict[str, tuple[float, Job]] = {
             "reap_leases": (interval, self._reap_leases),
@@ -89,7 +94,7 @@ class Maintenance:
         if task is not None:
             self._running.add(task)
         try:
-            async with self._pool.acquire() as conn:
+            async with self._connections, self._pool.acquire() as conn:
                 key = lock_key(name)
                 if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
                     log.debug("maintenance.skipped", job=name)

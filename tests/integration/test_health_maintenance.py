@@ -112,6 +112,30 @@ async def test_a_job_taken_by_one_daemon_is_skipped_by_the_other(
     assert await b.run("slow") == "done"
 
 
+async def test_jobs_that_come_due_together_share_two_connections(
+    pools: list[asyncpg.Pool], config: Config
+) -> None:
+    """All jobs fire at once at start-up and every interval: they must not take the
+    pool's connections from requests (nor grow it by cold ones)."""
+    m = Maintenance(pools[0], config, FakeClock())
+    m.jobs.clear()
+    active = most = 0
+
+    async def job(conn: Conn, now: datetime) -> str:
+        nonlocal active, most
+        active += 1
+        most = max(most, active)
+        await conn.execute("SELECT pg_sleep(0.05)")
+        active -= 1
+        return "done"
+
+    for k in range(8):
+        m.add_job(f"job{k}", 60, job)
+    assert await asyncio.gather(*(m.run(name) for name in m.jobs)) == ["done"] * 8
+    assert most == maintenance_module.CONNECTIONS
+    assert pools[0].get_size() <= maintenance_module.CONNECTIONS
+
+
 async def test_reaper_frees_expired_leases_only(db_url: str, config: Config) -> None:
     clock = FakeClock()
     async with EngineHarness(db_url, config, clock) as h:
