@@ -47,7 +47,7 @@ from dispatcher.maintenance import MAINTENANCE, Maintenance
 from dispatcher.relay import abandoned_listeners_job
 from dispatcher.secretbox import load_secret_box
 from dispatcher.store.database import database_url
-from dispatcher.store.deliveries import CLAIM_SETTINGS, release_owner
+from dispatcher.store.deliveries import CLAIM_SETTINGS, release_owner, warm_claim
 from dispatcher.store.migrate import migrate_dsn
 from dispatcher.store.pool import DB_ERRORS, create_pool
 from dispatcher.store.tenants import count_tenants, create_operator_key, ensure_tenant
@@ -102,7 +102,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     # CLAIM_SETTINGS keeps the claim on its index whatever the statistics say.
     lease_pool = await create_pool(
         app[DSN], dataclasses.replace(config.database, pool_min_size=1, pool_max_size=4),
-        server_settings={"synchronous_commit": "off", **CLAIM_SETTINGS},
+        server_settings={"synchronous_commit": "off", **CLAIM_SETTINGS}, warm=(warm_claim,),
     )
     worker = DeliveryWorker(app[POOL], app[DSN], session, config, app[CLOCK],
                             load_secret_box(config), lease_pool=lease_pool, owner=app[OWNER])

@@ -18,13 +18,17 @@ from dispatcher.clock import Clock, SystemClock
 from dispatcher.config import Config
 from dispatcher.console.app import console_errors
 from dispatcher.readiness import Readiness
+from dispatcher.store.deliveries import warm_record
+from dispatcher.store.events import warm_publish
 from dispatcher.store.pool import create_pool
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[POOL] = await create_pool(app[DSN], app[CONFIG].database)
+    # The statements on the hot paths: publishing, and the engine's outcome writes.
+    app[POOL] = await create_pool(app[DSN], app[CONFIG].database,
+                                  warm=(warm_publish, warm_record))
     yield
     await app[POOL].close()
 

@@ -114,6 +114,12 @@ async def claim_due(
     ]
 
 
+async def warm_claim(conn: Conn) -> None:
+    """Run the claim once on a new connection (see pool.create_pool): a limit of 0
+    at the epoch leases nothing."""
+    await claim_due(conn, UUID(int=0), 0, _EPOCH, _EPOCH)
+
+
 # Give rows back without an attempt: due again at $3 (now for a shutdown, a little
 # later for an endpoint with no free slot). Held rows stay held.
 _RELEASE = """
@@ -226,6 +232,11 @@ SELECT o.delivery_id, o.endpoint_id, o.attempt_number, o.started_at, o.duration_
 FROM o JOIN live ON live.id = o.delivery_id
 RETURNING delivery_id
 """
+
+
+async def warm_record(conn: Conn) -> None:
+    """Run the outcome statement once on a new connection: no rows, nothing written."""
+    await conn.fetch(_RECORD, *([] for _ in range(14)), _EPOCH, UUID(int=0))
 
 
 async def record_outcomes(

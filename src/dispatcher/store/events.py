@@ -10,7 +10,7 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -162,6 +162,11 @@ _DELIVERIES_OF = """
 SELECT event_id, endpoint_id, status FROM deliveries WHERE event_id = ANY($1::uuid[])
 ORDER BY id
 """
+
+
+async def warm_publish(conn: Conn) -> None:
+    """Run the publish statement once on a new connection: no events, nothing stored."""
+    await conn.fetch(_INSERT, [], datetime.now(UTC), [], [], [], [], 0, [], [], [], None)
 
 
 async def publish_events(
