@@ -134,13 +134,15 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
 @click.option("--fd", required=True, type=int)
 @click.option("--role", required=True, type=click.Choice(["all", "api", "worker"]))
 @click.option("--owner", required=True, type=click.UUID)
+@click.option("--parent", required=True, type=int, help="the supervisor's pid")
 @click.pass_context
 @handles_errors
-def worker_process(ctx: click.Context, fd: int, role: str, owner: uuid.UUID) -> None:
+def worker_process(ctx: click.Context, fd: int, role: str, owner: uuid.UUID,
+                   parent: int) -> None:
     """One worker of `dispatcher serve`, started by its supervisor (internal)."""
     from dispatcher.daemon import run_worker_process
 
-    _run(run_worker_process(_config(ctx), fd, role, owner))  # type: ignore[arg-type]
+    _run(run_worker_process(_config(ctx), fd, role, owner, parent))  # type: ignore[arg-type]
 
 
 @main.command()

@@ -213,11 +213,17 @@ async def serve(
     log.info("daemon.stopped")
 
 
-async def run_worker_process(config: Config, fd: int, role: Role, owner: uuid.UUID) -> None:
-    """A worker started by the supervisor: serve the inherited socket until SIGTERM,
-    or until the supervisor is gone."""
+async def run_worker_process(
+    config: Config, fd: int, role: Role, owner: uuid.UUID, parent: int
+) -> None:
+    """A worker started by the supervisor `parent`: serve the inherited socket until
+    SIGTERM, or until the supervisor is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which stops us
-    parent = os.getppid()
+    if os.getppid() != parent:
+        # Killed while this process started: it is nobody's worker. (Reading the
+        # parent here instead of being told it, such a worker served forever.)
+        log.error("daemon.supervisor_gone", pid=os.getpid())
+        raise SystemExit(1)
     _exit_when_orphaned(parent, config.server.grace_period_seconds + STOP_MARGIN_SECONDS)
     sock = socket.socket(fileno=fd)
     app = build_app(config, config.database.url, role=role, owner=owner)
@@ -372,6 +378,7 @@ class Supervisor:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "dispatcher", "worker-process", "--fd", str(fd),
             "--role", effective_role(self._config), "--owner", str(owner),
+            "--parent", str(os.getpid()),
             env=env, pass_fds=(fd,), stdin=subprocess.DEVNULL,
         )
         child = _Child(slot, owner, proc, time.monotonic())

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,32 @@ async def test_a_first_start_that_cannot_listen_keeps_the_admin_key_for_the_next
     assert "admin API key" not in failed.stderr + failed.stdout
     daemon: DaemonProcess = await daemon_factory()
     assert "admin API key (operator, shown once)" in daemon.log()
+
+
+async def test_a_worker_whose_supervisor_died_while_it_started_exits_at_once(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Its parent is already init (or a subreaper) when it looks: it must not serve."""
+    gone = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await gone.wait()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        env = {**os.environ, **TEST_ENV, "DISPATCHER_DATABASE_URL": db_url,
+               "DISPATCHER_DATA_DIR": str(tmp_path)}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "dispatcher", "worker-process", "--fd", str(sock.fileno()),
+            "--role", "all", "--owner", str(uuid.uuid4()), "--parent", str(gone.pid),
+            env=env, pass_fds=(sock.fileno(),), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT)
+        try:
+            async with asyncio.timeout(30):
+                out, _ = await proc.communicate()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+    assert proc.returncode == 1
+    assert b"daemon.supervisor_gone" in out
 
 
 async def test_workers_do_not_outlive_a_killed_supervisor(
