@@ -3,6 +3,8 @@ prepared on them) and warming writes nothing."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 
 from dispatcher.config import Config
@@ -50,3 +52,25 @@ async def test_warming_a_connection_leaves_existing_rows_alone(db_url: str) -> N
         assert await conn.fetchval(_ROWS) == before
     finally:
         await conn.close()
+
+
+async def test_a_locked_table_does_not_hold_up_new_connections(
+    db_url: str, config: Config
+) -> None:
+    """Warming is best effort: with `attempts` locked (a migration, say) a new
+    connection skips that statement and serves at once."""
+    blocker = await asyncpg.connect(db_url)
+    try:
+        async with blocker.transaction():
+            await blocker.execute("LOCK TABLE attempts IN ACCESS EXCLUSIVE MODE")
+            async with asyncio.timeout(5):
+                pool = await create_pool(db_url, config.database,
+                                         warm=(warm_publish, warm_record))
+            try:
+                async with pool.acquire() as conn:
+                    assert dict(await conn.fetchrow(_PREPARED)) == {
+                        "publish": 1, "record": 0, "claim": 0}
+            finally:
+                await pool.close()
+    finally:
+        await blocker.close()

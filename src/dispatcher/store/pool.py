@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 import asyncpg
+import structlog
 from asyncpg.pool import PoolConnectionProxy
 
 from dispatcher.config import DatabaseConfig
@@ -16,8 +17,11 @@ from dispatcher.config import DatabaseConfig
 Conn = asyncpg.Connection | PoolConnectionProxy
 
 
+log = structlog.get_logger(__name__)
+
 # Runs a hot statement once on a new connection (see create_pool).
 Warmer = Callable[[asyncpg.Connection], Awaitable[None]]
+WARM_LOCK_TIMEOUT_MS = 100
 
 
 async def _init_connection(conn: asyncpg.Connection, warm: Sequence[Warmer] = ()) -> None:
@@ -27,7 +31,15 @@ async def _init_connection(conn: asyncpg.Connection, warm: Sequence[Warmer] = ()
             typ, encoder=_dumps, decoder=json.loads, schema="pg_catalog"
         )
     for warmer in warm:
-        await warmer(conn)
+        try:
+            async with conn.transaction():
+                # Best effort: with a table locked (a migration, an operator's LOCK)
+                # the statement is prepared on first use instead; the connection
+                # must not wait for the lock before serving requests that need none.
+                await conn.execute(f"SET LOCAL lock_timeout = '{WARM_LOCK_TIMEOUT_MS}ms'")
+                await warmer(conn)
+        except asyncpg.LockNotAvailableError:
+            log.info("pool.warm_skipped", warmer=getattr(warmer, "__name__", str(warmer)))
 
 
 def _dumps(value: Any) -> str:
