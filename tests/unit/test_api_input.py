@@ -5,6 +5,7 @@ when a delivery shows a next retry time."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
@@ -30,6 +31,34 @@ from dispatcher.store.lookup import DeliveryView
 def test_bad_json_is_bad_request(raw: bytes) -> None:
     with pytest.raises(BadRequest):
         parse_json(raw)
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner,
+                                                                 max_size=3),
+    max_leaves=20)
+
+
+@given(_JSON, st.integers(min_value=0, max_value=70))
+def test_nesting_is_refused_exactly_past_64_levels(value: Any, wrap: int) -> None:
+    """Containers wrapped in `wrap` more levels, mixing objects and arrays."""
+    for k in range(wrap):
+        value = [value, 1] if k % 2 else {"k": value, "n": 1}
+    raw = json.dumps(value).encode()
+    if _depth(value) <= 64:
+        assert parse_json(raw) == value
+    else:
+        with pytest.raises(BadRequest):
+            parse_json(raw)
 
 
 def test_good_json_parses() -> None:
