@@ -58,7 +58,7 @@ class ServerConfig:
 class DatabaseConfig:
     url: str = ""
     data_dir: str = "./var"
-    pool_min_size: int = 2
+    pool_min_size: int = 4
     pool_max_size: int = 10
 
 
