@@ -74,8 +74,7 @@ async def test_the_next_attempt_after_the_deadline_fails_it_with_deadline_expire
     async with EngineHarness(db_url, config, FakeClock()) as h:
         tenant, endpoint_id = await callback_endpoint(h, receiver.url)
         cid = await new_callback(h, tenant, endpoint_id, deadline_seconds=60)
-        worker = await h.start_worker()
-        worker.outcome_hooks.append(CallbackRecorder(config).record)
+        install(await h.start_worker(), config)
         first = await wait_for(h, tenant, cid, lambda c: c.attempts == 1)
         assert str(first.status) == "Retrying" and first.failure_reason == "http_status"
         h.advance(30)  # second attempt at +30 s; the next would be at +70 s > +60 s
@@ -93,8 +92,7 @@ async def test_a_retry_that_would_come_at_the_deadline_is_not_scheduled(
     async with EngineHarness(db_url, config, FakeClock()) as h:
         tenant, endpoint_id = await callback_endpoint(h, receiver.url)
         cid = await new_callback(h, tenant, endpoint_id, deadline_seconds=30)
-        worker = await h.start_worker()
-        worker.outcome_hooks.append(CallbackRecorder(config).record)
+        install(await h.start_worker(), config)
         # The retry would be at +30 s, the deadline itself: it could never be sent.
         failed = await wait_for(h, tenant, cid, lambda c: c.attempts == 1)
     assert str(failed.status) == "Failed" and failed.failure_reason == "deadline_expired"
@@ -116,8 +114,7 @@ async def test_an_answer_recorded_after_the_deadline_does_not_count(
             return Reply(200, "ok")
 
         receiver.script = late_ok
-        worker = await h.start_worker()
-        worker.outcome_hooks.append(CallbackRecorder(config).record)
+        install(await h.start_worker(), config)
         failed = await wait_for(h, tenant, cid, lambda c: c.decided)
     assert str(failed.status) == "Failed" and failed.decision is None
     assert failed.failure_reason == "deadline_expired"
