@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -134,15 +135,18 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
 @click.option("--fd", required=True, type=int)
 @click.option("--role", required=True, type=click.Choice(["all", "api", "worker"]))
 @click.option("--owner", required=True, type=click.UUID)
-@click.option("--parent", required=True, type=int, help="the supervisor's pid")
+# Optional so that a supervisor of an earlier version (an upgrade in place) can still
+# start workers; without it a worker takes its parent at start-up.
+@click.option("--parent", type=int, default=None, help="the supervisor's pid")
 @click.pass_context
 @handles_errors
 def worker_process(ctx: click.Context, fd: int, role: str, owner: uuid.UUID,
-                   parent: int) -> None:
+                   parent: int | None) -> None:
     """One worker of `dispatcher serve`, started by its supervisor (internal)."""
     from dispatcher.daemon import run_worker_process
 
-    _run(run_worker_process(_config(ctx), fd, role, owner, parent))  # type: ignore[arg-type]
+    _run(run_worker_process(_config(ctx), fd, role, owner,  # type: ignore[arg-type]
+                            os.getppid() if parent is None else parent))
 
 
 @main.command()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -205,6 +206,37 @@ async def test_a_worker_whose_supervisor_died_while_it_started_exits_at_once(
                 proc.kill()
     assert proc.returncode == 1
     assert b"daemon.supervisor_gone" in out
+
+
+async def test_a_worker_started_without_parent_serves(db_url: str, tmp_path: Path) -> None:
+    """A supervisor of an earlier version passes no --parent (an upgrade in place):
+    the worker takes its parent at start-up and serves."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        env = {**os.environ, **TEST_ENV, "DISPATCHER_DATABASE_URL": db_url,
+               "DISPATCHER_DATA_DIR": str(tmp_path)}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "dispatcher", "worker-process", "--fd", str(sock.fileno()),
+            "--role", "api", "--owner", str(uuid.uuid4()),
+            env=env, pass_fds=(sock.fileno(),), stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        try:
+            async with asyncio.timeout(30), aiohttp.ClientSession() as http:
+                while True:
+                    with contextlib.suppress(aiohttp.ClientError):
+                        async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                            if resp.status == 200:
+                                break
+                    await asyncio.sleep(0.1)
+            proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(30):
+                assert await proc.wait() == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
 
 
 async def test_workers_do_not_outlive_a_killed_supervisor(
