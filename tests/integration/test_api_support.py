@@ -16,7 +16,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from dispatcher.store.tenants import create_api_key
+from dispatcher.store.tenants import create_api_key, create_operator_key
 from tests.conftest import TEST_ENV
 from tests.support.daemon import DaemonProcess
 
@@ -156,3 +156,14 @@ async def api(http: aiohttp.ClientSession, api_server: ApiServer) -> Api:
 async def other(http: aiohttp.ClientSession, api_server: ApiServer) -> Api:
     """A second tenant, for isolation checks."""
     return await new_api(http, api_server)
+
+
+@pytest.fixture
+async def op(http: aiohttp.ClientSession, api_server: ApiServer) -> Api:
+    """An operator key (its `tenant` is where `new_tenant` names things)."""
+    conn = await asyncpg.connect(api_server.dsn)
+    try:
+        key = await create_operator_key(conn, "test")
+    finally:
+        await conn.close()
+    return Api(http, api_server, key, "default")

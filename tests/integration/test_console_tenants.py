@@ -29,17 +29,8 @@ from tests.integration.test_api_support import Api, ApiServer
 from tests.support.console import ConsoleUser
 from tests.support.receiver import Receiver, Reply
 
-api_server, http, api, other = support.api_server, support.http, support.api, support.other
-
-
-@pytest.fixture
-async def op(http: aiohttp.ClientSession, api_server: ApiServer) -> Api:
-    conn = await asyncpg.connect(api_server.dsn)
-    try:
-        key = await create_operator_key(conn, "console")
-    finally:
-        await conn.close()
-    return Api(http, api_server, key, "default")
+api_server, http, api, other, op = (support.api_server, support.http, support.api,
+                                     support.other, support.op)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import asyncio
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ from dispatcher.store.tenants import (
     create_operator_key,
     ensure_tenant,
 )
+from tests.integration import test_api_support as support
 from tests.integration.test_api_support import Api, ApiServer, Reply, new_api, start_server
 from tests.integration.test_migrations import empty_db  # noqa: F401  (a fixture)
 from tests.support.console import ConsoleUser
@@ -39,6 +40,8 @@ MASTER = base64.b64encode(b"k" * 32).decode()
 BOX = SecretBox(b"k" * 32)
 URL = "https://hooks.example.com/in"
 
+http, api, op = support.http, support.api, support.op
+
 
 @pytest.fixture(scope="module")
 def api_server(pg: TestPostgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
@@ -47,34 +50,12 @@ def api_server(pg: TestPostgres, tmp_path_factory: pytest.TempPathFactory) -> It
                             DISPATCHER_SERVER__MAX_BATCH_EVENTS="1000")
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def _sql(server: ApiServer, query: str, *args: Any) -> Any:
     conn = await asyncpg.connect(server.dsn)
     try:
         return await conn.fetch(query, *args)
     finally:
         await conn.close()
-
-
-@pytest.fixture
-async def op(http: aiohttp.ClientSession, api_server: ApiServer) -> Api:
-    """An operator key (its `tenant` is where `new_tenant` names things)."""
-    conn = await asyncpg.connect(api_server.dsn)
-    try:
-        key = await create_operator_key(conn, "test")
-    finally:
-        await conn.close()
-    return Api(http, api_server, key, "default")
-
-
-@pytest.fixture
-async def api(http: aiohttp.ClientSession, api_server: ApiServer) -> Api:
-    return await new_api(http, api_server)
 
 
 @pytest.fixture

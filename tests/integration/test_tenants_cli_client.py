@@ -9,27 +9,21 @@ import time
 import uuid
 from typing import Any
 
-import asyncpg
 import pytest
 
 from dispatcher.api.keycache import AUTH_CACHE_SECONDS
 from dispatcher.client import ApiError, Client, SyncClient
-from dispatcher.store.tenants import create_operator_key
 from tests.integration import test_api_support as support
 from tests.integration.test_api_support import Api, ApiServer
 from tests.integration.test_cli_api import failed, ok, ok_json, run_cli
 from tests.support.receiver import Receiver
 
-api_server, http, api = support.api_server, support.http, support.api
+api_server, http, api, op = support.api_server, support.http, support.api, support.op
 
 
 @pytest.fixture
-async def operator_key(api_server: ApiServer) -> str:
-    conn = await asyncpg.connect(api_server.dsn)
-    try:
-        return await create_operator_key(conn, "test")
-    finally:
-        await conn.close()
+def operator_key(op: Api) -> str:
+    return op.key
 
 
 def unique(prefix: str) -> str:
