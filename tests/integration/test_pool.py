@@ -34,6 +34,7 @@ async def test_new_connections_have_the_hot_statements_prepared(
             assert dict(await conn.fetchrow(_PREPARED)) == {
                 "publish": 1, "record": 1, "claim": 1}
             assert await conn.fetchval(_ROWS) == 0  # warming stored nothing
+            assert await conn.fetchval("SHOW lock_timeout") == "0"  # left as it was
         async with cold.acquire() as conn:
             assert dict(await conn.fetchrow(_PREPARED)) == {
                 "publish": 0, "record": 0, "claim": 0}

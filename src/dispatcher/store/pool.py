@@ -30,16 +30,18 @@ async def _init_connection(conn: asyncpg.Connection, warm: Sequence[Warmer] = ()
         await conn.set_type_codec(
             typ, encoder=_dumps, decoder=json.loads, schema="pg_catalog"
         )
+    if not warm:
+        return
+    # Best effort: with a table locked (a migration, an operator's LOCK) that statement
+    # is prepared on first use instead; the connection must not wait for the lock
+    # before serving requests that need none.
+    await conn.execute(f"SET lock_timeout = '{WARM_LOCK_TIMEOUT_MS}ms'")
     for warmer in warm:
         try:
-            async with conn.transaction():
-                # Best effort: with a table locked (a migration, an operator's LOCK)
-                # the statement is prepared on first use instead; the connection
-                # must not wait for the lock before serving requests that need none.
-                await conn.execute(f"SET LOCAL lock_timeout = '{WARM_LOCK_TIMEOUT_MS}ms'")
-                await warmer(conn)
+            await warmer(conn)
         except asyncpg.LockNotAvailableError:
             log.info("pool.warm_skipped", warmer=getattr(warmer, "__name__", str(warmer)))
+    await conn.execute("RESET lock_timeout")
 
 
 def _dumps(value: Any) -> str:
