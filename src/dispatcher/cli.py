@@ -287,13 +287,25 @@ def _echo_key(key: Any) -> None:
         click.echo(line)
 
 
-def _echo_request(attempt: Any) -> None:
+def _signing_key_json(key: Any) -> dict[str, Any]:
+    """The signing key as `sandbox send --json` shows it (a secret only if generated)."""
+    return {"scheme": key.scheme, "secret": key.secret if key.generated else None,
+            "verify_with": key.verifier_key if key.generated or key.scheme in (
+                "standard-v1a", "cobo") else None}
+
+
+def _echo_exchange(key: Any, attempt: Any) -> None:
+    """The key, the signed request and the receiver's answer, for people."""
+    _echo_key(key)
     click.echo(f"POST {attempt.url}")
     for name, value in attempt.request_headers.items():
         click.echo(f"  {name}: {value}")
     click.echo("")
     click.echo(attempt.body.decode("utf-8", "replace"))
     click.echo("")
+    click.echo(f"response: {attempt.summary()}")
+    if attempt.response_body:
+        click.echo(attempt.response_body)
 
 
 async def _serve_until_stopped(server: Any, host: str, port: int,
@@ -431,16 +443,10 @@ def sandbox_send(ctx: click.Context, url: str, type_: str | None, scheme: str | 
 
     attempt = _run(go())
     if as_json:
-        _echo_json({"scheme": key.scheme, "secret": key.secret if key.generated else None,
-                    "verify_with": key.verifier_key if key.generated or key.scheme in (
-                        "standard-v1a", "cobo") else None,
-                    "event_id": str(event.id), "type": event.type, **attempt.to_json()})
+        _echo_json({**_signing_key_json(key), "event_id": str(event.id), "type": event.type,
+                    **attempt.to_json()})
     else:
-        _echo_key(key)
-        _echo_request(attempt)
-        click.echo(f"response: {attempt.summary()}")
-        if attempt.response_body:
-            click.echo(attempt.response_body)
+        _echo_exchange(key, attempt)
         click.echo(f"outcome: {attempt.outcome}")
     if not attempt.succeeded:
         sys.exit(1)
@@ -480,19 +486,12 @@ def _send_callback(ctx: click.Context, target: str, key: Any, type_: str | None,
     attempt = _run(go())
     decision, line = describe_decision(attempt)
     if as_json:
-        _echo_json({"scheme": key.scheme, "secret": key.secret if key.generated else None,
-                    "verify_with": key.verifier_key if key.generated or key.scheme in (
-                        "standard-v1a", "cobo") else None,
-                    "callback_id": str(callback.id), "type": callback.type,
-                    **attempt.to_json(), "decision": decision,
+        _echo_json({**_signing_key_json(key), "callback_id": str(callback.id),
+                    "type": callback.type, **attempt.to_json(), "decision": decision,
                     "status_recorded": {"ok": "Approved", "deny": "Denied"}.get(
                         decision or "", "Retrying")})
     else:
-        _echo_key(key)
-        _echo_request(attempt)
-        click.echo(f"response: {attempt.summary()}")
-        if attempt.response_body:
-            click.echo(attempt.response_body)
+        _echo_exchange(key, attempt)
         click.echo(line)
     if decision is None:
         sys.exit(1)
