@@ -6,6 +6,7 @@ those bytes, so the event id and `created_timestamp` never change across retries
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -189,14 +190,12 @@ async def publish_events(
     about its own failures: it is the one not listening). A publish that would make
     more than `max_deliveries` deliveries stores nothing and raises PayloadTooLarge."""
     keys = [ev.ordering_key for ev in events if ev.ordering_key is not None]
-    if keys:
-        # Ordering keys: serialize with other publishes and promotions of the keys.
-        async with conn.transaction():
+    # Ordering keys: serialize with other publishes and promotions of the keys.
+    async with conn.transaction() if keys else contextlib.nullcontext():
+        if keys:
             await lock_ordering_keys(conn, keys)
-            return await _publish(conn, tenant_id, events, policies, now, idempotency_window,
-                                  default_retries, exclude_endpoints, max_deliveries)
-    return await _publish(conn, tenant_id, events, policies, now, idempotency_window,
-                          default_retries, exclude_endpoints, max_deliveries)
+        return await _publish(conn, tenant_id, events, policies, now, idempotency_window,
+                              default_retries, exclude_endpoints, max_deliveries)
 
 
 async def _publish(
