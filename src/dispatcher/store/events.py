@@ -167,7 +167,8 @@ ORDER BY id
 
 async def warm_publish(conn: Conn) -> None:
     """Run the publish statement once on a new connection: no events, nothing stored."""
-    await conn.fetch(_INSERT, [], datetime.now(UTC), [], [], [], [], 0, [], [], [], None)
+    await conn.fetch(_INSERT, [], datetime(1970, 1, 1, tzinfo=UTC), [], [], [], [], 0, [], [], [],
+                     None)
 
 
 async def publish_events(
