@@ -330,6 +330,23 @@ async def _serve_until_stopped(server: Any, host: str, port: int,
 
 
 _TIMEOUT = click.FloatRange(0.1, 30.0)
+_PROXY_HELP = ("Send through this forward proxy (http://, https:// or socks5://host:port), "
+               "as the daemon does with delivery.proxy_url.")
+
+
+def _proxy(value: str | None) -> str:
+    """The --proxy value, checked; "" for none."""
+    from dispatcher.config import is_proxy_url
+    from dispatcher.errors import ValidationError
+
+    if value is None:
+        return ""
+    if not is_proxy_url(value):
+        raise ValidationError("--proxy must be an http://, https:// or socks5:// URL with a "
+                              "host and port", field="proxy")
+    return value
+
+
 _SCHEME_HELP = ("Signing scheme: standard-v1, standard-v1a, cobalt or cobo "
                 "(default: config signing.default_scheme).")
 
@@ -416,20 +433,22 @@ def sandbox_capture(ctx: click.Context, host: str, port: int, status: int, schem
               help="Send an approval callback instead (--type default withdrawal.approve, "
                    "--data default a Cobo Transaction) and print the decision the engine "
                    "would record. Exits 1 if the answer is not a decision.")
+@click.option("--proxy", default=None, help=_PROXY_HELP)
 @click.pass_context
 @handles_errors
 def sandbox_send(ctx: click.Context, url: str, type_: str | None, scheme: str | None,
                  secret: str | None, data: str | None, timeout: float, as_json: bool,
-                 as_callback: bool) -> None:
+                 as_callback: bool, proxy: str | None) -> None:
     """Send one sample event to URL, signed exactly as the engine signs it, and print the
     response and the outcome the engine would record. Exits 1 if that is a failure."""
-    from dispatcher.sandbox.forward import check_url, deliver, sandbox_session
+    from dispatcher.sandbox.forward import check_url, deliver, sandbox_transport
     from dispatcher.sandbox.samples import build_event, signing_key
 
     target = check_url(url)
+    proxy_url = _proxy(proxy)
     key = signing_key(_scheme(ctx, scheme), secret)
     if as_callback:
-        _send_callback(ctx, target, key, type_, data, timeout, as_json)
+        _send_callback(ctx, target, key, type_, data, timeout, as_json, proxy_url)
         return
     if type_ is None:
         raise click.UsageError("Missing option '--type'.")
@@ -437,8 +456,8 @@ def sandbox_send(ctx: click.Context, url: str, type_: str | None, scheme: str | 
     success = _config(ctx).delivery.success_statuses
 
     async def go() -> Any:
-        async with sandbox_session() as session:
-            return await deliver(session, target, key, event, timeout=timeout,
+        async with sandbox_transport(proxy_url) as transport:
+            return await deliver(transport, target, key, event, timeout=timeout,
                                  success_statuses=success)
 
     attempt = _run(go())
@@ -467,20 +486,20 @@ def _callback_data(ctx: click.Context, data: str | None) -> Any:
 
 
 def _send_callback(ctx: click.Context, target: str, key: Any, type_: str | None,
-                   data: str | None, timeout: float, as_json: bool) -> None:
+                   data: str | None, timeout: float, as_json: bool, proxy_url: str) -> None:
     from dispatcher.sandbox.callbacks import (
         DEFAULT_CALLBACK_TYPE,
         build_callback,
         describe_decision,
     )
-    from dispatcher.sandbox.forward import post, sandbox_session, signed_headers
+    from dispatcher.sandbox.forward import post, sandbox_transport, signed_headers
 
     callback = build_callback(type_ or DEFAULT_CALLBACK_TYPE, _callback_data(ctx, data),
                               key.scheme)
 
     async def go() -> Any:
-        async with sandbox_session() as session:
-            return await post(session, target, callback.body, signed_headers(key, callback),
+        async with sandbox_transport(proxy_url) as transport:
+            return await post(transport, target, callback.body, signed_headers(key, callback),
                               timeout=timeout)
 
     attempt = _run(go())
@@ -552,7 +571,7 @@ def listen(ctx: click.Context, forward_to: str, scheme: str | None, secret: str 
 
     from dispatcher.catalogue import load_catalogue
     from dispatcher.sandbox.capture import CaptureServer
-    from dispatcher.sandbox.forward import check_url, sandbox_session
+    from dispatcher.sandbox.forward import check_url, sandbox_transport
     from dispatcher.sandbox.listen import Forwarded, Forwarder
     from dispatcher.sandbox.samples import signing_key
 
@@ -578,8 +597,8 @@ def listen(ctx: click.Context, forward_to: str, scheme: str | None, secret: str 
     _echo_key(key)
 
     async def go() -> None:
-        async with sandbox_session() as session:
-            forwarder = Forwarder(session, target, key, catalogue, timeout=timeout,
+        async with sandbox_transport() as transport:
+            forwarder = Forwarder(transport, target, key, catalogue, timeout=timeout,
                                   success_statuses=success, on_result=show, on_error=bad)
             if from_stdin:
                 stream = sys.stdin
@@ -627,19 +646,21 @@ def listen(ctx: click.Context, forward_to: str, scheme: str | None, secret: str 
 @click.option("--callback", "as_callback", is_flag=True,
               help="Probe a callback receiver: genuine callbacks must get exactly ok or "
                    "deny; forged, stale and unsigned ones a 4xx, never ok.")
+@click.option("--proxy", default=None, help=_PROXY_HELP)
 @click.pass_context
 @handles_errors
 def check_receiver(ctx: click.Context, url: str, secret: str, scheme: str | None,
                    type_: str | None, data: str | None, timeout: float,
-                   as_json: bool, as_callback: bool) -> None:
+                   as_json: bool, as_callback: bool, proxy: str | None) -> None:
     """Probe a receiver: signed events accepted (also twice), tampered, stale and
     unsigned requests rejected, answers quick. Exits 1 if a required check fails."""
     from dispatcher.sandbox.callbacks import DEFAULT_CALLBACK_TYPE, run_callback_checks
     from dispatcher.sandbox.conformance import DEFAULT_TYPE, DEFAULT_TYPES, run_checks
-    from dispatcher.sandbox.forward import check_url, sandbox_session
+    from dispatcher.sandbox.forward import check_url, sandbox_transport
     from dispatcher.sandbox.samples import signing_key
 
     target = check_url(url)
+    proxy_url = _proxy(proxy)
     key = signing_key(_scheme(ctx, scheme), secret)
     if as_callback:
         event_type = type_ or DEFAULT_CALLBACK_TYPE
@@ -650,11 +671,11 @@ def check_receiver(ctx: click.Context, url: str, secret: str, scheme: str | None
     success = _config(ctx).delivery.success_statuses
 
     async def go() -> Any:
-        async with sandbox_session() as session:
+        async with sandbox_transport(proxy_url) as transport:
             if as_callback:
-                return await run_callback_checks(session, target, key, event_type, payload,
+                return await run_callback_checks(transport, target, key, event_type, payload,
                                                  timeout=timeout)
-            return await run_checks(session, target, key, event_type, payload,
+            return await run_checks(transport, target, key, event_type, payload,
                                     timeout=timeout, success_statuses=success)
 
     report = _run(go())

@@ -17,6 +17,7 @@ import urllib.parse
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -78,6 +79,11 @@ class Endpoint:
     kind: str = "webhook"  # or "callback": receives approval callbacks, never events
     secret: str | None = None  # answered only on create, or when the scheme changes
     public_key: str | None = None
+    # Delivery options as the API shows them: custom headers (name -> value), the
+    # receiver auth's type and non-secret fields, the client certificate's description.
+    headers: dict[str, str] | None = None
+    auth: dict[str, Any] | None = None
+    tls: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -286,6 +292,44 @@ def _params(**values: Any) -> dict[str, str]:
     return out
 
 
+# --- delivery options, as the API takes them ----------------------------------------------
+
+
+def basic_auth(username: str, password: str) -> dict[str, str]:
+    """`auth` for a receiver that wants HTTP Basic authentication."""
+    return {"type": "basic", "username": username, "password": password}
+
+
+def bearer_auth(token: str) -> dict[str, str]:
+    """`auth` for a receiver that wants `Authorization: Bearer <token>`."""
+    return {"type": "bearer", "token": token}
+
+
+def oauth2_auth(token_url: str, client_id: str, client_secret: str, *,
+                scope: str | None = None, audience: str | None = None) -> dict[str, str]:
+    """`auth` for a receiver that wants an OAuth2 access token (client credentials
+    grant), fetched from `token_url` by the dispatcher."""
+    out = {"type": "oauth2_client_credentials", "token_url": token_url,
+           "client_id": client_id, "client_secret": client_secret}
+    out.update({k: v for k, v in (("scope", scope), ("audience", audience)) if v is not None})
+    return out
+
+
+def client_tls(certificate: str | Path, key: str | Path,
+               ca_certificate: str | Path | None = None) -> dict[str, str]:
+    """`tls` for mutual TLS from PEM files (a Path) or PEM text (a str): the client
+    certificate (the leaf first, then intermediates), its unencrypted key, and
+    optionally a private CA to trust for this receiver."""
+
+    def pem(value: str | Path) -> str:
+        return value.read_text(encoding="ascii") if isinstance(value, Path) else value
+
+    out = {"client_certificate": pem(certificate), "client_key": pem(key)}
+    if ca_certificate is not None:
+        out["ca_certificate"] = pem(ca_certificate)
+    return out
+
+
 # --- the async client -----------------------------------------------------------------
 
 
@@ -420,7 +464,10 @@ class Client:
                               **fields: Any) -> Endpoint:
         """`kind` "webhook" (default) or "callback" (approval callbacks only; set on
         create only). Fields as in the API: description, event_types, signing_scheme,
-        retry_policy, timeout_seconds, max_in_flight, metadata, pause_*_threshold."""
+        retry_policy, timeout_seconds, max_in_flight, metadata, pause_*_threshold, and
+        the delivery options `headers` ({"X-Api-Key": "..."}), `auth` (e.g.
+        {"type": "bearer", "token": "..."}, see `basic_auth`, `bearer_auth`,
+        `oauth2_auth`) and `tls` (see `client_tls`)."""
         body = {"url": url, **fields, **({"kind": kind} if kind is not None else {})}
         raw = await self.request("POST", "/v1/endpoints", body=body)
         return _from_json(Endpoint, raw)
@@ -436,6 +483,8 @@ class Client:
                                                        repeatable=True))
 
     async def update_endpoint(self, endpoint_id: str, **fields: Any) -> Endpoint:
+        """Fields as on create; `headers`, `auth` and `tls` are each replaced whole
+        when given, and `None` removes them."""
         raw = await self.request("PATCH", f"/v1/endpoints/{endpoint_id}", body=fields)
         return _from_json(Endpoint, raw)
 

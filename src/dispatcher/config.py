@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from dispatcher.errors import ConfigError
 
@@ -79,6 +80,8 @@ class DeliveryConfig:
     response_body_limit: int = 4096
     enabled: bool = True
     writer_stall_seconds: float = 30.0
+    # Every delivery and token fetch goes through this forward proxy (static egress IPs).
+    proxy_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,10 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("delivery", "default_max_in_flight"): (lambda v: v >= 1, "must be >= 1"),
     ("delivery", "rate_limit_backoff_seconds"): (lambda v: 0 < v <= 3600,
                                                  "must be between 0 and 3600"),
+    ("delivery", "proxy_url"): (
+        lambda v: v == "" or is_proxy_url(v),
+        "must be empty or an http://, https:// or socks5:// URL with a host and port",
+    ),
     ("delivery", "success_statuses"): (
         lambda v: all(200 <= s <= 299 for s in v),
         "must list 2xx statuses only",
@@ -228,6 +235,16 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
         "must be one of debug, info, warning, error",
     ),
 }
+
+
+def is_proxy_url(value: str) -> bool:
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        return False
+    return (parts.scheme in ("http", "https", "socks5", "socks5h") and bool(parts.hostname)
+            and port is not None and parts.path in ("", "/") and not parts.query)
 
 
 def _type_name(tp: Any) -> str:

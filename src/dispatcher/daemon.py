@@ -36,11 +36,10 @@ from aiohttp import web
 from dispatcher import metrics
 from dispatcher.api.app import create_app
 from dispatcher.api.connections import ConnectionLimits, GuardedAppRunner
-from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, DSN, POOL, READINESS
+from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, DSN, POOL, READINESS, TRANSPORT
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.config import Config
 from dispatcher.engine import callbacks, health
-from dispatcher.engine.http import create_client_session
 from dispatcher.engine.worker import DeliveryWorker
 from dispatcher.logs import protocol_error_logger
 from dispatcher.maintenance import MAINTENANCE, Maintenance
@@ -96,7 +95,6 @@ def effective_role(config: Config) -> Role:
 
 async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    session = create_client_session(config)
     # A lease is not data: a claim lost in a crash only makes its rows due again,
     # which at-least-once allows, so claims and releases skip the WAL flush wait.
     # CLAIM_SETTINGS keeps the claim on its index whatever the statistics say.
@@ -104,7 +102,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         app[DSN], dataclasses.replace(config.database, pool_min_size=1, pool_max_size=4),
         server_settings={"synchronous_commit": "off", **CLAIM_SETTINGS}, warm=(warm_claim,),
     )
-    worker = DeliveryWorker(app[POOL], app[DSN], session, config, app[CLOCK],
+    worker = DeliveryWorker(app[POOL], app[DSN], app[TRANSPORT], config, app[CLOCK],
                             load_secret_box(config), lease_pool=lease_pool, owner=app[OWNER])
     health.install(worker, config)
     app[COMPONENTS][CALLBACKS] = callbacks.install(worker, config)
@@ -126,7 +124,6 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         await worker.stop(config.server.grace_period_seconds)
         gauges.cancel()
-        await session.close()
         await lease_pool.close()
 
 

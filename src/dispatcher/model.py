@@ -49,6 +49,8 @@ class FailureReason(StrEnum):
     HTTP_STATUS = "http_status"
     REDIRECT = "redirect"
     BLOCKED_ADDRESS = "blocked_address"
+    # The receiver's credentials could not be obtained (an OAuth2 token endpoint failed).
+    AUTH_ERROR = "auth_error"
     ENDPOINT_PAUSED = "endpoint_paused"
     ENDPOINT_GONE = "endpoint_gone"
     # 429, or 503 with Retry-After: the receiver asked to slow down. Spends no retry

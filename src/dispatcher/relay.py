@@ -20,13 +20,13 @@ from aiohttp import web
 
 from dispatcher.clock import Clock
 from dispatcher.config import DeliveryConfig
-from dispatcher.engine.outcome import decide, failure_for_status
 from dispatcher.model import FailureReason
-from dispatcher.retry import RetryPolicy
+from dispatcher.retry import RetryPolicy, decide
 from dispatcher.signing import STANDARD_V1, make_signer
 from dispatcher.store.deliveries import ClaimedDelivery, Outcome, record_outcomes, release
 from dispatcher.store.listeners import claim_listener_due, remove_abandoned, still_listening
 from dispatcher.store.pool import Conn
+from dispatcher.transport.classify import failure_for_status
 
 log = structlog.get_logger(__name__)
 

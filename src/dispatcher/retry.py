@@ -10,11 +10,12 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
 from dispatcher.errors import ConfigError
+from dispatcher.model import DeliveryStatus
 
 if TYPE_CHECKING:
     from dispatcher.config import Config, RetryPolicyConfig
@@ -137,3 +138,47 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
 def jitter_source() -> float:
     """Random draw for jitter; a function so tests can see where randomness enters."""
     return random.random()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    status: DeliveryStatus
+    retries_left: int
+    next_attempt_at: datetime
+
+
+def decide(
+    policy: RetryPolicy,
+    retries_left: int,
+    failed: bool,
+    finished_at: datetime,
+    retry_after: float | None = None,
+    retry_after_cap: float = 3600.0,
+    rand: float = 0.5,
+) -> Decision:
+    """The delivery's next state after one attempt. Delays count from the end of
+    the failed attempt; a Retry-After can only lengthen the wait, up to the cap."""
+    if not failed:
+        return Decision(DeliveryStatus.SUCCESS, retries_left, finished_at)
+    delay = policy.delay_after(retries_left, rand)
+    if delay is None:
+        return Decision(DeliveryStatus.FAILED, 0, finished_at)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, retry_after_cap))
+    return Decision(
+        DeliveryStatus.RETRYING, retries_left - 1, finished_at + timedelta(seconds=delay)
+    )
+
+
+def decide_rate_limited(
+    retries_left: int,
+    created_at: datetime | None,
+    finished_at: datetime,
+    until: datetime,
+    hold_limit_seconds: float,
+) -> Decision:
+    """A rate-limited attempt: due again when the endpoint's backoff ends, retries
+    untouched, until the delivery is older than the hold limit (then Failed)."""
+    if created_at is not None and (finished_at - created_at).total_seconds() >= hold_limit_seconds:
+        return Decision(DeliveryStatus.FAILED, retries_left, finished_at)
+    return Decision(DeliveryStatus.RETRYING, retries_left, until)

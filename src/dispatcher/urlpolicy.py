@@ -1,6 +1,6 @@
 """Which endpoint URLs are accepted and which addresses may never be connected to
-(SSRF). Pure checks on plain values; the aiohttp hooks that apply the address
-check at connect time live in `dispatcher.engine.guard`."""
+(SSRF). Pure checks on plain values; the guard that applies the address check to
+every request lives in `dispatcher.transport.addresses`."""
 
 from __future__ import annotations
 

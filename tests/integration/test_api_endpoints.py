@@ -25,6 +25,8 @@ FIELDS = {"id", "kind", "url", "description", "event_types", "signing_scheme", "
           "state_changed_timestamp", "created_timestamp", "updated_timestamp"}
 # Backpressure, read-only.
 FIELDS |= {"effective_max_in_flight", "rate_limited_until_timestamp"}
+# Delivery options, public views only.
+FIELDS |= {"headers", "auth", "tls"}
 
 
 async def test_create_answers_the_endpoint_with_its_secret_once(api: Api) -> None:
@@ -183,7 +185,7 @@ async def test_pause_thresholds_per_endpoint_and_health_view(api: Api) -> None:
         "endpoint_id": created["id"], "state": "active", "state_reason": None,
         "state_changed_timestamp": None, "failures_in_window": 0, "window_seconds": 604800,
         "window_threshold": 10, "failures_since_resume": 0, "total_threshold": 500,
-        "held": 0, "redrive_pending": False}
+        "held": 0, "redrive_pending": False, "warnings": []}
     updated = await api.patch(f"/v1/endpoints/{created['id']}",
                               {"pause_window_threshold": None, "pause_total_threshold": 50})
     assert updated.status == 200

@@ -1,6 +1,7 @@
-"""The connect-time SSRF guard on the process's real client session: a POST to a
+"""The connect-time SSRF guard on the process's real transport: a POST to a
 blocked address fails with a blocked-address error and never opens a TCP
-connection; with private networks allowed the same POST arrives."""
+connection; with private networks allowed the same POST arrives; a name is sent
+to the address that was checked."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Callable
 
-import aiohttp
 import pytest
 
+from dispatcher.clock import SystemClock
 from dispatcher.config import Config
-from dispatcher.engine.http import create_client_session
-from dispatcher.urlpolicy import is_blocked_error
+from dispatcher.model import FailureReason
+from dispatcher.transport import Exchange, Transport
+from dispatcher.transport.addresses import DNS_TTL_SECONDS, AddressGuard
 from tests.support.receiver import Receiver
 
 
@@ -76,24 +78,23 @@ async def counter_v6() -> AsyncIterator[ConnectionCounter]:
     await c.stop()
 
 
-def guarded_config(make_config: Callable[..., Config]) -> Config:
+def guarded(make_config: Callable[..., Config]) -> Transport:
     config = make_config(urls__allow_private_networks="false")
     assert not config.urls.allow_private_networks
-    return config
+    return Transport.from_config(config)
 
 
-async def post(config: Config, url: str) -> int:
-    async with (
-        create_client_session(config) as http,
-        http.post(url, json={"type": "ping"}, timeout=aiohttp.ClientTimeout(total=5)) as resp,
-    ):
-        return resp.status
+async def post(transport: Transport, url: str) -> Exchange:
+    async with transport:
+        return await transport.send(url, b'{"type": "ping"}', {"Content-Type": "application/json"},
+                                    timeout=5, body_limit=4096, started_at=SystemClock().now())
 
 
-async def assert_refused(config: Config, url: str) -> None:
-    with pytest.raises(aiohttp.ClientError) as info:
-        await post(config, url)
-    assert is_blocked_error(info.value), repr(info.value)
+async def assert_refused(transport: Transport, url: str) -> Exchange:
+    result = await post(transport, url)
+    assert result.failure == FailureReason.BLOCKED_ADDRESS, result
+    assert result.status is None
+    return result
 
 
 # Host forms that reach the IPv4 loopback listener.
@@ -105,9 +106,8 @@ async def test_post_to_loopback_is_refused_and_never_arrives(
     host: str, make_config: Callable[..., Config], receiver: Receiver,
     counter_v4: ConnectionCounter,
 ) -> None:
-    config = guarded_config(make_config)
-    await assert_refused(config, f"http://{host}:{receiver.port}/hook")
-    await assert_refused(config, f"http://{host}:{counter_v4.port}/hook")
+    await assert_refused(guarded(make_config), f"http://{host}:{receiver.port}/hook")
+    await assert_refused(guarded(make_config), f"http://{host}:{counter_v4.port}/hook")
     assert receiver.requests == []
     assert counter_v4.accepted == 0
 
@@ -115,17 +115,17 @@ async def test_post_to_loopback_is_refused_and_never_arrives(
 async def test_post_to_ipv6_loopback_is_refused_and_never_connects(
     make_config: Callable[..., Config], counter_v6: ConnectionCounter
 ) -> None:
-    await assert_refused(guarded_config(make_config), f"http://[::1]:{counter_v6.port}/hook")
+    await assert_refused(guarded(make_config), f"http://[::1]:{counter_v6.port}/hook")
     assert counter_v6.accepted == 0
 
 
-async def test_refusal_is_a_connector_error_naming_the_address(
+async def test_refusal_names_the_address(
     make_config: Callable[..., Config], receiver: Receiver
 ) -> None:
-    with pytest.raises(aiohttp.ClientConnectorError) as info:
-        await post(guarded_config(make_config), f"http://127.0.0.1:{receiver.port}/hook")
-    assert "127.0.0.1" in str(info.value.os_error)
-    assert "blocked" in str(info.value.os_error)
+    result = await assert_refused(guarded(make_config), f"http://127.0.0.1:{receiver.port}/hook")
+    assert result.error_detail is not None
+    assert "127.0.0.1" in result.error_detail
+    assert "blocked" in result.error_detail
 
 
 @pytest.mark.parametrize("host", V4_LOOPBACK_HOSTS)
@@ -134,10 +134,12 @@ async def test_private_networks_allowed_reaches_the_receiver(
     counter_v4: ConnectionCounter,
 ) -> None:
     config = make_config(urls__allow_private_networks="true")
-    assert await post(config, f"http://{host}:{receiver.port}/hook") == 200
+    result = await post(Transport.from_config(config), f"http://{host}:{receiver.port}/hook")
+    assert result.status == 200, result
     assert len(receiver.requests) == 1
     assert receiver.requests[0].body == b'{"type": "ping"}'
-    assert await post(config, f"http://{host}:{counter_v4.port}/hook") == 200
+    result = await post(Transport.from_config(config), f"http://{host}:{counter_v4.port}/hook")
+    assert result.status == 200
     assert counter_v4.accepted == 1
 
 
@@ -145,5 +147,36 @@ async def test_private_networks_allowed_reaches_ipv6_loopback(
     make_config: Callable[..., Config], counter_v6: ConnectionCounter
 ) -> None:
     config = make_config(urls__allow_private_networks="true")
-    assert await post(config, f"http://[::1]:{counter_v6.port}/hook") == 200
+    result = await post(Transport.from_config(config), f"http://[::1]:{counter_v6.port}/hook")
+    assert result.status == 200
     assert counter_v6.accepted == 1
+
+
+async def test_the_request_goes_to_the_checked_address_whatever_dns_says_later(
+    receiver: Receiver, counter_v4: ConnectionCounter,
+) -> None:
+    """DNS rebinding between check and connect: the name is resolved once, checked,
+    and the client connects to that address (the name itself resolves nowhere, so
+    arriving proves the client did no lookup of its own); the Host header keeps the
+    name. The next lookup (after the TTL) answers a blocked address and is refused."""
+    answers = [["127.0.0.1"], ["10.0.0.1"]]
+    ticks = [0.0]
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return answers.pop(0)
+
+    guard = AddressGuard(True, resolve=resolve, clock=lambda: ticks[0],
+                         blocked=lambda a: a != "127.0.0.1")  # loopback stands for public
+    transport = Transport(guarded=True, guard=guard)
+    url = f"http://rebind.invalid:{receiver.port}/hook"
+    async with transport:
+        first = await transport.send(url, b"{}", {}, timeout=5, body_limit=4096,
+                                     started_at=SystemClock().now())
+        ticks[0] = DNS_TTL_SECONDS + 1
+        second = await transport.send(f"http://rebind.invalid:{counter_v4.port}/hook", b"{}",
+                                      {}, timeout=5, body_limit=4096,
+                                      started_at=SystemClock().now())
+    assert first.status == 200, first
+    assert receiver.requests[0].headers["Host"] == f"rebind.invalid:{receiver.port}"
+    assert second.failure == FailureReason.BLOCKED_ADDRESS
+    assert counter_v4.accepted == 0

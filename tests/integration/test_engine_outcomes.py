@@ -90,7 +90,7 @@ async def test_an_answer_that_is_not_http_is_a_protocol_error(
     finally:
         server.close()
     assert attempt["failure_reason"] == "protocol_error"
-    assert "Content-Length" in str(attempt["error_detail"])
+    assert "content-length" in str(attempt["error_detail"]).lower()
     assert delivery["status"] == DeliveryStatus.RETRYING
 
 

@@ -19,7 +19,7 @@ from standardwebhooks.webhooks import Webhook
 from dispatcher.catalogue import builtin_event_types
 from dispatcher.cli import main
 from dispatcher.sandbox.capture import CaptureServer
-from dispatcher.sandbox.forward import sandbox_session
+from dispatcher.sandbox.forward import sandbox_transport
 from dispatcher.sandbox.listen import Forwarder
 from dispatcher.sandbox.samples import build_event, signing_key
 from dispatcher.signing import generate_secret
@@ -80,7 +80,7 @@ async def test_stdin_failures_exit_1_and_a_generated_cobo_key_is_printed(
 @pytest.fixture
 async def forwarding(receiver: Receiver) -> AsyncIterator[tuple[CaptureServer, str]]:
     secret = generate_secret("standard-v1")
-    async with sandbox_session() as session:
+    async with sandbox_transport() as session:
         forwarder = Forwarder(session, receiver.url, signing_key("standard-v1", secret),
                               builtin_event_types())
         server = CaptureServer(respond=forwarder.respond)

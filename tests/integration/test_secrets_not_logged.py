@@ -1,9 +1,11 @@
 """No secret ever reaches the log. A daemon at debug level is driven through every
 error path a secret travels near: bad and revoked keys, a header too long to parse,
 bad bodies, deliveries that fail in each way, secret rotation and reveal, cobo
-signing. Then its raw output (both workers, stderr and all) is searched for every
-secret it holds: API keys, endpoint secrets (current and previous), the tenant's
-Ed25519 private key, and the master key."""
+signing, receiver credentials (basic, bearer, OAuth2 with a token server that fails,
+then answers), a client certificate's key, bad option updates. Then its raw output
+(both workers, stderr and all) is searched for every secret it holds: API keys,
+endpoint secrets (current and previous), receiver passwords, tokens, client
+secrets and private keys, the tenant's Ed25519 private key, and the master key."""
 
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ from dispatcher.store.tenants import revoke_api_key
 from tests.conftest import TEST_ENV
 from tests.integration import test_api_support as support
 from tests.integration.test_api_support import ApiServer
+from tests.support.oauth import token_server
 from tests.support.receiver import Receiver, Reply
+from tests.support.tls import CertificateAuthority
 
 if TYPE_CHECKING:  # imported by name, pytest would try to collect it here
     from tests.support.pg import TestPostgres
@@ -74,9 +78,45 @@ async def test_no_secret_reaches_the_log(http: object, api_server: ApiServer,
         if revealed.status == 200:
             secrets.update(v for v in revealed.body.values()
                            if isinstance(v, str) and len(v) >= 16)
-    for n in range(3):
-        await api.publish("transaction", {"n": n})
-    await receiver.wait_for(12, timeout=15)
+    # Receiver credentials and a client certificate; the token server fails first.
+    leaf = CertificateAuthority().issue_client("acme")
+    key_pem = leaf.key_pem.decode()
+    key_body = "".join(key_pem.splitlines()[1:-1])
+    credentials = {"password": "pw-" + "p" * 20, "token": "bearer-" + "t" * 20,
+                   "client_secret": "oauth-" + "s" * 20}
+    secrets.update(credentials.values())
+    secrets.update({key_body, key_body[:64]})
+    async with token_server(client_secret=credentials["client_secret"]) as tokens:
+        tokens.fail_with = 500
+        auths = [
+            {"type": "basic", "username": "acme", "password": credentials["password"]},
+            {"type": "bearer", "token": credentials["token"]},
+            {"type": "oauth2_client_credentials", "token_url": tokens.url,
+             "client_id": "client-id", "client_secret": credentials["client_secret"]},
+        ]
+        for auth in auths:
+            await api.create_endpoint(receiver.url, retry_policy="none", auth=auth,
+                                      headers={"X-Api-Key": "not-a-secret"})
+        await api.create_endpoint(receiver.url, retry_policy="none",
+                                  tls={"client_certificate": leaf.cert_pem.decode(),
+                                       "client_key": key_pem})
+        bad = await api.patch(f"/v1/endpoints/{endpoints[0]['id']}", {"auth": {
+            "type": "basic", "username": "a:b", "password": credentials["password"]}})
+        assert bad.status == 422, bad
+        other_key = CertificateAuthority().issue_client("other").key_pem.decode()
+        secrets.add("".join(other_key.splitlines()[1:-1]))
+        bad = await api.post("/v1/endpoints", {"url": receiver.url, "tls": {
+            "client_certificate": leaf.cert_pem.decode(), "client_key": other_key}})
+        assert bad.status == 422, bad
+        for n in range(3):
+            await api.publish("transaction", {"n": n})
+        # 4 signing schemes and basic, bearer, mTLS: 7 endpoints x 3 events arrive.
+        await receiver.wait_for(21, timeout=15)
+        tokens.fail_with = None
+        await api.publish("transaction", {"n": 3})
+        await receiver.wait_for(29, timeout=15)
+        secrets.update(f"Bearer {t}" for t in tokens.issued)
+        assert tokens.issued, "the OAuth2 endpoint fetched a token"
 
     # Error paths with keys in them.
     for path in ("/v1/endpoints", "/v1/events"):

@@ -9,17 +9,16 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
-import aiohttp
 import asyncpg
 
 from dispatcher.clock import Clock, FakeClock
 from dispatcher.config import Config
-from dispatcher.engine.http import create_client_session
 from dispatcher.engine.worker import DeliveryWorker
 from dispatcher.retry import load_policies
 from dispatcher.secretbox import SecretBox, load_secret_box
 from dispatcher.store.events import NewEvent, PublishedEvent, publish_events
 from dispatcher.store.pool import create_pool
+from dispatcher.transport import Transport
 
 
 class EngineHarness:
@@ -29,24 +28,24 @@ class EngineHarness:
         self.clock = clock or FakeClock()
         self.box: SecretBox = load_secret_box(config)
         self.pool: asyncpg.Pool
-        self.session: aiohttp.ClientSession
+        self.transport: Transport
         self.worker: DeliveryWorker | None = None
 
     async def __aenter__(self) -> EngineHarness:
         self.pool = await create_pool(
             self.dsn, dataclasses.replace(self.config.database, pool_min_size=1)
         )
-        self.session = create_client_session(self.config)
+        self.transport = Transport.from_config(self.config)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self.worker:
             await self.stop_worker()
-        await self.session.close()
+        await self.transport.close()
         await self.pool.close()
 
     async def start_worker(self) -> DeliveryWorker:
-        self.worker = DeliveryWorker(self.pool, self.dsn, self.session, self.config,
+        self.worker = DeliveryWorker(self.pool, self.dsn, self.transport, self.config,
                                      self.clock, self.box)
         await self.worker.start()
         return self.worker

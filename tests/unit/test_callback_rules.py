@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dispatcher.engine.callbacks import classify_answer, decision_of
-from dispatcher.engine.sender import AttemptResult
+from dispatcher.engine.callbacks import classify_answer
 from dispatcher.model import FailureReason
 from dispatcher.retry import PRESETS
+from dispatcher.transport import Exchange
+from dispatcher.transport.classify import decision_of
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -41,8 +42,8 @@ def test_decision_rule(status: int, body: str, decision: str | None) -> None:
 
 
 def _result(status: int | None, body: str | None,
-            failure: FailureReason | None = None) -> AttemptResult:
-    return AttemptResult(NOW, NOW, 1.0, {}, status=status, response_body=body, failure=failure)
+            failure: FailureReason | None = None) -> Exchange:
+    return Exchange(NOW, NOW, 1.0, {}, status=status, response_body=body, failure=failure)
 
 
 def test_classify_marks_what_is_not_a_decision() -> None:

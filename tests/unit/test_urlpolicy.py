@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import socket
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 
 import aiohttp
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
 from hypothesis import given
 from hypothesis import strategies as st
 
 from dispatcher.config import UrlPolicyConfig
-from dispatcher.engine.guard import GuardedResolver, guarded_socket_factory
 from dispatcher.errors import ValidationError
+from dispatcher.transport.addresses import DNS_TTL_SECONDS, AddressGuard, Destination, ResolveError
 from dispatcher.urlpolicy import (
     BlockedAddressError,
     is_blocked_address,
@@ -270,71 +268,87 @@ def test_is_blocked_error_false_for_other_failures() -> None:
     assert not is_blocked_error(looped)
 
 
-# ------------------------------------------------------------------- guard hooks (unit)
+# ------------------------------------------------------------------- address guard (unit)
 
 
-class ScriptedResolver(AbstractResolver):
+class ScriptedResolver:
     """Answers each lookup with the next address list: simulates DNS rebinding."""
 
     def __init__(self, *answers: list[str]) -> None:
         self.answers = list(answers)
-        self.closed = False
+        self.lookups: list[str] = []
 
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        return [
-            ResolveResult(
-                hostname=host, host=a, port=port,
-                family=socket.AF_INET6 if ":" in a else socket.AF_INET, proto=0, flags=0,
-            )
-            for a in self.answers.pop(0)
-        ]
-
-    async def close(self) -> None:
-        self.closed = True
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.lookups.append(host)
+        if not self.answers:
+            raise ResolveError(host, "no such name")
+        return self.answers.pop(0)
 
 
-async def test_resolver_refuses_a_name_that_rebinds_to_an_internal_address() -> None:
-    inner = ScriptedResolver(["93.184.216.34"], ["169.254.169.254"])
-    resolver = GuardedResolver(inner)
-    first = await resolver.resolve("hooks.example.com", 443)
-    assert [r["host"] for r in first] == ["93.184.216.34"]
+class Ticks:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_guard_pins_the_checked_address_and_refuses_a_rebind_after_the_ttl() -> None:
+    resolver, ticks = ScriptedResolver(["93.184.216.34"], ["169.254.169.254"]), Ticks()
+    guard = AddressGuard(True, resolve=resolver, clock=ticks)
+    first = await guard.check("hooks.example.com", 443)
+    assert first == Destination("hooks.example.com", 443, "93.184.216.34")
+    ticks.now = DNS_TTL_SECONDS - 1  # cached: the same checked address, no new lookup
+    assert (await guard.check("hooks.example.com", 443)).address == "93.184.216.34"
+    assert resolver.lookups == ["hooks.example.com"]
+    ticks.now = DNS_TTL_SECONDS + 1
     with pytest.raises(BlockedAddressError) as info:
-        await resolver.resolve("hooks.example.com", 443)
+        await guard.check("hooks.example.com", 443)
     assert info.value.host == "hooks.example.com"
     assert info.value.address == "169.254.169.254"
-    await resolver.close()
-    assert inner.closed
 
 
-async def test_resolver_refuses_a_name_mixing_public_and_internal_addresses() -> None:
-    resolver = GuardedResolver(ScriptedResolver(["93.184.216.34", "::ffff:10.0.0.1"]))
+async def test_guard_refuses_a_name_mixing_public_and_internal_addresses() -> None:
+    guard = AddressGuard(True, resolve=ScriptedResolver(["93.184.216.34", "::ffff:10.0.0.1"]))
     with pytest.raises(BlockedAddressError):
-        await resolver.resolve("mixed.example.com", 443)
+        await guard.check("mixed.example.com", 443)
 
 
-@pytest.mark.parametrize(
-    "addr_info",
-    [
-        (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", 80)),
-        (socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("::1", 80, 0, 0)),
-        (socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "",
-         ("::ffff:127.0.0.1", 80, 0, 0)),
-        (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.1", 80)),
-    ],
-)
-def test_socket_factory_refuses_blocked_addresses(
-    addr_info: tuple[int, int, int, str, tuple[object, ...]],
-) -> None:
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "::ffff:127.0.0.1", "[::1]", "10.1.2.3",
+                                  "169.254.169.254", "fe80::1", "64:ff9b::7f00:1"])
+async def test_guard_refuses_blocked_ip_literals_without_resolving(host: str) -> None:
+    resolver = ScriptedResolver()
     with pytest.raises(BlockedAddressError):
-        guarded_socket_factory(addr_info)
+        await AddressGuard(True, resolve=resolver).check(host, 443)
+    # Behind a proxy too: a literal is checked before anything is sent.
+    with pytest.raises(BlockedAddressError):
+        await AddressGuard(True, proxied=True, resolve=resolver).check(host, 443)
+    assert resolver.lookups == []
 
 
-def test_socket_factory_makes_a_socket_for_public_addresses() -> None:
-    sock = guarded_socket_factory(
-        (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("8.8.8.8", 443))
-    )
-    with sock:
-        assert sock.family == socket.AF_INET
-        assert sock.type == socket.SOCK_STREAM
+async def test_guard_lets_public_literals_connect_as_written() -> None:
+    destination = await AddressGuard(True, resolve=ScriptedResolver()).check("8.8.8.8", 443)
+    assert destination == Destination("8.8.8.8", 443, None)
+
+
+async def test_unguarded_checks_nothing_and_resolves_nothing() -> None:
+    resolver = ScriptedResolver()
+    guard = AddressGuard(False, resolve=resolver)
+    assert await guard.check("127.0.0.1", 80) == Destination("127.0.0.1", 80, None)
+    assert await guard.check("localhost", 80) == Destination("localhost", 80, None)
+    assert resolver.lookups == []
+
+
+async def test_behind_a_proxy_names_are_checked_but_not_pinned() -> None:
+    guard = AddressGuard(True, proxied=True,
+                         resolve=ScriptedResolver(["93.184.216.34"], ["10.0.0.1"]))
+    assert await guard.check("a.example.com", 443) == Destination("a.example.com", 443, None)
+    with pytest.raises(BlockedAddressError):
+        await guard.check("b.example.com", 443)
+    # A name only the proxy can resolve is left to the proxy's own egress rules.
+    assert (await guard.check("c.example.com", 443)).address is None
+
+
+async def test_without_a_proxy_an_unresolvable_name_is_a_resolve_error() -> None:
+    with pytest.raises(ResolveError):
+        await AddressGuard(True, resolve=ScriptedResolver()).check("nx.example.com", 443)

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from dispatcher.api import health, metrics
 from dispatcher.api.authlimit import AuthFailures, auth_failure_limit, parse_networks
-from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, DSN, POOL, READINESS
+from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, DSN, POOL, READINESS, TRANSPORT
 from dispatcher.api.errors import json_errors, request_context
 from dispatcher.api.routes import add_api_routes
 from dispatcher.clock import Clock, SystemClock
@@ -21,6 +21,7 @@ from dispatcher.readiness import Readiness
 from dispatcher.store.deliveries import warm_record
 from dispatcher.store.events import warm_publish
 from dispatcher.store.pool import create_pool
+from dispatcher.transport import Transport
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
@@ -31,6 +32,12 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
                                   warm=(warm_publish, warm_record))
     yield
     await app[POOL].close()
+
+
+async def _transport_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[TRANSPORT] = Transport.from_config(app[CONFIG])
+    yield
+    await app[TRANSPORT].close()
 
 
 def create_app(
@@ -54,6 +61,7 @@ def create_app(
     app[COMPONENTS] = {}
     app[READINESS] = Readiness()
     app.cleanup_ctx.append(_pool_ctx)
+    app.cleanup_ctx.append(_transport_ctx)
     health.add_routes(app)
     if management:
         add_api_routes(app, config)

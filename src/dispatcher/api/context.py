@@ -16,12 +16,15 @@ from dispatcher.config import Config
 from dispatcher.readiness import Readiness
 from dispatcher.retry import RetryPolicy
 from dispatcher.secretbox import SecretBox
+from dispatcher.transport import Transport
 
 CONFIG = web.AppKey("config", Config)
 CLOCK = web.AppKey("clock", Clock)
 DSN = web.AppKey("dsn", str)
 POOL = web.AppKey("pool", asyncpg.Pool)
 READINESS = web.AppKey("readiness", Readiness)
+# The process's one way out (dispatcher.transport), for the engine and the console.
+TRANSPORT = web.AppKey("transport", Transport)
 # Components registered by later layers (engine, scheduler) keyed by name.
 COMPONENTS = web.AppKey("components", dict[str, Any])
 

@@ -30,14 +30,16 @@ from dispatcher.model import SIGNING_SCHEMES, EndpointKind, EndpointState
 from dispatcher.signing import COBO, generate_secret
 from dispatcher.store import endpoints as store
 from dispatcher.store import health
+from dispatcher.store.delivery_options import OPTION_KEYS, set_delivery_options
 from dispatcher.store.event_types import known_tenant_types
 from dispatcher.store.pool import Conn
 from dispatcher.store.secrets import set_endpoint_secret
+from dispatcher.transport.validate import parse_auth, parse_headers, parse_tls
 from dispatcher.urlpolicy import validate_endpoint_url
 
 FIELDS = ("url", "description", "event_types", "signing_scheme", "retry_policy",
           "timeout_seconds", "max_in_flight", "metadata", "pause_window_threshold",
-          "pause_total_threshold")
+          "pause_total_threshold", *OPTION_KEYS)
 CREATE_ONLY = ("kind",)
 READ_ONLY = ("id", "state", "state_reason", "state_changed_timestamp", "created_timestamp",
              "updated_timestamp", "secret", "public_key", "public_key_pem")
@@ -130,6 +132,32 @@ async def _validate(
     return out
 
 
+def _delivery_options(request: web.Request, f: Fields) -> dict[str, Any]:
+    """The delivery options given in the body, checked: headers as pairs, auth and
+    tls as values or None (none / remove)."""
+    out: dict[str, Any] = {}
+    if f.has("headers"):
+        out["headers"] = parse_headers(f.data["headers"])
+    if f.has("auth"):
+        out["auth"] = parse_auth(f.data["auth"], request.app[CONFIG].urls)
+    if f.has("tls"):
+        out["tls"] = parse_tls(f.data["tls"])
+    return out
+
+
+def _changed_options(current: store.Endpoint, options: dict[str, Any]) -> dict[str, Any]:
+    """Drop what would change nothing: the same headers, or removing what is not set.
+    Auth and TLS given are always written (their secrets are not compared)."""
+    out = dict(options)
+    if "headers" in out and [list(p) for p in out["headers"]] == current.headers:
+        del out["headers"]
+    if "auth" in out and out["auth"] is None and current.auth is None:
+        del out["auth"]
+    if "tls" in out and out["tls"] is None and current.tls is None:
+        del out["tls"]
+    return out
+
+
 async def create_endpoint(request: web.Request) -> web.Response:
     return await create_endpoint_from(request, await read_json(request))
 
@@ -142,6 +170,7 @@ async def create_endpoint_from(request: web.Request, body: Any) -> web.Response:
     box = request.app[SECRET_BOX]
     async with request.app[POOL].acquire() as conn, conn.transaction():
         fields = await _validate(request, conn, tenant_id, f, partial=False)
+        options = {k: v for k, v in _delivery_options(request, f).items() if v}
         limit = request.app[CONFIG].server.max_endpoints_per_tenant
         if await store.lock_tenant_endpoint_count(conn, tenant_id) >= limit:
             raise ValidationError(
@@ -153,6 +182,8 @@ async def create_endpoint_from(request: web.Request, body: Any) -> web.Response:
         if ep.signing_scheme != COBO:
             secret = generate_secret(ep.signing_scheme)
             await set_endpoint_secret(conn, box, endpoint_id, secret, tenant_id=tenant_id)
+        if options:
+            await set_delivery_options(conn, box, tenant_id, endpoint_id, options, now)
         material = await secret_material(conn, box, tenant_id, ep.signing_scheme, secret)
         ep = await store.get_endpoint(conn, tenant_id, endpoint_id) or ep
     return web.json_response({**endpoint_json(ep), **material}, status=201)
@@ -204,15 +235,23 @@ async def update_endpoint_from(request: web.Request, body: Any) -> web.Response:
         current = await store.get_endpoint(conn, tenant_id, endpoint_id, for_update=True)
         if current is None:
             raise endpoint_not_found(endpoint_id)
-        changes = await _validate(request, conn, tenant_id, Fields(body), partial=True,
+        f = Fields(body)
+        changes = await _validate(request, conn, tenant_id, f, partial=True,
                                   kind=current.kind)
         changes = {k: v for k, v in changes.items() if getattr(current, k) != v}
-        if not changes:
+        options = _changed_options(current, _delivery_options(request, f))
+        if not changes and not options:
             return web.json_response(endpoint_json(current))
         new_scheme = changes.get("signing_scheme")
-        ep = await store.update_endpoint(conn, tenant_id, endpoint_id, changes, now,
-                                         clear_secrets=new_scheme == COBO)
-        assert ep is not None  # locked above
+        ep = current
+        if changes:
+            updated = await store.update_endpoint(conn, tenant_id, endpoint_id, changes, now,
+                                                  clear_secrets=new_scheme == COBO)
+            assert updated is not None  # locked above
+            ep = updated
+        if options:
+            await set_delivery_options(conn, box, tenant_id, endpoint_id, options, now)
+            ep = await store.get_endpoint(conn, tenant_id, endpoint_id) or ep
         material: dict[str, Any] = {}
         if new_scheme is not None:
             secret = None
@@ -276,7 +315,7 @@ async def get_endpoint_health(request: web.Request) -> web.Response:
             endpoint_id=endpoint_id, limit=1)
     if not found:
         raise endpoint_not_found(endpoint_id)
-    return web.json_response(health_json(found[0], config.health))
+    return web.json_response(health_json(found[0], config.health, now))
 
 
 STATE = Param("state", {"type": "string", "enum": ["active", "paused", "disabled"]},
@@ -295,7 +334,9 @@ ROUTES = [
     Route("PATCH", "/v1/endpoints/{endpoint_id}", update_endpoint, "updateEndpoint",
           "Update an endpoint", TAG, response="EndpointUpdated", body="EndpointUpdate",
           description="Fields not given are left as they are. Changing `signing_scheme` "
-                      "issues a new secret (or public key), returned here once."),
+                      "issues a new secret (or public key), returned here once. `headers`, "
+                      "`auth` and `tls` are each replaced whole when given; null removes "
+                      "one."),
     Route("DELETE", "/v1/endpoints/{endpoint_id}", delete_endpoint, "deleteEndpoint",
           "Delete an endpoint with its deliveries", TAG, ok=204),
     Route("POST", "/v1/endpoints/{endpoint_id}/pause", pause_endpoint, "pauseEndpoint",

@@ -64,6 +64,79 @@ ENDPOINT_FIELDS: dict[str, Schema] = {
                                              "resume; null: config health.total_threshold."},
 }
 
+# Per-endpoint delivery options as they are sent (api/endpoints.py,
+# transport/validate.py); PATCH replaces each one given wholesale, null removes it.
+_AUTH_TEXT: Schema = {"type": "string", "minLength": 1, "maxLength": 4096}
+_OPTIONAL_AUTH_TEXT: Schema = {**_AUTH_TEXT, "type": ["string", "null"]}
+_PEM: Schema = {"type": "string", "minLength": 1, "maxLength": 65536}
+OPTION_FIELDS: dict[str, Schema] = {
+    "headers": {
+        "type": ["object", "null"], "maxProperties": 20,
+        "propertyNames": {"minLength": 1, "maxLength": 100,
+                          "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
+        "additionalProperties": {"type": "string", "maxLength": 1024},
+        "description": "Custom headers sent with every delivery, name -> value (at most "
+                       "20). Not allowed: Host, Content-*, hop-by-hop headers, "
+                       "Authorization (use `auth`), the signature headers, traceparent, "
+                       "tracestate.",
+    },
+    "auth": {
+        "oneOf": [
+            {"type": "null"},
+            obj({"type": {"const": "basic"}, "username": {**_AUTH_TEXT, "pattern": "^[^:]*$"},
+                 "password": _AUTH_TEXT}, closed=True),
+            obj({"type": {"const": "bearer"}, "token": _AUTH_TEXT}, closed=True),
+            obj({"type": {"const": "oauth2_client_credentials"},
+                 "token_url": {"type": "string", "minLength": 1, "maxLength": 4096,
+                               "description": "Checked like an endpoint URL."},
+                 "client_id": _AUTH_TEXT, "client_secret": _AUTH_TEXT,
+                 "scope": _OPTIONAL_AUTH_TEXT, "audience": _OPTIONAL_AUTH_TEXT},
+                required=["type", "token_url", "client_id", "client_secret"], closed=True),
+        ],
+        "description": "How the receiver authenticates deliveries; stored encrypted, the "
+                       "secret fields are never shown again. null: none.",
+    },
+    "tls": {
+        "oneOf": [
+            {"type": "null"},
+            obj({"client_certificate": {**_PEM, "description": "PEM, the leaf first, then "
+                                        "any intermediates."},
+                 "client_key": {**_PEM, "description": "PEM, unencrypted, matching the "
+                                "leaf certificate."},
+                 "ca_certificate": {**_PEM, "type": ["string", "null"],
+                                    "description": "PEM: a private CA trusted for this "
+                                                   "receiver (besides the system roots)."}},
+                required=["client_certificate", "client_key"], closed=True),
+        ],
+        "description": "A client certificate for mutual TLS; stored encrypted, only its "
+                       "description is shown. null: none.",
+    },
+}
+
+CERTIFICATE: Schema = obj({"subject": STRING, "issuer": STRING,
+                           "not_after": {"type": "string", "format": "date-time"},
+                           "fingerprint_sha256": {"type": "string",
+                                                  "pattern": "^[0-9a-f]{64}$"}})
+OPTION_VIEWS: dict[str, Schema] = {
+    "headers": {"type": "object", "additionalProperties": STRING,
+                "description": "Custom headers sent with every delivery."},
+    "auth": {"oneOf": [
+        {"type": "null"},
+        obj({"type": {"const": "basic"}, "username": STRING}),
+        obj({"type": {"const": "bearer"}}),
+        obj({"type": {"const": "oauth2_client_credentials"}, "token_url": STRING,
+             "client_id": STRING, "scope": NULLABLE_STRING, "audience": NULLABLE_STRING}),
+    ], "description": "The receiver auth type and its fields that are not secret."},
+    "tls": {"oneOf": [
+        {"type": "null"},
+        obj({"client_certificate": CERTIFICATE,
+             "ca_certificate": {"oneOf": [{"type": "null"},
+                                          obj({"subject": STRING,
+                                               "not_after": {"type": "string",
+                                                             "format": "date-time"}})]}}),
+    ], "description": "The client certificate's description (never the key)."},
+}
+
 SECRET_FIELDS: dict[str, Schema] = {
     "secret": {"type": "string", "description": "The shared secret (HMAC schemes)."},
     "public_key": {"type": "string",
@@ -98,6 +171,7 @@ ENDPOINT = obj({
     "rate_limited_until_timestamp": {**NULLABLE_MS, "description": "No request starts "
                                      "before this (a 429, or 503 with Retry-After); null "
                                      "when not backing off."},
+    **OPTION_VIEWS,
 })
 
 DELIVERY_STATE: dict[str, Schema] = {
@@ -192,8 +266,9 @@ SCHEMAS: dict[str, Schema] = {
     "Endpoint": ENDPOINT,
     "EndpointCreated": {"allOf": [ref("Endpoint"), obj(SECRET_FIELDS, required=[])]},
     "EndpointUpdated": {"allOf": [ref("Endpoint"), obj(SECRET_FIELDS, required=[])]},
-    "EndpointCreate": obj({**ENDPOINT_FIELDS, "kind": KIND}, required=["url"], closed=True),
-    "EndpointUpdate": obj(ENDPOINT_FIELDS, required=[], closed=True),
+    "EndpointCreate": obj({**ENDPOINT_FIELDS, **OPTION_FIELDS, "kind": KIND},
+                          required=["url"], closed=True),
+    "EndpointUpdate": obj({**ENDPOINT_FIELDS, **OPTION_FIELDS}, required=[], closed=True),
     "EndpointPage": page_of("Endpoint"),
     "SecretRotated": obj({"signing_scheme": STRING, **SECRET_FIELDS,
                           "previous_secret_expires_timestamp": NULLABLE_MS},
@@ -269,6 +344,13 @@ SCHEMAS: dict[str, Schema] = {
         "redrive_pending": {"type": "boolean",
                             "description": "Held deliveries are being sent again after a "
                                            "resume."},
+        "warnings": {"type": "array", "items": obj({
+            "code": {"type": "string", "enum": ["client_certificate_expiring",
+                                                "client_certificate_expired"]},
+            "message": STRING,
+            "not_after": {"type": "string", "format": "date-time"},
+        }), "description": "What needs attention: a TLS client certificate that expires "
+                           "within 30 days, or has expired."},
     }),
     "Health": obj({"status": {"type": "string", "enum": ["ok", "unavailable"]},
                    "reason": STRING, "pending": {"type": "array", "items": STRING}},

@@ -3,7 +3,7 @@ statuses are Cobo's labels (Pending, Retrying, Success, Failed)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from dispatcher.clock import to_ms
@@ -12,6 +12,7 @@ from dispatcher.store.endpoints import Endpoint
 from dispatcher.store.events import PublishedEvent
 from dispatcher.store.health import EndpointHealth
 from dispatcher.store.lookup import AttemptView, DeliveryView, EventView, event_data
+from dispatcher.transport.validate import rfc3339
 
 
 def ms(when: datetime | None) -> int | None:
@@ -40,10 +41,34 @@ def endpoint_json(ep: Endpoint) -> dict[str, Any]:
         "effective_max_in_flight": min(ep.effective_max_in_flight or ep.max_in_flight,
                                        ep.max_in_flight),
         "rate_limited_until_timestamp": ms(ep.rate_limited_until),
+        "headers": {name: value for name, value in ep.headers},
+        "auth": ep.auth,
+        "tls": ep.tls,
     }
 
 
-def health_json(h: EndpointHealth, cfg: HealthConfig) -> dict[str, Any]:
+# A client certificate this close to its expiry (or past it) is warned about.
+CERTIFICATE_WARNING = timedelta(days=30)
+
+
+def health_warnings(h: EndpointHealth, now: datetime) -> list[dict[str, Any]]:
+    """What will stop deliveries soon unless someone acts: an expiring or expired
+    client certificate."""
+    not_after = h.client_certificate_not_after
+    if not_after is None or not_after - now > CERTIFICATE_WARNING:
+        return []
+    shown = rfc3339(not_after)
+    if not_after <= now:
+        return [{"code": "client_certificate_expired", "not_after": shown,
+                 "message": f"the TLS client certificate expired at {shown}; receivers "
+                            "that require it refuse deliveries until a new one is set"}]
+    days = (not_after - now).days
+    return [{"code": "client_certificate_expiring", "not_after": shown,
+             "message": f"the TLS client certificate expires at {shown} (in {days} "
+                        "days); set a new one before then"}]
+
+
+def health_json(h: EndpointHealth, cfg: HealthConfig, now: datetime) -> dict[str, Any]:
     return {
         "endpoint_id": str(h.endpoint_id),
         "state": str(h.state),
@@ -56,6 +81,7 @@ def health_json(h: EndpointHealth, cfg: HealthConfig) -> dict[str, Any]:
         "total_threshold": h.total_threshold or cfg.total_threshold,
         "held": h.held,
         "redrive_pending": h.redrive_pending,
+        "warnings": health_warnings(h, now),
     }
 
 

@@ -21,6 +21,7 @@ from dispatcher.commands.common import (
     json_option,
     when,
 )
+from dispatcher.commands.endpoint_options import delivery_flags, option_fields, options_body
 from dispatcher.model import SIGNING_SCHEMES
 from dispatcher.sandbox.samples import parse_data
 
@@ -78,6 +79,7 @@ def _show(ep: Endpoint) -> None:
         ("retry policy", ep.retry_policy), ("timeout", f"{ep.timeout_seconds:g} s"),
         ("max in flight", ep.max_in_flight), ("created", when(ep.created_timestamp)),
         ("updated", when(ep.updated_timestamp)),
+        *option_fields(ep),
     ])
 
 
@@ -94,6 +96,7 @@ def _show_secret(secret: EndpointSecret | Endpoint) -> None:
               help="webhook (default) receives events; callback receives approval "
                    "callbacks only (set on create only).")
 @_settings
+@delivery_flags(update=False)
 @click.option("--quiet", "-q", is_flag=True, help="Print only the new endpoint's id.")
 @json_option
 @connection_options
@@ -107,8 +110,11 @@ def endpoints_add(url: str, kind: str | None, quiet: bool, as_json: bool,
       dispatcher endpoints add https://example.com/hook --event-type invoice.paid
       EP=$(dispatcher endpoints add http://127.0.0.1:8081/hook --quiet)
       dispatcher endpoints add https://example.com/approve --kind callback
+      dispatcher endpoints add https://bank.example.com/hook --header 'X-Api-Key: k1' \\
+        --auth-bearer "$TOKEN" --client-cert client.pem --client-key client.key
     """
-    body = _body({**settings, "kind": kind})
+    options = options_body(settings)
+    body = {**_body({**settings, "kind": kind}), **options}
     ep = call(lambda api: api.create_endpoint(url, **body))
     if as_json:
         echo_json(ep.raw)
@@ -167,13 +173,15 @@ def endpoints_show(endpoint_id: str, as_json: bool) -> None:
                                    f"{health['window_threshold']} "
                                    f"(last {health['window_seconds']} s)"),
             ("since resume", f"{health['failures_since_resume']}/{health['total_threshold']}"),
-            ("held deliveries", health["held"])])
+            ("held deliveries", health["held"]),
+            *[("warning", w["message"]) for w in health.get("warnings", [])]])
 
 
 @endpoints_group.command("update")
 @click.argument("endpoint_id")
 @click.option("--new-url", "new_url", default=None, help="A new URL.")
 @_settings
+@delivery_flags(update=True)
 @json_option
 @connection_options
 @api_errors
@@ -184,8 +192,10 @@ def endpoints_update(endpoint_id: str, new_url: str | None, as_json: bool,
     \b
     Example:
       dispatcher endpoints update 0b9e4c0e-... --event-type invoice.paid --timeout 5
+      dispatcher endpoints update 0b9e4c0e-... --auth-basic "bank:$PASSWORD" --clear-tls
     """
-    body = _body({**settings, "url": new_url})
+    options = options_body(settings)
+    body = {**_body({**settings, "url": new_url}), **options}
     if not body:
         raise click.UsageError("nothing to change: give at least one option")
     ep = call(lambda api: api.update_endpoint(endpoint_id, **body))

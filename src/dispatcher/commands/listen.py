@@ -18,7 +18,8 @@ import aiohttp
 import click
 
 from dispatcher.client import TENANT_HEADER, UNREACHABLE, ApiError
-from dispatcher.sandbox.forward import post, sandbox_session
+from dispatcher.sandbox.forward import post, sandbox_transport
+from dispatcher.transport import Transport
 
 RECONNECT_PAUSE_SECONDS = 0.5
 
@@ -53,7 +54,7 @@ class DaemonListener:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with aiohttp.ClientSession() as http, sandbox_session() as forward:
+        async with aiohttp.ClientSession() as http, sandbox_transport() as forward:
             ws: aiohttp.ClientWebSocketResponse | None = await self._connect(http)
             while ws is not None:
                 if await self._serve(ws, forward, stop):
@@ -76,7 +77,7 @@ class DaemonListener:
             raise ApiError(0, UNREACHABLE, f"cannot reach {self.url}: {exc}") from exc
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse,
-                     forward: aiohttp.ClientSession, stop: asyncio.Event) -> bool:
+                     forward: Transport, stop: asyncio.Event) -> bool:
         """Forward what arrives until Ctrl-C (True: said goodbye) or the connection
         drops (False)."""
         async with ws:
@@ -118,7 +119,7 @@ class DaemonListener:
                 return None
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse,
-                    forward: aiohttp.ClientSession) -> None:
+                    forward: Transport) -> None:
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue
@@ -138,7 +139,7 @@ class DaemonListener:
                 task.add_done_callback(self._forwards.discard)
 
     async def _forward(self, ws: aiohttp.ClientWebSocketResponse,
-                       forward: aiohttp.ClientSession, message: dict[str, Any]) -> None:
+                       forward: Transport, message: dict[str, Any]) -> None:
         self.echo(f"--> {message.get('event_type')} [{message['event_id']}]")
         attempt = await post(forward, self.forward_to, message["body"].encode(),
                              message["headers"], timeout=self.timeout)

@@ -26,6 +26,7 @@ from dispatcher.errors import ValidationError
 from dispatcher.model import SIGNING_SCHEMES, EndpointKind
 from dispatcher.store import endpoints as store
 from dispatcher.store import health, lookup
+from dispatcher.transport.validate import AUTH_TYPES, header_lines
 
 MAX_LISTED = 500
 RECENT_EVENTS = 20
@@ -34,6 +35,14 @@ NUMBERS = ("timeout_seconds", "max_in_flight", "pause_window_threshold",
            "pause_total_threshold")
 TEXTS = ("url", "description", "signing_scheme", "retry_policy")
 NULLABLE = ("pause_window_threshold", "pause_total_threshold")
+# Auth inputs of the edit form -> the API's field. Secret inputs are never filled in.
+AUTH_INPUTS = {"auth_username": "username", "auth_password": "password",
+               "auth_token": "token", "oauth2_token_url": "token_url",
+               "oauth2_client_id": "client_id", "oauth2_client_secret": "client_secret",
+               "oauth2_scope": "scope", "oauth2_audience": "audience"}
+UNSTRIPPED = ("auth_password",)  # a password is taken exactly as typed
+TLS_INPUTS = {"tls_client_certificate": "client_certificate",
+              "tls_client_key": "client_key", "tls_ca_certificate": "ca_certificate"}
 
 
 def answer(response: web.StreamResponse) -> Any:
@@ -77,11 +86,36 @@ def endpoint_body(form: dict[str, str], *, partial: bool) -> dict[str, Any]:
     return body
 
 
+def options_body(form: dict[str, str]) -> dict[str, Any]:
+    """The delivery options of the edit form as API fields: the headers textarea
+    (one `Name: value` per line) replaces the headers; auth and TLS are replaced
+    when any of their fields is filled in, kept when all are blank, removed when
+    their remove box is ticked."""
+    body: dict[str, Any] = {}
+    if "headers" in form:
+        body["headers"] = header_lines(form["headers"].splitlines())
+    if form.get("auth_remove"):
+        body["auth"] = None
+    else:
+        given = {key: form[name] if name in UNSTRIPPED else form[name].strip()
+                 for name, key in AUTH_INPUTS.items() if form.get(name, "").strip()}
+        if given:
+            body["auth"] = {"type": form.get("auth_type", "").strip(), **given}
+    if form.get("tls_remove"):
+        body["tls"] = None
+    else:
+        pems = {key: form[name] for name, key in TLS_INPUTS.items()
+                if form.get(name, "").strip()}
+        if pems:
+            body["tls"] = pems
+    return body
+
+
 def choices(request: web.Request) -> dict[str, Any]:
     config = request.app[CONFIG]
     policies = request.app[POLICIES]
     return {"schemes": SIGNING_SCHEMES, "policies": sorted(policies),
-            "kinds": [str(k) for k in EndpointKind],
+            "kinds": [str(k) for k in EndpointKind], "auth_types": AUTH_TYPES,
             "callback_policy": config.callbacks.retry_policy,
             "default_scheme": config.signing.default_scheme,
             "default_policy": config.delivery.default_retry_policy}
@@ -97,7 +131,7 @@ async def endpoint_rows(request: web.Request) -> list[dict[str, Any]]:
                                            limit=MAX_LISTED)
         healths = await health.list_endpoint_health(conn, now, config.health.window_seconds,
                                                      tenant_id=tenant_id, limit=MAX_LISTED)
-    by_id = {h.endpoint_id: health_json(h, config.health) for h in healths}
+    by_id = {h.endpoint_id: health_json(h, config.health, now) for h in healths}
     return [{**endpoint_json(ep), "health": by_id.get(ep.id)} for ep in found]
 
 
@@ -161,8 +195,12 @@ def _back(request: web.Request, done: str) -> web.HTTPFound:
 
 
 async def update(request: web.Request) -> web.StreamResponse:
-    changed = answer(await api_endpoints.update_endpoint_from(
-        request, endpoint_body(request[FORM], partial=True)))
+    form = request[FORM]
+    try:
+        changed = answer(await api_endpoints.update_endpoint_from(
+            request, {**endpoint_body(form, partial=True), **options_body(form)}))
+    except ValidationError as exc:  # nothing was changed; the form is not echoed back
+        return await detail_page(request, status=exc.status, message=exc.message)
     if "secret" in changed or "public_key" in changed:
         return await detail_page(request, secret=changed, message="Endpoint updated. The new "
                                  "signing scheme has a new secret, shown below.")

@@ -15,16 +15,16 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from dispatcher.api.context import CATALOGUE, CONFIG, POOL, SECRET_BOX, TENANT
+from dispatcher.api.context import CATALOGUE, CONFIG, POOL, SECRET_BOX, TENANT, TRANSPORT
 from dispatcher.console.access import FORM
 from dispatcher.console.render import render
-from dispatcher.engine.http import create_client_session
 from dispatcher.errors import NotFound, ValidationError
 from dispatcher.sandbox.capture import REQUESTS_PATH, make_verifier
 from dispatcher.sandbox.forward import deliver
 from dispatcher.sandbox.samples import SigningKey, build_event, event_data
 from dispatcher.signing import COBO
 from dispatcher.store import endpoints as store
+from dispatcher.store.delivery_options import endpoint_delivery_options
 from dispatcher.store.endpoints import Endpoint
 from dispatcher.store.pool import Conn
 from dispatcher.store.secrets import reveal_endpoint_secret, tenant_signing_key
@@ -130,9 +130,11 @@ async def send_sample(request: web.Request) -> web.StreamResponse:
         if ep is None:
             raise NotFound(f"endpoint {endpoint_id} not found", field="endpoint_id")
         secret = await _signing_secret(conn, request, ep)
-    async with create_client_session(request.app[CONFIG]) as http:
-        attempt = await deliver(http, ep.url, SigningKey(ep.signing_scheme, secret),
-                                build_event(type_, data), timeout=ep.timeout_seconds)
+        options = await endpoint_delivery_options(conn, request.app[SECRET_BOX], ep.tenant_id,
+                                                  ep.id)
+    attempt = await deliver(request.app[TRANSPORT], ep.url, SigningKey(ep.signing_scheme, secret),
+                            build_event(type_, data), timeout=ep.timeout_seconds,
+                            options=options)
     return await sandbox_page(
         request, message=f"Sent a sample {type_} to {ep.url}: {attempt.summary()}.",
         chosen={"type": type_, "endpoint_id": str(ep.id)})

@@ -1,4 +1,4 @@
-"""Approval callbacks in the engine: the decision rule (pure), the outcome hook that
+"""Approval callbacks in the engine: the decision rule applied to attempts, the outcome hook that
 records decisions inside the transaction that records the attempts, the deadline
 hook that fails callbacks a worker claimed too late to send, and the job that fails
 callbacks past their deadline. All tell the tenant with the operational event
@@ -26,28 +26,16 @@ from dispatcher.store import callbacks as store
 from dispatcher.store.deliveries import Outcome
 from dispatcher.store.events import NewEvent, publish_events
 from dispatcher.store.pool import Conn
+from dispatcher.transport.classify import DECISION_STATUSES, DECISIONS, decision_of
 
 if TYPE_CHECKING:
-    from dispatcher.engine.sender import AttemptResult
     from dispatcher.engine.worker import DeliveryWorker
+    from dispatcher.transport import Exchange
 
 log = structlog.get_logger(__name__)
 
 DECIDED_EVENT = "callback.decided"
-DECISION_STATUSES = frozenset({200, 201})
-DECISIONS = frozenset({store.OK, store.DENY})
-ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
-
-
-def decision_of(status: int | None, body: str | None) -> str | None:
-    """`ok` or `deny` when the answer is a decision, else None."""
-    if status not in DECISION_STATUSES or body is None:
-        return None
-    text = body.strip(ASCII_WHITESPACE)
-    return text if text in DECISIONS else None
-
-
-def classify_answer(result: AttemptResult) -> str | None:
+def classify_answer(result: Exchange) -> str | None:
     """Apply the decision rule to an attempt at a callback endpoint: returns the
     decision, and marks an answer that is not one as failed (so it is retried)."""
     if result.status is None:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-import aiohttp
 import asyncpg
 import structlog
 
@@ -16,8 +15,10 @@ from dispatcher.errors import DispatcherError
 from dispatcher.retry import RetryPolicy
 from dispatcher.secretbox import SecretBox
 from dispatcher.signing import COBO, Signer, make_signer
+from dispatcher.store.delivery_options import open_delivery_options
 from dispatcher.store.pool import Conn
 from dispatcher.store.secrets import decrypt_endpoint_secrets, tenant_signing_key
+from dispatcher.transport.options import NO_OPTIONS, EndpointOptions
 
 log = structlog.get_logger(__name__)
 
@@ -32,7 +33,7 @@ class EndpointTarget:
     usable: bool  # False when its signing material cannot be loaded
     max_in_flight: int
     policy: RetryPolicy
-    timeout: aiohttp.ClientTimeout
+    timeout: float  # seconds, for the whole attempt
     signer: Signer
     # A rotation's old secret stops being used at this time; reload then.
     stale_after: datetime | None
@@ -46,6 +47,8 @@ class EndpointTarget:
     concurrency_changed_at: datetime | None = None
     callback: bool = False  # a callback endpoint: answers are classified as decisions
     cobo_url: str | None = None  # a cobo webhook endpoint: its URL goes into the body
+    # Custom headers, receiver auth and client TLS, decrypted.
+    options: EndpointOptions = NO_OPTIONS
 
 
 _LOAD = """
@@ -55,7 +58,7 @@ SELECT ep.id, ep.tenant_id, ep.version, ep.url, ep.state, ep.max_in_flight, ep.r
        ep.rate_limited_until, ep.concurrency_changed_at,
        least(coalesce(ep.effective_max_in_flight, ep.max_in_flight), ep.max_in_flight)
            AS effective_max_in_flight,
-       ep.kind
+       ep.kind, ep.headers, ep.auth_secret_enc, ep.tls_secret_enc
 FROM endpoints ep WHERE ep.id = ANY($1::uuid[])
 """
 
@@ -115,8 +118,11 @@ class EndpointCache:
             known = self._targets.get(r["id"])
             if r["id"] in self._deleted or (known is not None and known.version > r["version"]):
                 continue
+            options = NO_OPTIONS
             try:
                 signer = await self._signer(conn, r, now)
+                options = open_delivery_options(self._box, r["id"], r["headers"],
+                                                r["auth_secret_enc"], r["tls_secret_enc"])
             except DispatcherError as exc:
                 # Its deliveries wait (not failed) until the endpoint is fixed, which
                 # bumps its version and makes this cache load it again.
@@ -133,7 +139,7 @@ class EndpointCache:
                 max_in_flight=r["max_in_flight"],
                 policy=self._policies.get(r["retry_policy"])
                 or self._policies[self._default_policy],
-                timeout=aiohttp.ClientTimeout(total=r["timeout_seconds"]),
+                timeout=r["timeout_seconds"],
                 signer=signer or _UNSIGNED,
                 stale_after=expires if expires is not None and expires > now else None,
                 listener=r["listener"],
@@ -143,6 +149,7 @@ class EndpointCache:
                 callback=r["kind"] == "callback",
                 cobo_url=r["url"] if r["signing_scheme"] == COBO and r["kind"] != "callback"
                 else None,
+                options=options,
             )
 
     async def _signer(self, conn: Conn, row: asyncpg.Record, now: datetime) -> Signer:

@@ -44,7 +44,6 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from uuid import UUID
 
-import aiohttp
 import asyncpg
 import structlog
 
@@ -54,23 +53,18 @@ from dispatcher.config import Config
 from dispatcher.engine.callbacks import classify_answer
 from dispatcher.engine.endpoints import EndpointCache, EndpointTarget
 from dispatcher.engine.fair import FairSlots
-from dispatcher.engine.outcome import (
-    GONE,
-    RETRY_AFTER_STATUSES,
-    decide,
-    decide_rate_limited,
-    is_congestion,
-    is_rate_limited,
-)
-from dispatcher.engine.sender import AttemptResult, send
+from dispatcher.engine.outcome import RETRY_AFTER_STATUSES, is_congestion, is_rate_limited
+from dispatcher.engine.sender import send
 from dispatcher.model import DeliveryStatus, FailureReason
-from dispatcher.retry import load_policies, parse_retry_after
+from dispatcher.retry import decide, decide_rate_limited, load_policies, parse_retry_after
 from dispatcher.secretbox import SecretBox
 from dispatcher.store import callbacks as callback_store
 from dispatcher.store import deliveries as queue
 from dispatcher.store.backpressure import Pressure, apply_pressure
 from dispatcher.store.deliveries import ClaimedDelivery, Outcome
 from dispatcher.store.pool import DB_ERRORS, DB_UNAVAILABLE, Conn
+from dispatcher.transport import Exchange, Transport
+from dispatcher.transport.classify import GONE
 
 log = structlog.get_logger(__name__)
 
@@ -104,7 +98,7 @@ class DeliveryWorker:
         self,
         pool: asyncpg.Pool,
         dsn: str,
-        session: aiohttp.ClientSession,
+        transport: Transport,
         config: Config,
         clock: Clock,
         box: SecretBox,
@@ -118,7 +112,7 @@ class DeliveryWorker:
         # wait for the WAL flush; outcomes always go through `pool`.
         self._lease_pool = lease_pool or pool
         self._dsn = dsn
-        self._session = session
+        self._transport = transport
         self._clock = clock
         self._cfg = config.delivery
         self._policies = load_policies(config)
@@ -297,7 +291,7 @@ class DeliveryWorker:
         target = self._cache.get(endpoint_id)
         if target is None:
             return 1
-        speed = self._endpoint_speed.get(endpoint_id, target.timeout.total or 2.0)
+        speed = self._endpoint_speed.get(endpoint_id, target.timeout)
         slots = self._slot_count(target)
         per_lease = slots * (self._cfg.lease_seconds / 2) / max(speed, 0.001)
         return max(2 * slots, int(per_lease))
@@ -424,7 +418,7 @@ class DeliveryWorker:
                     self._to_release.append((row.id, until))
                     self._outcomes_ready.set()
                     return
-                result = await send(self._session, current, row, self._clock,
+                result = await send(self._transport, current, row, self._clock,
                                     self._success, self._cfg.response_body_limit)
             self._record(row, current, result)
         finally:
@@ -467,7 +461,7 @@ class DeliveryWorker:
         finally:
             del self._refreshing[endpoint_id]
 
-    def _record(self, row: ClaimedDelivery, target: EndpointTarget, result: AttemptResult) -> None:
+    def _record(self, row: ClaimedDelivery, target: EndpointTarget, result: Exchange) -> None:
         seconds = result.duration_ms / 1000
         previous = self._endpoint_speed.get(target.id, seconds)
         self._endpoint_speed[target.id] = 0.8 * previous + 0.2 * seconds
@@ -537,7 +531,7 @@ class DeliveryWorker:
             return until
         return known
 
-    def _adapt(self, target: EndpointTarget, result: AttemptResult) -> None:
+    def _adapt(self, target: EndpointTarget, result: Exchange) -> None:
         """AIMD: halve the limit here at once on congestion (once per burst: only an
         attempt started after the last decrease counts); count successes while the
         limit is below max_in_flight. The endpoint row keeps the shared value."""

@@ -11,11 +11,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import aiohttp
-
 from dispatcher.catalogue import EventType
 from dispatcher.clock import SystemClock
-from dispatcher.engine.callbacks import DECISION_STATUSES, decision_of
 from dispatcher.sandbox.conformance import (
     FAIL,
     SIGNATURE_HEADER,
@@ -31,6 +28,8 @@ from dispatcher.sandbox.forward import Attempt, post, signed_headers
 from dispatcher.sandbox.samples import SampleEvent, SigningKey
 from dispatcher.signing import COBALT, WEBHOOK_SIGNATURE, serialize_body
 from dispatcher.store.callbacks import callback_body
+from dispatcher.transport import Transport
+from dispatcher.transport.classify import DECISION_STATUSES, decision_of
 
 DEFAULT_CALLBACK_TYPE = "withdrawal.approve"
 # What a callback carries by default: a Cobo Transaction (what Cobo's callbacks send).
@@ -100,7 +99,7 @@ def _never_ok(check: Check, attempt: Attempt, accepted_means: str) -> Check:
 
 
 async def run_callback_checks(
-    session: aiohttp.ClientSession,
+    transport: Transport,
     url: str,
     key: SigningKey,
     callback_type: str,
@@ -113,7 +112,7 @@ async def run_callback_checks(
     add = report.checks.append
 
     async def send(body: bytes, headers: dict[str, str]) -> Attempt:
-        return await post(session, url, body, headers, timeout=timeout)
+        return await post(transport, url, body, headers, timeout=timeout)
 
     # (a), (b): genuine callbacks, each answered with a decision.
     first_cb = build_callback(callback_type, data, key.scheme)

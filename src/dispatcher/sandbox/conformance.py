@@ -13,10 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import aiohttp
-
 from dispatcher.clock import SystemClock
-from dispatcher.engine.outcome import is_success
 from dispatcher.sandbox.forward import Attempt, deliver, post, signed_headers
 from dispatcher.sandbox.samples import SampleEvent, SigningKey, addressed, build_event
 from dispatcher.signing import (
@@ -27,6 +24,8 @@ from dispatcher.signing import (
     WEBHOOK_SIGNATURE,
     serialize_body,
 )
+from dispatcher.transport import Transport
+from dispatcher.transport.classify import is_success
 
 PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
 STALE_BY = timedelta(minutes=10)
@@ -142,7 +141,7 @@ def tampered(event: SampleEvent) -> bytes:
 
 
 async def run_checks(
-    session: aiohttp.ClientSession,
+    transport: Transport,
     url: str,
     key: SigningKey,
     event_type: str,
@@ -158,7 +157,7 @@ async def run_checks(
                f"with {key.verifier_key} against the raw body ({key.scheme})")
 
     async def send(event: SampleEvent) -> Attempt:
-        return await deliver(session, url, key, event, timeout=timeout,
+        return await deliver(transport, url, key, event, timeout=timeout,
                              success_statuses=success_statuses)
 
     # (a) and (b): a genuine event, then the same event again as a retry sends it
@@ -177,7 +176,7 @@ async def run_checks(
 
     # (c) the body changed after signing.
     fresh = addressed(build_event(event_type, data), key.scheme, url)
-    attempt = await post(session, url, tampered(fresh), signed_headers(key, fresh),
+    attempt = await post(transport, url, tampered(fresh), signed_headers(key, fresh),
                          timeout=timeout, success_statuses=success_statuses)
     add(_rejected(Check("c", "rejects_tampered_body",
                         "a body that no longer matches its signature is rejected with a 4xx"),
@@ -196,7 +195,7 @@ async def run_checks(
     else:
         then = SystemClock().now() - STALE_BY
         old = addressed(build_event(event_type, data, created_at=then), key.scheme, url)
-        attempt = await post(session, url, old.body, signed_headers(key, old, when=then),
+        attempt = await post(transport, url, old.body, signed_headers(key, old, when=then),
                              timeout=timeout, success_statuses=success_statuses)
         add(_rejected(stale, attempt, success_statuses,
                       "the receiver does not check the signed timestamp (reject requests "
@@ -207,7 +206,7 @@ async def run_checks(
     header = SIGNATURE_HEADER.get(key.scheme, WEBHOOK_SIGNATURE)
     headers = {k: v for k, v in signed_headers(key, unsigned).items()
                if k.lower() != header.lower()}
-    attempt = await post(session, url, unsigned.body, headers, timeout=timeout,
+    attempt = await post(transport, url, unsigned.body, headers, timeout=timeout,
                          success_statuses=success_statuses)
     add(_rejected(Check("e", "rejects_unsigned",
                         f"a request without the {header} header is rejected with a 4xx"),

@@ -1,8 +1,9 @@
-"""One POST as the engine makes it (same headers, same body bytes, total timeout, no
-redirects, response capped), classified the way the engine records an attempt.
+"""One POST as the engine makes it, through the same transport (same headers, same
+body bytes, total timeout, no redirects, response capped), classified the way the
+engine records an attempt.
 
 Unlike the engine, the sandbox talks to the user's own receivers, usually on
-localhost, so its client has no address guard."""
+localhost, so its transport has no address guard."""
 
 from __future__ import annotations
 
@@ -10,16 +11,14 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import aiohttp
-
 from dispatcher.clock import SystemClock
 from dispatcher.config import UrlPolicyConfig
-from dispatcher.engine.http import SESSION_HEADERS, USER_AGENT
-from dispatcher.engine.outcome import GONE
-from dispatcher.engine.sender import BASE_HEADERS, post_once
 from dispatcher.model import FailureReason
 from dispatcher.sandbox.samples import SampleEvent, SigningKey, addressed
 from dispatcher.signing import make_signer
+from dispatcher.transport import NO_OPTIONS, EndpointOptions, Transport
+from dispatcher.transport.classify import GONE
+from dispatcher.transport.clients import BASE_HEADERS, USER_AGENT
 from dispatcher.urlpolicy import validate_endpoint_url
 
 DEFAULT_TIMEOUT = 2.0
@@ -34,13 +33,9 @@ def check_url(url: str) -> str:
     return validate_endpoint_url(url, _SANDBOX_URLS)
 
 
-def sandbox_session() -> aiohttp.ClientSession:
-    """A client like the engine's (no cookies, no decompression), without the guard."""
-    return aiohttp.ClientSession(
-        cookie_jar=aiohttp.DummyCookieJar(),
-        headers=SESSION_HEADERS,
-        auto_decompress=False,
-    )
+def sandbox_transport(proxy_url: str = "") -> Transport:
+    """The engine's transport without the address guard, optionally through a proxy."""
+    return Transport(guarded=False, proxy_url=proxy_url)
 
 
 def signed_headers(key: SigningKey, event: SampleEvent, when: datetime | None = None,
@@ -99,18 +94,20 @@ class Attempt:
 
 
 async def post(
-    session: aiohttp.ClientSession,
+    transport: Transport,
     url: str,
     body: bytes,
     headers: Mapping[str, str],
     *,
     timeout: float = DEFAULT_TIMEOUT,
     success_statuses: Collection[int] = (),
+    options: EndpointOptions = NO_OPTIONS,
 ) -> Attempt:
-    """POST `body` with exactly `headers`, as the engine sends an attempt."""
-    r = await post_once(session, url, body, dict(headers),
-                        aiohttp.ClientTimeout(total=timeout), success_statuses,
-                        RESPONSE_LIMIT, SystemClock().now())
+    """POST `body` with exactly `headers` (and an endpoint's custom headers,
+    credentials and client certificate), as the engine sends an attempt."""
+    r = await transport.send(url, body, headers, timeout=timeout, body_limit=RESPONSE_LIMIT,
+                             started_at=SystemClock().now(), success_statuses=success_statuses,
+                             options=options)
     attempt = Attempt(url, r.request_headers, body, status=r.status, reason=r.status_text,
                       response_headers=r.response_headers or {},
                       response_body=r.response_body or "", duration_ms=r.duration_ms,
@@ -121,15 +118,16 @@ async def post(
 
 
 async def deliver(
-    session: aiohttp.ClientSession,
+    transport: Transport,
     url: str,
     key: SigningKey,
     event: SampleEvent,
     *,
     timeout: float = DEFAULT_TIMEOUT,
     success_statuses: Collection[int] = (),
+    options: EndpointOptions = NO_OPTIONS,
 ) -> Attempt:
     """One attempt of `event`, signed now, exactly as the engine sends it."""
     event = addressed(event, key.scheme, url)
-    return await post(session, url, event.body, signed_headers(key, event), timeout=timeout,
-                      success_statuses=success_statuses)
+    return await post(transport, url, event.body, signed_headers(key, event), timeout=timeout,
+                      success_statuses=success_statuses, options=options)

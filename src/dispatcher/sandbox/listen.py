@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
-import aiohttp
 from aiohttp import web
 
 from dispatcher.catalogue import EventType
@@ -15,6 +14,7 @@ from dispatcher.errors import ValidationError
 from dispatcher.sandbox.capture import Captured
 from dispatcher.sandbox.forward import DEFAULT_TIMEOUT, Attempt, deliver
 from dispatcher.sandbox.samples import SampleEvent, SigningKey, incoming_event
+from dispatcher.transport import Transport
 
 
 @dataclass(frozen=True)
@@ -24,12 +24,12 @@ class Forwarded:
 
 
 class Forwarder:
-    def __init__(self, session: aiohttp.ClientSession, url: str, key: SigningKey,
+    def __init__(self, transport: Transport, url: str, key: SigningKey,
                  catalogue: Mapping[str, EventType], *, timeout: float = DEFAULT_TIMEOUT,
                  success_statuses: Collection[int] = (),
                  on_result: Callable[[Forwarded], None] | None = None,
                  on_error: Callable[[str], None] | None = None) -> None:
-        self.session = session
+        self.transport = transport
         self.url = url
         self.key = key
         self.catalogue = catalogue
@@ -42,7 +42,7 @@ class Forwarder:
         """Sign and POST one event given as JSON (see `incoming_event`); raises
         ValidationError for input that is not an event."""
         event = incoming_event(body, self.catalogue)
-        attempt = await deliver(self.session, self.url, self.key, event, timeout=self.timeout,
+        attempt = await deliver(self.transport, self.url, self.key, event, timeout=self.timeout,
                                 success_statuses=self.success_statuses)
         done = Forwarded(event, attempt)
         if self.on_result is not None:

@@ -6,7 +6,7 @@ stale. Every query is scoped to the tenant."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -24,7 +24,8 @@ _COLUMNS = """id, tenant_id, url, description, event_types, signing_scheme, retr
     timeout_seconds, max_in_flight, metadata, pause_window_threshold, pause_total_threshold,
     state, state_reason, state_changed_at, version, created_at, updated_at,
     effective_max_in_flight, CASE WHEN rate_limited_until > now() THEN rate_limited_until
-                                  END AS rate_limited_until, kind"""
+                                  END AS rate_limited_until, kind,
+    headers, auth, tls"""
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,11 @@ class Endpoint:
     effective_max_in_flight: int | None = None
     rate_limited_until: datetime | None = None
     kind: str = "webhook"  # or "callback"
+    # Delivery options, public parts only (store/delivery_options.py): [name, value]
+    # pairs, the auth view, the TLS certificate description.
+    headers: list[list[str]] = field(default_factory=list)
+    auth: dict[str, Any] | None = None
+    tls: dict[str, Any] | None = None
 
 
 def _endpoint(row: asyncpg.Record) -> Endpoint:

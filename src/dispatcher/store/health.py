@@ -80,6 +80,8 @@ class EndpointHealth:
     total_threshold: int | None
     held: int
     redrive_pending: bool
+    # When the endpoint's TLS client certificate expires (None without one).
+    client_certificate_not_after: datetime | None = None
 
 
 # -- failure accounting ---------------------------------------------------------------
@@ -329,7 +331,8 @@ SELECT e.id, e.tenant_id, e.url, e.state, e.state_reason, e.state_changed_at,
        coalesce((SELECT sum(b.failures) FROM endpoint_failure_buckets b
                  WHERE b.endpoint_id = e.id AND b.bucket_start >= $1), 0) AS failures_in_window,
        (SELECT count(*) FROM deliveries d
-        WHERE d.endpoint_id = e.id AND d.held_since IS NOT NULL AND d.status < 2) AS held
+        WHERE d.endpoint_id = e.id AND d.held_since IS NOT NULL AND d.status < 2) AS held,
+       e.tls #>> '{client_certificate,not_after}' AS client_certificate_not_after
 FROM endpoints e
 WHERE ($2::uuid IS NULL OR e.tenant_id = $2) AND ($3::text IS NULL OR e.state = $3)
   AND ($4::uuid IS NULL OR e.id = $4)
@@ -361,9 +364,21 @@ async def list_endpoint_health(
             window_threshold=r["pause_window_threshold"],
             total_threshold=r["pause_total_threshold"],
             held=r["held"], redrive_pending=r["redrive_pending"],
+            client_certificate_not_after=_time(r["client_certificate_not_after"]),
         )
         for r in rows
     ]
+
+
+def _time(text: str | None) -> datetime | None:
+    """An RFC 3339 time stored in a jsonb view; None when absent or unreadable."""
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 async def endpoint_health(
