@@ -21,6 +21,7 @@ from dispatcher import __version__
 from dispatcher.catalogue import builtin_event_types
 from dispatcher.cli import main
 from dispatcher.signing import generate_secret, public_key
+from tests.support.forward_proxy import forward_proxy
 from tests.support.receiver import Receiver, Reply
 
 
@@ -172,3 +173,29 @@ async def test_bad_input_is_an_error_and_sends_nothing(
 async def test_bad_url_is_an_error(url: str) -> None:
     result = await invoke("sandbox", "send", url, "--type", "transaction")
     assert result.exit_code == 2 and result.stderr.startswith("error: url"), result.output
+
+
+async def test_send_and_check_receiver_go_through_a_proxy(receiver: Receiver) -> None:
+    secret = generate_secret("standard-v1")
+    async with forward_proxy() as proxy:
+        result = await invoke("sandbox", "send", receiver.url, "--type", "transaction",
+                              "--secret", secret, "--proxy", proxy.url)
+        assert result.exit_code == 0, result.output
+        assert proxy.targets == [f"POST 127.0.0.1:{receiver.port}"]
+        checked = await invoke("check-receiver", receiver.url, "--secret", secret,
+                               "--proxy", proxy.url, "--json")
+    headers, body = receiver.requests[0].headers, receiver.requests[0].body
+    Webhook(secret).verify(body, {k.lower(): v for k, v in headers.items()})
+    assert len(proxy.targets) == len(receiver.requests) > 1  # every probe went through it
+    assert json.loads(checked.stdout)["url"] == receiver.url
+
+
+@pytest.mark.parametrize("proxy", ["ftp://127.0.0.1:21", "http://127.0.0.1", "nonsense"])
+async def test_a_bad_proxy_is_refused_before_anything_is_sent(
+        proxy: str, receiver: Receiver) -> None:
+    for command in (["sandbox", "send", receiver.url, "--type", "transaction"],
+                    ["check-receiver", receiver.url, "--secret", generate_secret("standard-v1")]):
+        result = await invoke(*command, "--proxy", proxy)
+        assert result.exit_code != 0
+        assert "--proxy must be an http://, https:// or socks5:// URL" in result.output
+    assert receiver.requests == []

@@ -316,3 +316,30 @@ async def test_proxy_environment_variables_are_never_used(
             result = await send(transport, receiver.url)
     assert result.status == 200
     assert proxy.seen == []
+
+
+async def test_a_socks5_proxy_carries_deliveries_and_token_fetches(
+    server_ca: CertificateAuthority, client_ca: CertificateAuthority,
+) -> None:
+    async with forward_proxy(required_auth=("egress", "pw")) as proxy, token_server() as tokens, \
+            bearer_receiver(tokens) as hook, tls_receiver(server_ca, client_ca) as secure:
+        socks = f"socks5://egress:pw@127.0.0.1:{proxy.port}"
+        async with Transport(guarded=False, proxy_url=socks) as transport:
+            plain = await send(transport, hook.url, oauth(tokens.url))
+            mtls = await send(transport, secure.url,
+                              EndpointOptions(tls=client_tls(client_ca, server_ca)))
+    assert (plain.status, mtls.status) == (200, 200), (plain, mtls)
+    assert proxy.targets == [f"SOCKS 127.0.0.1:{tokens.port}", f"SOCKS 127.0.0.1:{hook.port}",
+                             f"SOCKS 127.0.0.1:{secure.port}"]
+
+
+async def test_proxy_credentials_in_the_url_are_used(receiver: Receiver) -> None:
+    async with forward_proxy(required_auth=("egress", "pw")) as proxy:
+        url = f"http://egress:pw@127.0.0.1:{proxy.port}"
+        async with Transport(guarded=False, proxy_url=url) as transport:
+            ok = await send(transport, receiver.url)
+        async with Transport(guarded=False, proxy_url=proxy.url) as transport:
+            refused = await send(transport, receiver.url)
+    assert ok.status == 200
+    assert refused.status == 407 and refused.failure == FailureReason.HTTP_STATUS
+    assert len(receiver.requests) == 1

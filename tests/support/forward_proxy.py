@@ -1,6 +1,7 @@
-"""A forwarding HTTP proxy on 127.0.0.1 for loopback targets: CONNECT tunnels and
-absolute-form plain HTTP requests, each recorded, optionally behind Basic
-Proxy-Authorization."""
+"""A forwarding proxy on 127.0.0.1 for loopback targets: HTTP CONNECT tunnels,
+absolute-form plain HTTP requests and SOCKS5 CONNECTs (RFC 1928; the same port
+answers both), each recorded, optionally behind Basic Proxy-Authorization (or the
+SOCKS5 username/password method, RFC 1929)."""
 
 from __future__ import annotations
 
@@ -113,7 +114,30 @@ class ForwardProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async with asyncio.timeout(HEAD_TIMEOUT):
-            head = await reader.readuntil(b"\r\n\r\n")
+            first = await reader.readexactly(1)
+            if first == b"\x05":
+                target = await self._socks_handshake(reader, writer)
+                if target is None:
+                    return
+            else:
+                head = first + await reader.readuntil(b"\r\n\r\n")
+        if first == b"\x05":
+            host, port = target
+            seen = ProxiedRequest("SOCKS", f"{host}:{port}", None, CIMultiDict())
+            self.seen.append(seen)
+            if not _loopback(host):
+                seen.refused = 403
+                writer.write(b"\x05\x02\x00\x01\x00\x00\x00\x00\x00\x00")  # not allowed
+                return
+            up_reader, up_writer = await asyncio.open_connection(host, port)
+            self._writers.add(up_writer)
+            writer.write(b"\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00")
+            try:
+                await self._relay(reader, writer, up_reader, up_writer)
+            finally:
+                up_writer.close()
+                self._writers.discard(up_writer)
+            return
         request_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
         method, target, version = request_line.split(" ")
         headers: CIMultiDict[str] = CIMultiDict()
@@ -158,19 +182,55 @@ class ForwardProxy:
                 kept = [f"{k}: {v}" for k, v in headers.items() if k.lower() not in _HOP]
                 up_writer.write("\r\n".join([f"{method} {path} {version}", *kept,
                                              "Connection: close", "", ""]).encode("latin-1"))
-            # Either side closing ends the exchange: the answer was relayed in full, or
-            # the client no longer wants it.
-            pipes = [asyncio.create_task(_pipe(reader, up_writer)),
-                     asyncio.create_task(_pipe(up_reader, writer))]
-            try:
-                await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for p in pipes:
-                    p.cancel()
-                await asyncio.gather(*pipes, return_exceptions=True)
+            await self._relay(reader, writer, up_reader, up_writer)
         finally:
             up_writer.close()
             self._writers.discard(up_writer)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
+        # Either side closing ends the exchange: the answer was relayed in full, or
+        # the client no longer wants it.
+        pipes = [asyncio.create_task(_pipe(reader, up_writer)),
+                 asyncio.create_task(_pipe(up_reader, writer))]
+        try:
+            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for p in pipes:
+                p.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+
+    async def _socks_handshake(self, reader: asyncio.StreamReader,
+                               writer: asyncio.StreamWriter) -> tuple[str, int] | None:
+        """Method negotiation (and RFC 1929 credentials), then the CONNECT request:
+        its (host, port), or None when refused."""
+        methods = await reader.readexactly((await reader.readexactly(1))[0])
+        wanted = 0x02 if self._auth is not None else 0x00
+        if wanted not in methods:
+            writer.write(b"\x05\xff")
+            return None
+        writer.write(bytes([5, wanted]))
+        if wanted == 0x02:
+            await reader.readexactly(1)  # sub-negotiation version 1
+            user = await reader.readexactly((await reader.readexactly(1))[0])
+            password = await reader.readexactly((await reader.readexactly(1))[0])
+            given = "Basic " + base64.b64encode(user + b":" + password).decode()
+            if given != self._auth:
+                writer.write(b"\x01\x01")
+                return None
+            writer.write(b"\x01\x00")
+        _, command, _, kind = await reader.readexactly(4)
+        if kind == 1:
+            host = str(ipaddress.IPv4Address(await reader.readexactly(4)))
+        elif kind == 4:
+            host = str(ipaddress.IPv6Address(await reader.readexactly(16)))
+        else:
+            host = (await reader.readexactly((await reader.readexactly(1))[0])).decode()
+        port = int.from_bytes(await reader.readexactly(2), "big")
+        if command != 1:  # CONNECT only
+            writer.write(b"\x05\x07\x00\x01\x00\x00\x00\x00\x00\x00")
+            return None
+        return host, port
 
 
 @asynccontextmanager

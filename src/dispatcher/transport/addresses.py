@@ -1,7 +1,8 @@
 """The connect-time SSRF guard: host names are resolved here, every address they
-resolve to is checked, and the request is then sent pinned to the checked address,
-so a name that rebinds between the check and the connect cannot reach anything else.
-IP literals are checked as written."""
+resolve to is checked, and the client connects only to the checked addresses (the
+client's resolver answers from this guard), so a name that rebinds between the
+check and the connect cannot reach anything else. IP literals are checked as
+written."""
 
 from __future__ import annotations
 
@@ -44,9 +45,10 @@ async def system_resolve(host: str, port: int) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class Destination:
-    """Where one request goes. `address` is the checked address to connect to, or
-    None when the client may connect by itself (an IP literal, an unguarded client,
-    or a proxy that resolves the name)."""
+    """Where one request goes. `address` is the first of the checked addresses the
+    client will connect to (its resolver answers from the guard), or None when no
+    name is resolved here (an IP literal, an unguarded client, or a proxy that
+    resolves the name)."""
 
     host: str
     port: int
@@ -68,15 +70,19 @@ class AddressGuard:
         self._resolve = resolve
         self._clock = clock
         self._blocked = blocked
+        self.exempt: frozenset[str] = frozenset()
         self._cache: dict[tuple[str, int], tuple[float, list[str]]] = {}
 
+    def is_blocked(self, address: str) -> bool:
+        return self.guarded and self._blocked(address)
+
     async def check(self, host: str, port: int) -> Destination:
+        if not self.guarded:
+            return Destination(host, port, None)
         literal = parse_ip(host)
         if literal is not None:
-            if self.guarded and self._blocked(str(literal)):
+            if self._blocked(str(literal)):
                 raise BlockedAddressError(host, str(literal))
-            return Destination(host, port, None)
-        if not self.guarded:
             return Destination(host, port, None)
         try:
             addresses = await self._addresses(host, port)
@@ -89,6 +95,17 @@ class AddressGuard:
             if self._blocked(address):
                 raise BlockedAddressError(host, address)
         return Destination(host, port, None if self._proxied else addresses[0])
+
+    async def addresses(self, host: str, port: int) -> list[str]:
+        """What `host` resolves to, every address checked (unless unguarded, or the
+        host is exempt: the proxy's own, which may well be internal)."""
+        if not self.guarded or host in self.exempt:
+            return await self._resolve(host, port)
+        addresses = await self._addresses(host, port)
+        for address in addresses:
+            if self._blocked(address):
+                raise BlockedAddressError(host, address)
+        return addresses
 
     async def _addresses(self, host: str, port: int) -> list[str]:
         key = (host, port)

@@ -3,17 +3,17 @@ receiver answered with and on the error the client raised."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import ssl
 from collections.abc import Collection
 
-from pyreqwest import exceptions as rq
+import aiohttp
 
 from dispatcher.model import FailureReason
-from dispatcher.transport.addresses import ResolveError
 from dispatcher.urlpolicy import is_blocked_error
 
 GONE = 410  # the receiver asks never to be sent to again
-# Words in reqwest/rustls error chains that say the TLS handshake failed.
-_TLS_WORDS = ("certificate", "tls", "handshake", "alert", "corrupt message", "peer sent")
 
 
 def is_success(status: int, success_statuses: Collection[int]) -> bool:
@@ -46,31 +46,31 @@ def decision_of(status: int | None, body: str | None) -> str | None:
     return text if text in DECISIONS else None
 
 
-def error_chain(exc: BaseException) -> str:
-    """The client's error and its causes, outermost first, as one line."""
-    details = getattr(exc, "details", None)
-    causes = details.get("causes") if isinstance(details, dict) else None
-    parts = [str(exc.args[0]) if exc.args else type(exc).__name__]
-    if isinstance(causes, list):
-        parts.extend(str(c.get("message", "")) for c in causes if isinstance(c, dict))
-    # The first cause repeats the URL, which says nothing about what went wrong.
-    return ": ".join(p for p in parts if p and not p.startswith("error sending request for"))
+def _reset(exc: BaseException) -> bool:
+    """Closed by the peer: the error itself, or the one aiohttp wraps."""
+    inner = getattr(exc, "os_error", None)
+    return isinstance(exc, ConnectionResetError | aiohttp.ServerDisconnectedError) or (
+        isinstance(inner, ConnectionResetError)
+        or (isinstance(exc, aiohttp.ClientOSError) and exc.errno == errno.ECONNRESET))
 
 
-def classify_error(exc: BaseException) -> FailureReason:
+def classify_error(exc: BaseException, https: bool = False,
+                   client_certificate: bool = False) -> FailureReason:
+    """`https` and `client_certificate` say what was attempted: a TLS receiver that
+    refuses a client certificate often just closes the connection (no alert),
+    during the handshake (TLS 1.2) or right after it (TLS 1.3)."""
+    if https and _reset(exc) and (
+            client_certificate or isinstance(exc, aiohttp.ClientConnectorError)):
+        return FailureReason.TLS_ERROR
     if is_blocked_error(exc):
         return FailureReason.BLOCKED_ADDRESS
-    if isinstance(exc, rq.RequestTimeoutError | TimeoutError):
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return FailureReason.TIMEOUT
-    if isinstance(exc, ResolveError):
-        return FailureReason.CONNECT_ERROR
-    if isinstance(exc, rq.ConnectError):
-        chain = error_chain(exc).lower()
-        if any(word in chain for word in _TLS_WORDS):
-            return FailureReason.TLS_ERROR
-        return FailureReason.CONNECT_ERROR
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        return FailureReason.TLS_ERROR
     # A status line, header or body the HTTP parser rejected: the receiver answered,
-    # just not in HTTP.
-    if isinstance(exc, rq.DecodeError):
+    # just not in HTTP. (ClientResponseError is only raised for parser errors here:
+    # statuses are never raised, raise_for_status is off.)
+    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
         return FailureReason.PROTOCOL_ERROR
     return FailureReason.CONNECT_ERROR

@@ -6,13 +6,12 @@ and knows no queue."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterable, Mapping
+import ssl
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from http import HTTPStatus
+from datetime import UTC, datetime
 
-from pyreqwest.exceptions import PyreqwestError
-from pyreqwest.response import ResponseBodyReader
+import aiohttp
 from yarl import URL
 
 from dispatcher.clock import monotonic
@@ -28,8 +27,8 @@ from dispatcher.transport.auth import (
     static_authorization,
     token_request,
 )
-from dispatcher.transport.classify import classify_error, error_chain, failure_for_status
-from dispatcher.transport.clients import ClientCache
+from dispatcher.transport.classify import classify_error, failure_for_status
+from dispatcher.transport.clients import TlsContexts, create_session
 from dispatcher.transport.options import NO_OPTIONS, EndpointOptions, OAuth2ClientCredentials
 
 REDACTED = "[redacted]"
@@ -72,14 +71,20 @@ class Exchange:
 class Transport:
     """The process's one way out. `guarded` refuses blocked addresses (everything
     but the sandbox, unless private networks are allowed); `proxy_url` sends every
-    request through a forward proxy."""
+    request through a forward proxy (http://, https:// or socks5://)."""
 
     def __init__(self, *, guarded: bool, proxy_url: str = "",
                  guard: AddressGuard | None = None,
                  clock: Callable[[], float] = monotonic) -> None:
         self.guard = guard or AddressGuard(guarded, proxied=bool(proxy_url))
         self.proxy_url = proxy_url
-        self._clients = ClientCache(proxy_url)
+        proxy_host = URL(proxy_url).raw_host if proxy_url else None
+        if proxy_host:
+            self.guard.exempt = frozenset({proxy_host})
+        # aiohttp takes an HTTP(S) proxy per request; a SOCKS one is the connector's.
+        self._request_proxy = proxy_url if proxy_url.startswith("http") else None
+        self._session: aiohttp.ClientSession | None = None
+        self._tls = TlsContexts()
         self._clock = clock
         self.tokens = TokenCache(self._fetch_token, clock)
 
@@ -89,8 +94,16 @@ class Transport:
         return cls(guarded=not config.urls.allow_private_networks,
                    proxy_url=config.delivery.proxy_url)
 
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:  # made on first use, inside the running loop
+            self._session = create_session(self.guard, self.proxy_url)
+        return self._session
+
     async def close(self) -> None:
-        await self._clients.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def __aenter__(self) -> Transport:
         return self
@@ -115,8 +128,8 @@ class Transport:
         added) and classify the outcome. An OAuth2 token the receiver answers 401 to
         is fetched again once, and the request sent again with the new one."""
         t0 = monotonic()
-        sent = {**dict(options.headers), **headers}
-        result = Exchange(started_at, started_at, 0.0, _recorded(sent))
+        sent = {**dict(options.headers), **headers} if options.headers else dict(headers)
+        result: Exchange | None = None
         auth = options.auth
         creds = auth if isinstance(auth, OAuth2ClientCredentials) else None
         if auth is not None and not isinstance(auth, OAuth2ClientCredentials):
@@ -127,8 +140,9 @@ class Transport:
                 try:
                     token, fresh = await self.tokens.token(creds)
                 except TokenError as exc:
-                    result.failure = FailureReason.AUTH_ERROR
-                    result.error_detail = str(exc)[:500]
+                    result = Exchange(started_at, started_at, 0.0, _recorded(sent),
+                                      failure=FailureReason.AUTH_ERROR,
+                                      error_detail=str(exc)[:500])
                     break
                 sent["Authorization"] = f"Bearer {token}"
             result = await self._exchange(method, url, body, sent, timeout, body_limit,
@@ -136,6 +150,7 @@ class Transport:
             if creds is None or fresh or result.status != UNAUTHORIZED:
                 break
             self.tokens.invalidate(creds, token)
+        assert result is not None
         result.duration_ms = (monotonic() - t0) * 1000
         return result
 
@@ -146,22 +161,27 @@ class Transport:
     ) -> Exchange:
         result = Exchange(started_at, started_at, 0.0, _recorded(headers))
         try:
-            target = URL(url)
-            destination = await self.guard.check(target.raw_host or "", target.port or 0)
-            client = self._clients.client(destination, options.tls)
-            request = (client.request(method, url).headers(headers).body_bytes(body)
-                       .timeout(timedelta(seconds=timeout)).build_streamed())
-            async with request as resp:
+            if self.guard.guarded:
+                await self.guard.check(*_host_port(url))
+            tls: ssl.SSLContext | bool = self._tls.context(options.tls) if options.tls else True
+            async with self.session.request(
+                method, url, data=body, headers=headers, allow_redirects=False,
+                timeout=_client_timeout(timeout), ssl=tls, proxy=self._request_proxy,
+            ) as resp:
                 result.status = resp.status
-                result.status_text = _phrase(resp.status)
-                result.response_headers = _response_headers(resp.headers.items())
-                raw = await _read_capped(resp.body_reader, body_limit)
+                result.status_text = resp.reason or ""
+                result.response_headers = dict(resp.headers)
+                raw = await _read_capped(resp.content, body_limit)
                 # PostgreSQL text cannot hold NUL: store it as U+FFFD like other bad bytes.
                 result.response_body = raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
                 result.failure = failure_for_status(resp.status, success_statuses)
-        except (PyreqwestError, OSError, TimeoutError, ValueError) as exc:
-            result.failure = classify_error(exc)
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            result.failure = classify_error(exc, url.startswith("https:"), options.tls is not None)
             result.error_detail = describe(exc)
+            if result.failure == FailureReason.TLS_ERROR and not isinstance(exc, ssl.SSLError):
+                result.error_detail = ("the receiver closed the connection during or right "
+                                       "after the TLS handshake (is the client certificate "
+                                       f"one it trusts?): {result.error_detail}")[:500]
         return result
 
     async def _fetch_token(self, creds: OAuth2ClientCredentials) -> Token:
@@ -177,17 +197,46 @@ class Transport:
         return parse_token(answer.status, answer.response_body or "", self._clock())
 
 
-async def _read_capped(reader: ResponseBodyReader, limit: int) -> bytes:
-    """At most `limit` bytes of the body; the rest is never read."""
-    chunks: list[bytes] = []
-    size = 0
+# Per-request work kept small (it runs for every delivery): what is the same for
+# many requests is computed once. Each memo is bounded; past the bound it computes.
+_MEMO_LIMIT = 4096
+_DESTINATIONS: dict[str, tuple[str, int]] = {}
+_TIMEOUTS: dict[float, aiohttp.ClientTimeout] = {}
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    known = _DESTINATIONS.get(url)
+    if known is None:
+        parsed = URL(url)
+        known = (parsed.raw_host or "", parsed.port or 0)
+        if len(_DESTINATIONS) < _MEMO_LIMIT:
+            _DESTINATIONS[url] = known
+    return known
+
+
+def _client_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    known = _TIMEOUTS.get(seconds)
+    if known is None:
+        known = aiohttp.ClientTimeout(total=seconds)
+        if len(_TIMEOUTS) < _MEMO_LIMIT:
+            _TIMEOUTS[seconds] = known
+    return known
+
+
+async def _read_capped(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body up to `limit` bytes (read until then or the end, within the total
+    timeout: a body trickled slowly times out); the rest is never read."""
+    data = await content.read(limit)
+    if len(data) >= limit or content.at_eof():
+        return data
+    chunks = [data]
+    size = len(data)
     while size < limit:
-        chunk = await reader.read(limit - size)
+        chunk = await content.read(limit - size)
         if not chunk:
             break
-        data = bytes(chunk)
-        chunks.append(data)
-        size += len(data)
+        chunks.append(chunk)
+        size += len(chunk)
     return b"".join(chunks)
 
 
@@ -195,26 +244,6 @@ def _recorded(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: REDACTED if k.lower() in SECRET_HEADERS else v for k, v in headers.items()}
 
 
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
-
-
-def _response_headers(items: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Header names as receivers usually write them (HTTP/1 names are
-    case-insensitive and arrive lowercased); repeated headers joined by commas."""
-    out: dict[str, str] = {}
-    for name, value in items:
-        key = "-".join(part.capitalize() for part in str(name).split("-"))
-        out[key] = f"{out[key]}, {value}" if key in out else str(value)
-    return out
-
-
 def describe(exc: BaseException) -> str:
-    if not isinstance(exc, PyreqwestError):
-        text = str(exc) or type(exc).__name__
-    else:
-        text = error_chain(exc)
+    text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[:500]
