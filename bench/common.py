@@ -1,12 +1,13 @@
 """Pieces the benchmarks share: the ~1 KB event payload, the local receivers (a raw
-asyncio HTTP/1.1 server in its own process, or nginx), the raw-aiohttp ceiling,
-CPU accounting and stopping child processes.
+asyncio HTTP/1.1 server in its own process, or nginx), the raw-client ceilings
+(aiohttp and pyreqwest), CPU accounting and stopping child processes.
 
 Also runnable on its own, which is how the benchmarks start their helper processes:
 
     python bench/common.py receiver [--log FILE]   answers 200 at once; prints its port
     python bench/common.py hang                    accepts, reads, never answers
     python bench/common.py ceiling --url URL [--events 50000] [--concurrency 100]
+                                   [--client aiohttp|pyreqwest]
 
 A receiver given --log writes one line per request, `<time.monotonic()> <webhook-id>`,
 flushed every 20 ms. time.monotonic() is one clock for every process on Linux, so
@@ -31,7 +32,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -258,7 +259,11 @@ def start_receiver(workdir: Path, prefer_nginx: bool = True) -> Receiver:
     return start_python_receiver(workdir / "arrivals.log")
 
 
-# -- ceiling: raw aiohttp, the same POSTs without queue or database ------------------
+# -- ceiling: raw clients, the same POSTs without queue or database -------------------
+
+CLIENTS = ("aiohttp", "pyreqwest")
+RESPONSE_CAP = 4096  # bytes of an answer the pyreqwest ceiling reads, as the engine will
+
 
 def delivery_body() -> bytes:
     """What the engine POSTs for one event of PAYLOAD: the same envelope and size."""
@@ -267,40 +272,92 @@ def delivery_body() -> bytes:
     return event_body(uuid.uuid4(), EVENT_TYPE, datetime.now(UTC), {**PAYLOAD, "seq": 0})
 
 
-async def ceiling(url: str, n: int, conc: int, body: bytes | None = None) -> float:
-    """Requests/s of raw aiohttp POSTing `n` signed ~1 KB bodies, `conc` at a time."""
-    import aiohttp
+@dataclass
+class CeilingRun:
+    per_s: float  # successful requests per second
+    cpu_s_per_10k: float  # this process's CPU (every thread) per 10,000 requests
+    cpu_share: float  # of one core, over the timed window
+    failed: int = 0  # requests that raised (timeouts, resets) or were not 2xx
 
-    body = body if body is not None else delivery_body()
+
+Post = Callable[[bytes, dict[str, str]], Coroutine[Any, Any, bool]]
+
+
+async def _drive(post: Post, n: int, conc: int, body: bytes) -> CeilingRun:
+    """`n` signed POSTs of `body` through `post` (True: a 2xx), `conc` at a time."""
     secret = os.urandom(32)
     sem = asyncio.Semaphore(conc)
     ok = 0
+
+    async def one(i: int) -> None:
+        nonlocal ok
+        msg_id, ts = f"msg_{i}", str(int(time.time()))
+        sig = base64.b64encode(hmac.new(secret, f"{msg_id}.{ts}.".encode() + body,
+                                        hashlib.sha256).digest()).decode()
+        headers = {"content-type": "application/json", "webhook-id": msg_id,
+                   "webhook-timestamp": ts, "webhook-signature": "v1," + sig}
+        async with sem:
+            try:
+                good = await post(body, headers)
+            except Exception:  # a timeout or a reset counts as a failed request
+                good = False
+        ok += good  # not `ok += await ...`: that reads ok before the await
+
+    cpu, t = time.process_time(), time.perf_counter()
+    for i in range(0, n, 2000):
+        await asyncio.gather(*(one(j) for j in range(i, min(n, i + 2000))))
+    dt, cpu = time.perf_counter() - t, time.process_time() - cpu
+    return CeilingRun(ok / dt, cpu / n * 10_000, cpu / dt, n - ok)
+
+
+async def ceiling_run(url: str, n: int, conc: int, client: str = "aiohttp",
+                      body: bytes | None = None) -> CeilingRun:
+    """Raw `client` POSTing `n` signed ~1 KB bodies, `conc` at a time, 2 s total
+    timeout each; aiohttp reads whole answers, pyreqwest at most RESPONSE_CAP bytes."""
+    body = body if body is not None else delivery_body()
+    if client == "pyreqwest":
+        from datetime import timedelta
+
+        from pyreqwest.client import ClientBuilder
+
+        # No redirects, proxies or decompression: what the engine's client is built with.
+        builder = (ClientBuilder().timeout(timedelta(seconds=2)).follow_redirects(False)
+                   .no_proxy().max_connections(conc)
+                   .gzip(False).brotli(False).zstd(False).deflate(False))
+        async with builder.build() as c:
+            async def post_pyreqwest(data: bytes, headers: dict[str, str]) -> bool:
+                async with c.post(url).body_bytes(data).headers(headers).build_streamed() as r:
+                    left = RESPONSE_CAP
+                    while left > 0 and (chunk := await r.body_reader.read(left)) is not None:
+                        left -= len(chunk)
+                    return 200 <= r.status < 300
+
+            return await _drive(post_pyreqwest, n, conc, body)
+
+    import aiohttp
+
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc),
                                      timeout=aiohttp.ClientTimeout(total=2)) as s:
-        async def one(i: int) -> None:
-            nonlocal ok
-            msg_id, ts = f"msg_{i}", str(int(time.time()))
-            sig = base64.b64encode(hmac.new(secret, f"{msg_id}.{ts}.".encode() + body,
-                                            hashlib.sha256).digest()).decode()
-            headers = {"content-type": "application/json", "webhook-id": msg_id,
-                       "webhook-timestamp": ts, "webhook-signature": "v1," + sig}
-            async with sem, s.post(url, data=body, headers=headers) as r:
+        async def post_aiohttp(data: bytes, headers: dict[str, str]) -> bool:
+            async with s.post(url, data=data, headers=headers) as r:
                 await r.read()
-                ok += 200 <= r.status < 300
+                return 200 <= r.status < 300
 
-        t = time.perf_counter()
-        for i in range(0, n, 2000):
-            await asyncio.gather(*(one(j) for j in range(i, min(n, i + 2000))))
-        dt = time.perf_counter() - t
-    return ok / dt
+        return await _drive(post_aiohttp, n, conc, body)
 
 
-async def ceiling_in_process(url: str, n: int, conc: int, timeout: float) -> float:
+async def ceiling(url: str, n: int, conc: int, body: bytes | None = None) -> float:
+    """Requests/s of raw aiohttp POSTing `n` signed ~1 KB bodies, `conc` at a time."""
+    return (await ceiling_run(url, n, conc, "aiohttp", body)).per_s
+
+
+async def ceiling_in_process(url: str, n: int, conc: int, timeout: float,
+                             client: str = "aiohttp") -> CeilingRun:
     """The ceiling in a fresh process of its own (on uvloop when installed); killed
     if this is cancelled or takes longer than `timeout` seconds."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(HERE), "ceiling", "--url", url, "--events", str(n),
-        "--concurrency", str(conc),
+        "--concurrency", str(conc), "--client", client,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
@@ -310,9 +367,9 @@ async def ceiling_in_process(url: str, n: int, conc: int, timeout: float) -> flo
                 proc.kill()
             await proc.wait()
     if proc.returncode != 0:
-        raise RuntimeError(f"ceiling exited with {proc.returncode}: {err.decode()[-2000:]}")
-    rate: float = json.loads(out)["per_s"]
-    return rate
+        raise RuntimeError(f"{client} ceiling exited with {proc.returncode}: "
+                           f"{err.decode()[-2000:]}")
+    return CeilingRun(**json.loads(out))
 
 
 # -- CPU accounting -----------------------------------------------------------------
@@ -433,13 +490,14 @@ def main() -> None:
     c.add_argument("--url", required=True)
     c.add_argument("--events", type=int, default=50_000)
     c.add_argument("--concurrency", type=int, default=100)
+    c.add_argument("--client", choices=CLIENTS, default="aiohttp")
     args = ap.parse_args()
     if args.cmd in ("receiver", "hang"):
         log = open(args.log, "a", buffering=1 << 20) if args.log else None  # noqa: SIM115
         run(_receiver_main(log, answer=args.cmd == "receiver"))
     else:
-        rate = run(ceiling(args.url, args.events, args.concurrency))
-        print(json.dumps({"per_s": rate}))
+        result = run(ceiling_run(args.url, args.events, args.concurrency, args.client))
+        print(json.dumps(asdict(result)))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from common import PAYLOAD, CpuMeter, ceiling, start_python_receiver, stop_proce
 from common import run as _run
 from dispatcher.clock import SystemClock
 from dispatcher.config import load_config
-from dispatcher.engine.http import create_client_session
 from dispatcher.engine.worker import DeliveryWorker
 from dispatcher.retry import load_policies
 from dispatcher.secretbox import load_secret_box
@@ -40,14 +39,15 @@ from dispatcher.store.migrate import migrate_dsn
 from dispatcher.store.pool import create_pool
 from dispatcher.store.secrets import set_endpoint_secret
 from dispatcher.store.tenants import ensure_tenant
+from dispatcher.transport import Transport
 
 # -- engine worker (its own process) ----------------------------------------------
 
 async def _worker_main(dsn: str) -> None:
     config = load_config(environ={**os.environ, "DISPATCHER_URLS__ALLOW_PRIVATE_NETWORKS": "true"})
     pool = await create_pool(dsn, config.database)
-    session = create_client_session(config)
-    worker = DeliveryWorker(pool, dsn, session, config, SystemClock(), load_secret_box(config))
+    transport = Transport.from_config(config)
+    worker = DeliveryWorker(pool, dsn, transport, config, SystemClock(), load_secret_box(config))
     await worker.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -55,7 +55,7 @@ async def _worker_main(dsn: str) -> None:
     print("ready", flush=True)
     await stop.wait()
     await worker.stop(5)
-    await session.close()
+    await transport.close()
     await pool.close()
 
 

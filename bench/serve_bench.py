@@ -1,7 +1,7 @@
 """`dispatcher serve` measured as users run it: the console script as a subprocess on
 the embedded PostgreSQL in a fresh data directory (fsync on, default config), events
 published only through the HTTP API, arrivals counted at a local receiver by
-`webhook-id`. Next to it, in the same run, the raw-client ceiling.
+`webhook-id`. Next to it, in the same run, the raw-client ceilings.
 
     python bench/serve_bench.py [--events 50000] [--quick] [--only a,b,...]
                                 [--workers N] [--dsn postgresql://...] [--json-out FILE]
@@ -12,7 +12,11 @@ Scenarios (letters for --only; the default runs all of a-g):
   g  ceiling: raw aiohttp (uvloop when installed), one process, no queue, no database,
      100 requests in flight, the same receiver and the same ~1.1 KB signed bodies;
      measured at the start and at the end of the run, ratios are to the mean (the
-     two differ when the machine's load changed during the run).
+     two differ when the machine's load changed during the run). Next to it the
+     same for raw pyreqwest (2 s total timeout, no redirects, no proxy, answers read
+     up to 4 KiB from the streamed body), measured right after aiohttp at the start
+     and right before it at the end; for each, the client process's CPU seconds
+     (all its threads) per 10,000 requests, and pyreqwest's ratios to aiohttp.
   a  drain: N events published with delivery off, the daemon stopped and started
      again with delivery on; N / (start -> last arrival), and N / (first -> last
      arrival), the sustained rate without start-up.
@@ -72,7 +76,7 @@ import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +87,7 @@ import asyncpg
 import structlog
 
 from common import (
+    CLIENTS,
     EVENT_TYPE,
     PAYLOAD,
     Children,
@@ -920,7 +925,7 @@ async def run_all(args: argparse.Namespace, params: Params, selected: str, scale
         try:
             if ceiling_wanted:
                 doc["g"] = {"requests": params.ceiling_events, "concurrency": 100}
-                doc["g"]["per_s_start"] = await measure_ceiling(ctx, "at the start")
+                await measure_ceilings(ctx, doc["g"], "start", CLIENTS, errors)
             if "a" in selected or "c" in selected:
                 singles = params.singles if "c" in selected else 0
                 await attempt("a", lambda: drain_scenario(ctx, "a", 0, drain="a" in selected,
@@ -953,14 +958,16 @@ async def run_all(args: argparse.Namespace, params: Params, selected: str, scale
                 await attempt("scale_out", lambda: scenario_scale(ctx))
             if ceiling_wanted:
                 g = doc["g"]
-                try:
-                    g["per_s_end"] = await measure_ceiling(ctx, "at the end")
-                except Exception as exc:
-                    note(f"(g) at the end failed: {exc}")
-                    errors["g"] = f"at the end: {type(exc).__name__}: {exc}"[:2000]
-                    g["per_s_end"] = g["per_s_start"]
-                g["per_s"] = round((g["per_s_start"] + g["per_s_end"]) / 2)
-                g["end_to_start"] = round(g["per_s_end"] / g["per_s_start"], 2)
+                # The reverse order at the end, so drift in load weighs on both alike.
+                await measure_ceilings(ctx, g, "end", CLIENTS[::-1], errors)
+                summarize_ceiling(g)
+                p = g.pop("pyreqwest", None)
+                if p:
+                    summarize_ceiling(p)
+                    g["pyreqwest"] = p  # after aiohttp's figures in the JSON
+                    g["pyreqwest_to_aiohttp"] = {
+                        "per_s": round(p["per_s"] / g["per_s"], 2),
+                        "cpu_per_request": round(p["cpu_s_per_10k"] / g["cpu_s_per_10k"], 2)}
         finally:
             arrivals.close()
             with contextlib.suppress(Exception):
@@ -971,11 +978,45 @@ async def run_all(args: argparse.Namespace, params: Params, selected: str, scale
     return doc
 
 
-async def measure_ceiling(ctx: Ctx, when: str) -> int:
+async def measure_ceilings(ctx: Ctx, g: dict[str, Any], when: str, clients: Iterable[str],
+                           errors: dict[str, str]) -> None:
+    """Each client's ceiling into `g` (aiohttp's at its top level, as the ratios use
+    it; pyreqwest's under "pyreqwest"). A failed aiohttp ceiling at the start fails
+    the run, as it always did; any other failure is an error of the run, and a failed
+    end keeps the start's figures."""
     n = ctx.params.ceiling_events
-    note(f"(g) raw-aiohttp ceiling {when}: {n:,} requests, 100 in flight")
-    rate_per_s = await ceiling_in_process(ctx.receiver.url, n, 100, 300)
-    return round(rate_per_s)
+    for client in clients:
+        part = g if client == "aiohttp" else g.get(client)
+        if part is None:
+            if when == "end":
+                continue  # it failed at the start
+            part = g[client] = {}
+        note(f"(g) raw-{client} ceiling at the {when}: {n:,} requests, 100 in flight")
+        try:
+            result = await ceiling_in_process(ctx.receiver.url, n, 100, 300, client)
+        except Exception as exc:
+            if when == "start" and client == "aiohttp":
+                raise
+            note(f"(g) {client} at the {when} failed: {exc}")
+            key = "g" if client == "aiohttp" else f"g-{client}"
+            errors[key] = f"at the {when}: {type(exc).__name__}: {exc}"[:2000]
+            if when == "start":
+                del g[client]
+            else:
+                for k in ("per_s", "cpu_s_per_10k", "cpu_share"):
+                    part[f"{k}_end"] = part[f"{k}_start"]
+            continue
+        part[f"per_s_{when}"] = round(result.per_s)
+        part[f"cpu_s_per_10k_{when}"] = round(result.cpu_s_per_10k, 3)
+        part[f"cpu_share_{when}"] = round(result.cpu_share, 2)
+
+
+def summarize_ceiling(part: dict[str, Any]) -> None:
+    """Means of the start and the end of one client's ceiling."""
+    part["per_s"] = round((part["per_s_start"] + part["per_s_end"]) / 2)
+    part["end_to_start"] = round(part["per_s_end"] / part["per_s_start"], 2)
+    part["cpu_s_per_10k"] = round((part["cpu_s_per_10k_start"] + part["cpu_s_per_10k_end"]) / 2,
+                                  3)
 
 
 def add_ratios(doc: dict[str, Any]) -> None:
@@ -1020,6 +1061,16 @@ def table(doc: dict[str, Any]) -> str:
         rows.append(("(g) ceiling: raw aiohttp, 100 in flight (mean)", f"{g:,} /s", "1.00"))
         rows.append(("(g)   at the start / at the end of the run",
                      f"{gd['per_s_start']:,} / {gd['per_s_end']:,} /s", ""))
+        p = gd.get("pyreqwest")
+        if p:
+            ratios = gd["pyreqwest_to_aiohttp"]
+            rows.append(("(g) ceiling: raw pyreqwest, 100 in flight (mean)",
+                         f"{p['per_s']:,} /s", f"{ratios['per_s']:.2f}"))
+            rows.append(("(g)   at the start / at the end of the run",
+                         f"{p['per_s_start']:,} / {p['per_s_end']:,} /s", ""))
+            rows.append(("(g) CPU per 10,000 requests: aiohttp / pyreqwest",
+                         f"{gd['cpu_s_per_10k']:.2f} / {p['cpu_s_per_10k']:.2f} s",
+                         f"{ratios['cpu_per_request']:.2f}"))
     a = doc.get("a")
     if a:
         n = a.get("drain_events", 0)

@@ -396,3 +396,17 @@ def test_any_env_override_gives_a_config_or_an_error_naming_its_key(
     except ConfigError as exc:
         assert exc.field is not None
         assert any(exc.field.startswith(f"{s}.{k}") for (s, k), _ in overrides), exc.message
+
+
+@pytest.mark.parametrize("proxy", ["http://egress.internal:3128", "https://u:p@proxy:8443",
+                                   "socks5://127.0.0.1:1080", ""])
+def test_proxy_url_takes_http_https_and_socks5_with_a_port(proxy: str) -> None:
+    config = load_config(environ={"DISPATCHER_DELIVERY__PROXY_URL": proxy})
+    assert config.delivery.proxy_url == proxy
+
+
+@pytest.mark.parametrize("proxy", ["ftp://proxy:21", "http://proxy", "proxy:3128",
+                                   "http://proxy:3128/path", "http://proxy:99999"])
+def test_a_bad_proxy_url_names_the_key(proxy: str) -> None:
+    error = config_error(environ={"DISPATCHER_DELIVERY__PROXY_URL": proxy})
+    assert "delivery.proxy_url" in str(error)
