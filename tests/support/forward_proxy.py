@@ -116,27 +116,12 @@ class ForwardProxy:
         async with asyncio.timeout(HEAD_TIMEOUT):
             first = await reader.readexactly(1)
             if first == b"\x05":
-                target = await self._socks_handshake(reader, writer)
-                if target is None:
-                    return
+                socks_target = await self._socks_handshake(reader, writer)
             else:
                 head = first + await reader.readuntil(b"\r\n\r\n")
         if first == b"\x05":
-            host, port = target
-            seen = ProxiedRequest("SOCKS", f"{host}:{port}", None, CIMultiDict())
-            self.seen.append(seen)
-            if not _loopback(host):
-                seen.refused = 403
-                writer.write(b"\x05\x02\x00\x01\x00\x00\x00\x00\x00\x00")  # not allowed
-                return
-            up_reader, up_writer = await asyncio.open_connection(host, port)
-            self._writers.add(up_writer)
-            writer.write(b"\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00")
-            try:
-                await self._relay(reader, writer, up_reader, up_writer)
-            finally:
-                up_writer.close()
-                self._writers.discard(up_writer)
+            if socks_target is not None:
+                await self._serve_socks(reader, writer, *socks_target)
             return
         request_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
         method, target, version = request_line.split(" ")
@@ -182,6 +167,23 @@ class ForwardProxy:
                 kept = [f"{k}: {v}" for k, v in headers.items() if k.lower() not in _HOP]
                 up_writer.write("\r\n".join([f"{method} {path} {version}", *kept,
                                              "Connection: close", "", ""]).encode("latin-1"))
+            await self._relay(reader, writer, up_reader, up_writer)
+        finally:
+            up_writer.close()
+            self._writers.discard(up_writer)
+
+    async def _serve_socks(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           host: str, port: int) -> None:
+        seen = ProxiedRequest("SOCKS", f"{host}:{port}", None, CIMultiDict())
+        self.seen.append(seen)
+        if not _loopback(host):
+            seen.refused = 403
+            writer.write(b"\x05\x02\x00\x01\x00\x00\x00\x00\x00\x00")  # not allowed
+            return
+        up_reader, up_writer = await asyncio.open_connection(host, port)
+        self._writers.add(up_writer)
+        writer.write(b"\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00")  # succeeded
+        try:
             await self._relay(reader, writer, up_reader, up_writer)
         finally:
             up_writer.close()

@@ -4,6 +4,7 @@ answers from a script."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -55,9 +56,15 @@ class Receiver:
 
         self.script = script
 
+    # What a subclass serving TLS sets (and records more of, in `_record`).
+    ssl_context: ssl.SSLContext | None = None
+
+    async def _record(self, request: web.Request) -> Received:
+        return Received(request.method, request.path_qs, CIMultiDict(request.headers),
+                        await request.read(), time.monotonic())
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        req = Received(request.method, request.path_qs, CIMultiDict(request.headers),
-                       await request.read(), time.monotonic())
+        req = await self._record(request)
         n = len(self.requests)
         self.requests.append(req)
         async with self._arrived:
@@ -75,11 +82,11 @@ class Receiver:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         server = site._server
         assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
     async def stop(self) -> None:
         if self._runner:

@@ -4,7 +4,6 @@ can require a client certificate from a given CA."""
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import ssl
 import tempfile
@@ -22,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from multidict import CIMultiDict
 
-from tests.support.receiver import Received, Receiver, Reply
+from tests.support.receiver import Received, Receiver
 
 # P-256: fast to generate, and every TLS stack in play (rustls, OpenSSL) takes it.
 _CURVE = ec.SECP256R1()
@@ -186,37 +185,15 @@ class TlsReceiver(Receiver):
 
     def __init__(self, context: ssl.SSLContext) -> None:
         super().__init__()
-        self.context = context
+        self.ssl_context = context
 
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}/hook"
 
-    # Receiver's handler and site, with the peer's CN in the record and TLS on the
-    # socket: the base class builds both inside its methods.
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        req = TlsReceived(request.method, request.path_qs, CIMultiDict(request.headers),
-                          await request.read(), time.monotonic(), _peer_cn(request))
-        n = len(self.requests)
-        self.requests.append(req)
-        async with self._arrived:
-            self._arrived.notify_all()
-        reply = self.script(req, n)
-        if not isinstance(reply, Reply):
-            reply = await reply
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
-        body = reply.body.encode() if isinstance(reply.body, str) else reply.body
-        return web.Response(status=reply.status, body=body, headers=reply.headers)
-
-    async def start(self) -> None:
-        app = web.Application(client_max_size=10 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.context)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+    async def _record(self, request: web.Request) -> TlsReceived:
+        return TlsReceived(request.method, request.path_qs, CIMultiDict(request.headers),
+                           await request.read(), time.monotonic(), _peer_cn(request))
 
 
 @asynccontextmanager
