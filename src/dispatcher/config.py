@@ -18,6 +18,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from dispatcher.errors import ConfigError
+from dispatcher.retry import RetryPolicyConfig as RetryPolicyConfig
+from dispatcher.retry import policy_names, validate_policies
 
 ENV_PREFIX = "DISPATCHER_"
 # Short names kept for the variables operators set most often.
@@ -134,17 +136,6 @@ class ConsoleConfig:
     session_hours: float = 12.0
     # A `dispatcher sandbox capture` receiver whose requests the sandbox page shows.
     sandbox_capture_url: str = ""
-
-
-@dataclass(frozen=True)
-class RetryPolicyConfig:
-    kind: Literal["fixed", "exponential"] = "fixed"
-    delays: list[float] = field(default_factory=list)
-    retries: int = 0
-    base_seconds: float = 60.0
-    factor: float = 2.0
-    max_delay_seconds: float = 86400.0
-    jitter: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -368,8 +359,6 @@ def load_config(
 
 
 def _check_cross_fields(config: Config) -> None:
-    from dispatcher.retry import policy_names, validate_policies
-
     validate_policies(config.retry_policies)
     if config.delivery.default_retry_policy not in policy_names(config):
         raise ConfigError(

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
+from typing import Literal, Protocol
 
 from dispatcher.errors import ConfigError
 from dispatcher.model import DeliveryStatus
-
-if TYPE_CHECKING:
-    from dispatcher.config import Config, RetryPolicyConfig
 
 MINUTE = 60.0
 HOUR = 3600.0
@@ -80,6 +77,26 @@ PRESETS: dict[str, RetryPolicy] = {
 }
 
 
+@dataclass(frozen=True)
+class RetryPolicyConfig:
+    """A `[retry_policies.NAME]` table of the config."""
+
+    kind: Literal["fixed", "exponential"] = "fixed"
+    delays: list[float] = field(default_factory=list)
+    retries: int = 0
+    base_seconds: float = 60.0
+    factor: float = 2.0
+    max_delay_seconds: float = 86400.0
+    jitter: float = 0.0
+
+
+class PolicyConfig(Protocol):
+    """What building the policies needs of the config (`dispatcher.config.Config`)."""
+
+    @property
+    def retry_policies(self) -> Mapping[str, RetryPolicyConfig]: ...
+
+
 def policy_from_config(name: str, cfg: RetryPolicyConfig) -> RetryPolicy:
     if cfg.kind == "fixed":
         return RetryPolicy(name, tuple(cfg.delays), cfg.jitter)
@@ -107,7 +124,7 @@ def validate_policies(policies: Mapping[str, RetryPolicyConfig]) -> None:
             raise ConfigError(f"{key}.jitter: must be in [0, 1)", field=f"{key}.jitter")
 
 
-def load_policies(config: Config) -> dict[str, RetryPolicy]:
+def load_policies(config: PolicyConfig) -> dict[str, RetryPolicy]:
     """Presets, with config-defined policies added (or replacing a preset)."""
     policies = dict(PRESETS)
     for name, cfg in config.retry_policies.items():
@@ -115,7 +132,7 @@ def load_policies(config: Config) -> dict[str, RetryPolicy]:
     return policies
 
 
-def policy_names(config: Config) -> set[str]:
+def policy_names(config: PolicyConfig) -> set[str]:
     return set(PRESETS) | set(config.retry_policies)
 
 
