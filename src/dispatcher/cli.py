@@ -1,68 +1,29 @@
-"""The `dispatcher` command line. Every command answers bad input with a message on
-stderr and a non-zero exit, and changes nothing."""
+"""The `dispatcher` command line: the group `main` with the daemon's and the database's
+commands (serve, worker-process, migrate, config, keys), and on it those of
+dispatcher.commands (over the API) and dispatcher.commands.sandbox. Every command
+answers bad input with a message on stderr and a non-zero exit, and changes nothing."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import os
-import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import asyncpg
 import click
 
 from dispatcher import __version__
 from dispatcher.commands import register as register_api_commands
-from dispatcher.commands.common import api_errors, connection_options
+from dispatcher.commands.local import config_of, echo_json, handles_errors, run
+from dispatcher.commands.sandbox import register as register_sandbox_commands
 from dispatcher.config import Config, load_config, redacted
-from dispatcher.errors import DispatcherError
 from dispatcher.logs import configure_logging
 from dispatcher.store import tenants
 from dispatcher.store.database import database_url
 from dispatcher.store.migrate import migrate_dsn
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _fail(message: str, code: int = 2) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn DispatcherError into a clean message and exit status 2; an unreachable
-    database (or port already in use) into a one-line message and exit status 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except DispatcherError as exc:
-            field = f" [{exc.field}]" if exc.field and exc.field not in exc.message else ""
-            _fail(f"{exc.message}{field}")
-            raise AssertionError("unreachable") from exc
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            _fail(f"{type(exc).__name__}: {exc}", code=1)
-            raise AssertionError("unreachable") from exc
-
-    return wrapper
-
-
-def _config(ctx: click.Context) -> Config:
-    config: Config = ctx.obj
-    return config
-
-
-def _run(coro: Awaitable[R]) -> R:
-    from dispatcher.daemon import run_async
-
-    return run_async(coro)  # type: ignore[return-value]
 
 
 @asynccontextmanager
@@ -75,10 +36,6 @@ async def connect(config: Config) -> AsyncIterator[asyncpg.Connection]:
             yield conn
         finally:
             await conn.close()
-
-
-def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
 
 
 @click.group()
@@ -120,15 +77,15 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
     from dispatcher.daemon import serve as serve_daemon
     from dispatcher.devmode import development_config
 
-    config = development_config(_config(ctx)) if dev else _config(ctx)
+    config = development_config(config_of(ctx)) if dev else config_of(ctx)
     server = config.server
     config = dataclasses.replace(config, server=dataclasses.replace(
         server,
         workers=server.workers if workers is None else workers,
         role=server.role if role is None else role,  # type: ignore[arg-type]
     ))
-    _run(serve_daemon(config, host or server.host, server.port if port is None else port,
-                      config_path=ctx.find_root().params.get("config_path")))
+    run(serve_daemon(config, host or server.host, server.port if port is None else port,
+                     config_path=ctx.find_root().params.get("config_path")))
 
 
 @main.command("worker-process", hidden=True)
@@ -145,8 +102,8 @@ def worker_process(ctx: click.Context, fd: int, role: str, owner: uuid.UUID,
     """One worker of `dispatcher serve`, started by its supervisor (internal)."""
     from dispatcher.daemon import run_worker_process
 
-    _run(run_worker_process(_config(ctx), fd, role, owner,  # type: ignore[arg-type]
-                            os.getppid() if parent is None else parent))
+    run(run_worker_process(config_of(ctx), fd, role, owner,  # type: ignore[arg-type]
+                           os.getppid() if parent is None else parent))
 
 
 @main.command()
@@ -156,10 +113,10 @@ def migrate(ctx: click.Context) -> None:
     """Apply pending database migrations."""
 
     async def go() -> list[str]:
-        async with database_url(_config(ctx)) as dsn:
+        async with database_url(config_of(ctx)) as dsn:
             return await migrate_dsn(dsn)
 
-    applied = _run(go())
+    applied = run(go())
     click.echo("applied: " + ", ".join(applied) if applied else "already up to date")
 
 
@@ -173,7 +130,7 @@ def config_group() -> None:
 @handles_errors
 def config_show(ctx: click.Context) -> None:
     """Print the effective config (defaults, file, env) with secrets redacted."""
-    _echo_json(redacted(_config(ctx)))
+    echo_json(redacted(config_of(ctx)))
 
 
 @main.group()
@@ -202,15 +159,15 @@ def keys_create(ctx: click.Context, tenant: str | None, operator: bool, name: st
         tenants.validate_tenant_name(tenant)
 
     async def go() -> str:
-        async with connect(_config(ctx)) as conn:
+        async with connect(config_of(ctx)) as conn:
             if tenant is None:
                 return await tenants.create_operator_key(conn, name)
             return await tenants.create_api_key(conn, tenant, name)
 
-    key = _run(go())
+    key = run(go())
     if as_json:
-        _echo_json({"kind": "operator", "key": key} if tenant is None
-                   else {"tenant": tenant.strip(), "key": key})
+        echo_json({"kind": "operator", "key": key} if tenant is None
+                  else {"tenant": tenant.strip(), "key": key})
     else:
         click.echo(key)
 
@@ -232,12 +189,12 @@ def keys_list(ctx: click.Context, tenant: str | None, as_json: bool) -> None:
     """List keys (prefixes only; keys themselves are never stored)."""
 
     async def go() -> list[tenants.ApiKeyInfo]:
-        async with connect(_config(ctx)) as conn:
+        async with connect(config_of(ctx)) as conn:
             return await tenants.list_api_keys(conn, tenant)
 
-    found = _run(go())
+    found = run(go())
     if as_json:
-        _echo_json([_key_json(k) for k in found])
+        echo_json([_key_json(k) for k in found])
         return
     for k in found:
         state = "revoked" if k.revoked_at else "active"
@@ -252,450 +209,18 @@ def keys_revoke(ctx: click.Context, key: str) -> None:
     """Revoke a key by id, shown prefix, or the key itself."""
 
     async def go() -> tenants.ApiKeyInfo:
-        async with connect(_config(ctx)) as conn:
+        async with connect(config_of(ctx)) as conn:
             return await tenants.revoke_api_key(conn, key)
 
-    info = _run(go())
+    info = run(go())
     owner = "an operator key" if info.tenant is None else f"of tenant {info.tenant}"
     click.echo(f"revoked {info.id} ({info.prefix}...) {owner}")
 
 
-# --- sandbox: test receivers before going live (dispatcher.sandbox) -----------------------
-
-
-def _scheme(ctx: click.Context, scheme: str | None) -> str:
-    from dispatcher.errors import ValidationError
-    from dispatcher.signing import SCHEMES
-
-    chosen = scheme if scheme is not None else _config(ctx).signing.default_scheme
-    if chosen not in SCHEMES:
-        raise ValidationError(f"unknown signing scheme {chosen!r}; expected one of "
-                              f"{', '.join(SCHEMES)}", field="scheme")
-    return chosen
-
-
-def _event_data(ctx: click.Context, type_: str, data: str | None) -> Any:
-    from dispatcher.catalogue import load_catalogue
-    from dispatcher.sandbox.samples import event_data, parse_data
-
-    given = None if data is None else parse_data(data)
-    return event_data(load_catalogue(_config(ctx)), type_, given, has_data=data is not None)
-
-
-def _echo_key(key: Any) -> None:
-    for line in key.describe():
-        click.echo(line)
-
-
-def _signing_key_json(key: Any) -> dict[str, Any]:
-    """The signing key as `sandbox send --json` shows it (a secret only if generated)."""
-    return {"scheme": key.scheme, "secret": key.secret if key.generated else None,
-            "verify_with": key.verifier_key if key.generated or key.scheme in (
-                "standard-v1a", "cobo") else None}
-
-
-def _echo_exchange(key: Any, attempt: Any) -> None:
-    """The key, the signed request and the receiver's answer, for people."""
-    _echo_key(key)
-    click.echo(f"POST {attempt.url}")
-    for name, value in attempt.request_headers.items():
-        click.echo(f"  {name}: {value}")
-    click.echo("")
-    click.echo(attempt.body.decode("utf-8", "replace"))
-    click.echo("")
-    click.echo(f"response: {attempt.summary()}")
-    if attempt.response_body:
-        click.echo(attempt.response_body)
-
-
-async def _serve_until_stopped(server: Any, host: str, port: int,
-                               started: Callable[[], None]) -> None:
-    """Run a capture server until SIGINT/SIGTERM."""
-    import asyncio
-    import signal
-
-    await server.start(host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        started()
-        await stop.wait()
-    finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-        await server.stop()
-
-
-_TIMEOUT = click.FloatRange(0.1, 30.0)
-_PROXY_HELP = ("Send through this forward proxy (http://, https:// or socks5://host:port), "
-               "as the daemon does with delivery.proxy_url.")
-
-
-def _proxy(value: str | None) -> str:
-    """The --proxy value, checked; "" for none."""
-    from dispatcher.config import is_proxy_url
-    from dispatcher.errors import ValidationError
-
-    if value is None:
-        return ""
-    if not is_proxy_url(value):
-        raise ValidationError("--proxy must be an http://, https:// or socks5:// URL with a "
-                              "host and port", field="proxy")
-    return value
-
-
-_SCHEME_HELP = ("Signing scheme: standard-v1, standard-v1a, cobalt or cobo "
-                "(default: config signing.default_scheme).")
-
-
-@main.group("sandbox")
-def sandbox_group() -> None:
-    """Test webhook receivers before going live: capture requests, send sample events."""
-
-
-@sandbox_group.command("capture")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Listen address.")
-@click.option("--port", default=8081, show_default=True, type=click.IntRange(0, 65535),
-              help="Listen port (0: any free port).")
-@click.option("--status", default=200, show_default=True, type=click.IntRange(200, 599),
-              help="HTTP status to answer every request with.")
-@click.option("--scheme", default=None, help=_SCHEME_HELP)
-@click.option("--secret", default=None,
-              help="Verify signatures with this secret (for standard-v1a and cobo the "
-                   "private key; its public key is used).")
-@click.option("--public-key", default=None,
-              help="Verify standard-v1a (whpk_... or PEM) or cobo (hex or PEM) signatures.")
-@click.option("--keep", default=100, show_default=True, type=click.IntRange(1, 100_000),
-              help="How many requests GET /_requests serves (the newest).")
-@click.option("--save", "save_dir", default=None, type=click.Path(file_okay=False),
-              help="Also write each request to DIR/NNNNNN.json.")
-@click.option("--answer", default=None, type=click.Choice(["ok", "deny"]),
-              help="Act as a callback endpoint: answer every request with this body "
-                   "(401 instead when --secret/--public-key is given and the signature "
-                   "does not verify).")
-@click.pass_context
-@handles_errors
-def sandbox_capture(ctx: click.Context, host: str, port: int, status: int, scheme: str | None,
-                    secret: str | None, public_key: str | None, keep: int,
-                    save_dir: str | None, answer: str | None) -> None:
-    """Run a capture receiver: print every request (and whether its signature verifies),
-    answer with --status (and the body --answer for callbacks), serve the last requests
-    as JSON at GET /_requests."""
-    from pathlib import Path
-
-    from dispatcher.sandbox.capture import REQUESTS_PATH, CaptureServer, make_verifier
-
-    verifier = make_verifier(_scheme(ctx, scheme), secret, public_key)
-
-    def show(c: Any) -> None:
-        sig = ("signature: not checked (no --secret/--public-key)" if c.verified is None
-               else "signature: verified" if c.verified
-               else f"signature: FAILED ({c.verification_error})")
-        click.echo(f"#{c.n} {c.method} {c.path}  {sig}")
-        for name, value in c.headers.items():
-            click.echo(f"  {name}: {value}")
-        if c.body:
-            try:
-                click.echo(json.dumps(json.loads(c.body), indent=2, ensure_ascii=False))
-            except ValueError:
-                click.echo(c.body.decode("utf-8", "replace"))
-        click.echo("")
-
-    server = CaptureServer(status=status, keep=keep, verifier=verifier,
-                           save_dir=None if save_dir is None else Path(save_dir),
-                           on_capture=show, answer=answer)
-    answering = f"{status} {answer}" if answer else str(status)
-
-    def started() -> None:
-        click.echo(f"capturing on {server.url} (answering {answering}); "
-                   f"requests as JSON at {server.url}{REQUESTS_PATH}; Ctrl-C to stop")
-
-    _run(_serve_until_stopped(server, host, port, started))
-
-
-@sandbox_group.command("send")
-@click.argument("url")
-@click.option("--type", "type_", default=None,
-              help="Event type (see `dispatcher event-types`); required unless --callback.")
-@click.option("--scheme", default=None, help=_SCHEME_HELP)
-@click.option("--secret", default=None,
-              help="Signing secret (whsec_..., whsk_..., cobalt text, cobo hex seed); "
-                   "default: a new one, printed.")
-@click.option("--data", default=None,
-              help="The event's data as JSON, or @FILE (default: the type's sample payload).")
-@click.option("--timeout", default=2.0, show_default=True, type=_TIMEOUT,
-              help="Total time allowed for the response, in seconds.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--callback", "as_callback", is_flag=True,
-              help="Send an approval callback instead (--type default withdrawal.approve, "
-                   "--data default a Cobo Transaction) and print the decision the engine "
-                   "would record. Exits 1 if the answer is not a decision.")
-@click.option("--proxy", default=None, help=_PROXY_HELP)
-@click.pass_context
-@handles_errors
-def sandbox_send(ctx: click.Context, url: str, type_: str | None, scheme: str | None,
-                 secret: str | None, data: str | None, timeout: float, as_json: bool,
-                 as_callback: bool, proxy: str | None) -> None:
-    """Send one sample event to URL, signed exactly as the engine signs it, and print the
-    response and the outcome the engine would record. Exits 1 if that is a failure."""
-    from dispatcher.sandbox.forward import check_url, deliver, sandbox_transport
-    from dispatcher.sandbox.samples import build_event, signing_key
-
-    target = check_url(url)
-    proxy_url = _proxy(proxy)
-    key = signing_key(_scheme(ctx, scheme), secret)
-    if as_callback:
-        _send_callback(ctx, target, key, type_, data, timeout, as_json, proxy_url)
-        return
-    if type_ is None:
-        raise click.UsageError("Missing option '--type'.")
-    event = build_event(type_, _event_data(ctx, type_, data))
-    success = _config(ctx).delivery.success_statuses
-
-    async def go() -> Any:
-        async with sandbox_transport(proxy_url) as transport:
-            return await deliver(transport, target, key, event, timeout=timeout,
-                                 success_statuses=success)
-
-    attempt = _run(go())
-    if as_json:
-        _echo_json({**_signing_key_json(key), "event_id": str(event.id), "type": event.type,
-                    **attempt.to_json()})
-    else:
-        _echo_exchange(key, attempt)
-        click.echo(f"outcome: {attempt.outcome}")
-    if not attempt.succeeded:
-        sys.exit(1)
-
-
-def _callback_data(ctx: click.Context, data: str | None) -> Any:
-    from dispatcher.catalogue import load_catalogue
-    from dispatcher.errors import ValidationError
-    from dispatcher.sandbox.callbacks import sample_callback_data
-    from dispatcher.sandbox.samples import parse_data
-
-    if data is None:
-        return sample_callback_data(load_catalogue(_config(ctx)))
-    parsed = parse_data(data)
-    if not isinstance(parsed, dict):
-        raise ValidationError("--data: a callback's data must be a JSON object", field="data")
-    return parsed
-
-
-def _send_callback(ctx: click.Context, target: str, key: Any, type_: str | None,
-                   data: str | None, timeout: float, as_json: bool, proxy_url: str) -> None:
-    from dispatcher.sandbox.callbacks import (
-        DEFAULT_CALLBACK_TYPE,
-        build_callback,
-        describe_decision,
-    )
-    from dispatcher.sandbox.forward import post, sandbox_transport, signed_headers
-
-    callback = build_callback(type_ or DEFAULT_CALLBACK_TYPE, _callback_data(ctx, data),
-                              key.scheme)
-
-    async def go() -> Any:
-        async with sandbox_transport(proxy_url) as transport:
-            return await post(transport, target, callback.body, signed_headers(key, callback),
-                              timeout=timeout)
-
-    attempt = _run(go())
-    decision, line = describe_decision(attempt)
-    if as_json:
-        _echo_json({**_signing_key_json(key), "callback_id": str(callback.id),
-                    "type": callback.type, **attempt.to_json(), "decision": decision,
-                    "status_recorded": {"ok": "Approved", "deny": "Denied"}.get(
-                        decision or "", "Retrying")})
-    else:
-        _echo_exchange(key, attempt)
-        click.echo(line)
-    if decision is None:
-        sys.exit(1)
-
-
-@main.command("listen")
-@click.option("--forward-to", "forward_to", required=True,
-              help="Your local receiver, e.g. http://localhost:3000/hook.")
-@click.option("--scheme", default=None, help=_SCHEME_HELP)
-@click.option("--secret", default=None,
-              help="Secret to sign with (the one your receiver verifies with); "
-                   "default: a new one, printed.")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to take events on.")
-@click.option("--port", default=None, type=click.IntRange(0, 65535),
-              help="Take events on this local port (default 8082; 0: any free port) "
-                   "instead of from the daemon.")
-@click.option("--stdin", "from_stdin", is_flag=True,
-              help="Read events as JSON lines on stdin instead of listening.")
-@click.option("--timeout", default=2.0, show_default=True, type=_TIMEOUT,
-              help="Total time allowed for each response, in seconds.")
-@click.option("--events", "events", multiple=True,
-              help="From the daemon: only these event types (comma-separated or repeated).")
-@connection_options
-@click.pass_context
-@handles_errors
-@api_errors
-def listen(ctx: click.Context, forward_to: str, scheme: str | None, secret: str | None,
-           host: str, port: int | None, from_stdin: bool, timeout: float,
-           events: tuple[str, ...]) -> None:
-    """Forward events to a local receiver. With an API key (--api-key or
-    DISPATCHER_API_KEY) and none of --port, --stdin, --secret, --scheme: connected to
-    the daemon, which makes a temporary endpoint of your tenant delivering over that
-    connection (its signing secret is printed; it is removed when you stop).
-    Otherwise, each event is signed for your secret as the engine would sign it: a
-    delivery body (event_id,
-    type, created_timestamp, data; forwarded unchanged) or {"type": ..., "data": ...}
-    (a new event; data defaults to the type's sample), POSTed to the local port, or
-    given on stdin as JSON lines with --stdin.
-
-    \b
-    Example:
-      dispatcher listen --forward-to http://localhost:3000/hook --events invoice.paid
-      dispatcher listen --forward-to http://localhost:3000/hook --port 8082
-    """
-    api_key = ctx.meta.get("dispatcher.api_key")
-    if api_key and port is None and not from_stdin and secret is None and scheme is None:
-        from dispatcher.commands.listen import listen_through_daemon
-        from dispatcher.sandbox.forward import check_url
-
-        types = [t.strip() for given in events for t in given.split(",") if t.strip()]
-        listen_through_daemon(ctx.meta["dispatcher.daemon_url"], api_key,
-                              ctx.meta.get("dispatcher.act_for_tenant"), check_url(forward_to),
-                              types, timeout)
-        return
-    port = 8082 if port is None else port
-    import asyncio
-
-    from dispatcher.catalogue import load_catalogue
-    from dispatcher.sandbox.capture import CaptureServer
-    from dispatcher.sandbox.forward import check_url, sandbox_transport
-    from dispatcher.sandbox.listen import Forwarded, Forwarder
-    from dispatcher.sandbox.samples import signing_key
-
-    target = check_url(forward_to)
-    key = signing_key(_scheme(ctx, scheme), secret)
-    catalogue = load_catalogue(_config(ctx))
-    success = _config(ctx).delivery.success_statuses
-    failures = 0
-    bad_input = 0
-
-    def show(done: Forwarded) -> None:
-        nonlocal failures
-        a = done.attempt
-        if not a.succeeded:
-            failures += 1
-        click.echo(f"{done.event.type} {done.event.id} -> {a.summary()}: {a.outcome}")
-
-    def bad(message: str) -> None:
-        nonlocal bad_input
-        bad_input += 1
-        click.echo(f"error: {message}", err=True)
-
-    _echo_key(key)
-
-    async def go() -> None:
-        async with sandbox_transport() as transport:
-            forwarder = Forwarder(transport, target, key, catalogue, timeout=timeout,
-                                  success_statuses=success, on_result=show, on_error=bad)
-            if from_stdin:
-                stream = sys.stdin
-
-                def read_line() -> str:
-                    return str(stream.readline())
-
-                n = 0
-                while line := await asyncio.to_thread(read_line):
-                    n += 1
-                    if not line.strip():
-                        continue
-                    try:
-                        await forwarder.forward(line.encode())
-                    except DispatcherError as exc:
-                        bad(f"line {n}: {exc.message}")
-                return
-            server = CaptureServer(respond=forwarder.respond)
-
-            def started() -> None:
-                click.echo(f"forwarding events POSTed to {server.url} to {target}; "
-                           "Ctrl-C to stop")
-
-            await _serve_until_stopped(server, host, port, started)
-
-    _run(go())
-    if bad_input:
-        sys.exit(2)
-    if failures:
-        sys.exit(1)
-
-
-@main.command("check-receiver")
-@click.argument("url")
-@click.option("--secret", required=True,
-              help="The secret the receiver verifies with (for standard-v1a and cobo, the "
-                   "private key whose public key it has).")
-@click.option("--scheme", default=None, help=_SCHEME_HELP)
-@click.option("--type", "type_", default=None,
-              help="Event type to probe with (default: one of the scheme's provider).")
-@click.option("--data", default=None, help="The event's data as JSON, or @FILE.")
-@click.option("--timeout", default=2.0, show_default=True, type=_TIMEOUT,
-              help="Total time allowed for each response, in seconds.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--callback", "as_callback", is_flag=True,
-              help="Probe a callback receiver: genuine callbacks must get exactly ok or "
-                   "deny; forged, stale and unsigned ones a 4xx, never ok.")
-@click.option("--proxy", default=None, help=_PROXY_HELP)
-@click.pass_context
-@handles_errors
-def check_receiver(ctx: click.Context, url: str, secret: str, scheme: str | None,
-                   type_: str | None, data: str | None, timeout: float,
-                   as_json: bool, as_callback: bool, proxy: str | None) -> None:
-    """Probe a receiver: signed events accepted (also twice), tampered, stale and
-    unsigned requests rejected, answers quick. Exits 1 if a required check fails."""
-    from dispatcher.sandbox.callbacks import DEFAULT_CALLBACK_TYPE, run_callback_checks
-    from dispatcher.sandbox.conformance import DEFAULT_TYPE, DEFAULT_TYPES, run_checks
-    from dispatcher.sandbox.forward import check_url, sandbox_transport
-    from dispatcher.sandbox.samples import signing_key
-
-    target = check_url(url)
-    proxy_url = _proxy(proxy)
-    key = signing_key(_scheme(ctx, scheme), secret)
-    if as_callback:
-        event_type = type_ or DEFAULT_CALLBACK_TYPE
-        payload = _callback_data(ctx, data)
-    else:
-        event_type = type_ or DEFAULT_TYPES.get(key.scheme, DEFAULT_TYPE)
-        payload = _event_data(ctx, event_type, data)
-    success = _config(ctx).delivery.success_statuses
-
-    async def go() -> Any:
-        async with sandbox_transport(proxy_url) as transport:
-            if as_callback:
-                return await run_callback_checks(transport, target, key, event_type, payload,
-                                                 timeout=timeout)
-            return await run_checks(transport, target, key, event_type, payload,
-                                    timeout=timeout, success_statuses=success)
-
-    report = _run(go())
-    if as_json:
-        _echo_json(report.to_json())
-    else:
-        what = "callback type" if as_callback else "event type"
-        click.echo(f"checking {report.url} ({report.scheme}, {what} {event_type})")
-        for c in report.checks:
-            optional = "" if c.required else " [optional]"
-            click.echo(f"  {c.status.upper():<4}  ({c.id}) {c.title}{optional}: {c.reason}")
-        failed = [c for c in report.checks if c.failed]
-        click.echo(f"{len(failed)} of {len(report.checks)} checks failed" if failed
-                   else "receiver passed every required check")
-    if not report.passed:
-        sys.exit(1)
-
-
 # Commands over a running daemon's API (endpoints, events, event types, ...).
 register_api_commands(main)
+# Commands for testing receivers: sandbox capture/send, listen, check-receiver.
+register_sandbox_commands(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dispatcher.engine.callbacks import classify_answer
+from dispatcher.engine.outcome import classify_answer
 from dispatcher.model import FailureReason
 from dispatcher.retry import PRESETS
 from dispatcher.transport import Exchange

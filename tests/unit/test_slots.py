@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from dispatcher.engine.worker import Slots
+from dispatcher.engine.pressure import Slots
 
 
 async def _hold(slots: Slots, inside: list[int], peak: list[int], release: asyncio.Event) -> None:

@@ -1,6 +1,7 @@
-"""CLI commands that call a running daemon's API through `dispatcher.client`, so they
-work from any machine that can reach it: endpoints, events, event types, callbacks,
-tenants (operator keys), trigger and listen. `register` adds them to the main click group."""
+"""CLI commands beyond the daemon's own. Those that call a running daemon's API through
+`dispatcher.client`, so they work from any machine that can reach it: endpoints,
+events, event types, callbacks, tenants (operator keys), trigger and listen; `register`
+adds them to the main click group. The sandbox's are in `commands.sandbox`."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""Approval callbacks in the engine: the decision rule applied to attempts, the outcome hook that
-records decisions inside the transaction that records the attempts, the deadline
-hook that fails callbacks a worker claimed too late to send, and the job that fails
-callbacks past their deadline. All tell the tenant with the operational event
-`callback.decided`.
+"""Approval callbacks in the engine: the outcome hook that records decisions inside
+the transaction that records the attempts, the deadline hook that fails callbacks a
+worker claimed too late to send, and the job that fails callbacks past their
+deadline (the decision rule itself is `outcome.classify_answer`). All tell the
+tenant with the operational event `callback.decided`.
 
 The rule: status 200 or 201 and a body that is exactly `ok` or `deny` once
 surrounding ASCII whitespace is removed. Anything else (`OK`, `"ok"`, `yes`, an
@@ -20,36 +20,19 @@ import structlog
 
 from dispatcher.clock import to_ms
 from dispatcher.config import Config
-from dispatcher.model import FailureReason
 from dispatcher.retry import load_policies
 from dispatcher.store import callbacks as store
 from dispatcher.store.deliveries import Outcome
 from dispatcher.store.events import NewEvent, publish_events
 from dispatcher.store.pool import Conn
-from dispatcher.transport.classify import DECISION_STATUSES, DECISIONS, decision_of
+from dispatcher.transport.classify import DECISIONS
 
 if TYPE_CHECKING:
     from dispatcher.engine.worker import DeliveryWorker
-    from dispatcher.transport import Exchange
 
 log = structlog.get_logger(__name__)
 
 DECIDED_EVENT = "callback.decided"
-def classify_answer(result: Exchange) -> str | None:
-    """Apply the decision rule to an attempt at a callback endpoint: returns the
-    decision, and marks an answer that is not one as failed (so it is retried)."""
-    if result.status is None:
-        return None  # timeout, connection error, ...: already a failure
-    decision = decision_of(result.status, result.response_body)
-    if decision is not None:
-        result.failure = None
-    elif result.status in DECISION_STATUSES:
-        result.failure = FailureReason.NO_DECISION
-    elif result.failure is None:
-        result.failure = FailureReason.HTTP_STATUS  # a 2xx other than 200/201
-    return decision
-
-
 def decided_data(d: store.Decided) -> dict[str, Any]:
     """The `data` of a `callback.decided` event."""
     return {

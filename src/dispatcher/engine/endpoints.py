@@ -1,9 +1,11 @@
 """What a worker needs to know about an endpoint to send to it, cached by the
-endpoint's version (bumped on every change) so claims cost no extra queries."""
+endpoint's version (bumped on every change) so claims cost no extra queries, and
+read again whenever a change is notified, before any request to it starts."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -11,16 +13,19 @@ from uuid import UUID
 import asyncpg
 import structlog
 
+from dispatcher.clock import Clock
 from dispatcher.errors import DispatcherError
 from dispatcher.retry import RetryPolicy
 from dispatcher.secretbox import SecretBox
 from dispatcher.signing import COBO, Signer, make_signer
 from dispatcher.store.delivery_options import open_delivery_options
-from dispatcher.store.pool import Conn
+from dispatcher.store.pool import DB_ERRORS, Conn
 from dispatcher.store.secrets import decrypt_endpoint_secrets, tenant_signing_key
 from dispatcher.transport.options import NO_OPTIONS, EndpointOptions
 
 log = structlog.get_logger(__name__)
+
+REFRESH_RETRY_SECONDS = 0.5
 
 
 @dataclass(slots=True)
@@ -162,3 +167,52 @@ class EndpointCache:
                 row["previous_secret_expires_at"], now,
             )
         return make_signer(scheme, secrets)
+
+
+class EndpointRefresh:
+    """Endpoint changes (pause, disable, update, delete) notified by whichever process
+    made them: from then on no request to that endpoint starts here until it has been
+    read again, and rows claimed but not yet sent are then held (paused, disabled),
+    dropped (deleted: their rows are gone) or sent with the new settings.
+    `on_reread` hears of each endpoint read again."""
+
+    def __init__(self, pool: asyncpg.Pool, cache: EndpointCache, clock: Clock,
+                 on_reread: Callable[[UUID, EndpointTarget | None], None]) -> None:
+        self._pool = pool
+        self._cache = cache
+        self._clock = clock
+        self._on_reread = on_reread
+        self._dirty: set[UUID] = set()  # endpoints changed since last read
+        self._refreshing: dict[UUID, asyncio.Task[None]] = {}
+
+    def changed(self, endpoint_id: UUID) -> None:
+        """An endpoint was changed or deleted: start no request to it until it has
+        been read again. Synchronous, so it takes effect before any other task runs."""
+        if endpoint_id not in self._cache:
+            return
+        self._dirty.add(endpoint_id)
+        if endpoint_id not in self._refreshing:
+            self._refreshing[endpoint_id] = asyncio.create_task(self._refresh(endpoint_id))
+
+    async def current(self, endpoint_id: UUID) -> EndpointTarget | None:
+        """The endpoint as it is now: waits while a change notified is being read."""
+        refresh = self._refreshing.get(endpoint_id)
+        if refresh is not None:
+            await asyncio.shield(refresh)
+        return self._cache.get(endpoint_id)
+
+    async def _refresh(self, endpoint_id: UUID) -> None:
+        try:
+            while endpoint_id in self._dirty:  # changed again while being read: again
+                self._dirty.discard(endpoint_id)
+                try:
+                    async with self._pool.acquire() as conn:
+                        await self._cache.load(conn, [endpoint_id], self._clock.now())
+                    self._on_reread(endpoint_id, self._cache.get(endpoint_id))
+                except DB_ERRORS as exc:
+                    log.warning("engine.endpoint_refresh_failed",
+                                endpoint_id=str(endpoint_id), error=str(exc))
+                    self._dirty.add(endpoint_id)
+                    await asyncio.sleep(REFRESH_RETRY_SECONDS)
+        finally:
+            del self._refreshing[endpoint_id]

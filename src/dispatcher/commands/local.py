@@ -1,0 +1,60 @@
+"""What the commands that run on this machine share (the daemon's, the database's
+and the sandbox's): the loaded config, running a coroutine, JSON output, and errors
+as a one-line message with exit status 2 (bad input) or 1 (unreachable)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+import asyncpg
+import click
+
+from dispatcher.config import Config
+from dispatcher.errors import DispatcherError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn DispatcherError into a clean message and exit status 2; an unreachable
+    database (or port already in use) into a one-line message and exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except DispatcherError as exc:
+            field = f" [{exc.field}]" if exc.field and exc.field not in exc.message else ""
+            _fail(f"{exc.message}{field}")
+            raise AssertionError("unreachable") from exc
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            _fail(f"{type(exc).__name__}: {exc}", code=1)
+            raise AssertionError("unreachable") from exc
+
+    return wrapper
+
+
+def config_of(ctx: click.Context) -> Config:
+    """The config the main group loaded (--config, DISPATCHER_*)."""
+    config: Config = ctx.obj
+    return config
+
+
+def run(coro: Awaitable[R]) -> R:
+    from dispatcher.daemon import run_async
+
+    return run_async(coro)  # type: ignore[return-value]
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
