@@ -1,6 +1,7 @@
-"""The composition root: the one place that builds and wires the pool, the HTTP
-client, the API, the delivery engine and maintenance. The API and the engine never
-import each other; they meet here and in the database.
+"""The composition root: the one place that builds and wires the pool, the
+transport, the API and the console (mounted here, on one application), the
+delivery engine and maintenance. The front ends and the engine never import each
+other; they meet here and in the database.
 
 `dispatcher serve` runs a supervisor that owns the database (embedded or not),
 migrations, the first-start admin key, the listening socket and signals, and starts
@@ -39,6 +40,7 @@ from dispatcher.api.connections import ConnectionLimits, GuardedAppRunner
 from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, DSN, POOL, READINESS, TRANSPORT
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.config import Config
+from dispatcher.console.app import add_console_routes, console_errors
 from dispatcher.engine import callbacks, health
 from dispatcher.engine.worker import DeliveryWorker
 from dispatcher.logs import protocol_error_logger
@@ -50,6 +52,7 @@ from dispatcher.store.deliveries import CLAIM_SETTINGS, release_owner, warm_clai
 from dispatcher.store.migrate import migrate_dsn
 from dispatcher.store.pool import DB_ERRORS, create_pool
 from dispatcher.store.tenants import count_tenants, create_operator_key, ensure_tenant
+from dispatcher.transport import Transport
 from dispatcher.waiting import wait_for_database
 
 log = structlog.get_logger(__name__)
@@ -78,12 +81,30 @@ def build_app(
     worker serves only /healthz, /readyz and /metrics), and the delivery engine with
     the maintenance jobs (role all/worker)."""
     role = role or effective_role(config)
-    app = create_app(config, dsn, clock, management=role != "worker")
+    app = create_front_ends(config, dsn, clock, management=role != "worker")
     if role != "api":
         app[OWNER] = owner or uuid.uuid4()
         app.cleanup_ctx.append(_engine_ctx)
         app.cleanup_ctx.append(_maintenance_ctx)
     return app
+
+
+def create_front_ends(config: Config, dsn: str, clock: Clock | None = None, *,
+                      management: bool = True) -> web.Application:
+    """What a process serves over HTTP: the API and, in a management process with the
+    console enabled, the console on the same application; with the process's
+    transport, which the engine and the console's sample sends share."""
+    app = create_app(config, dsn, clock, management=management, middlewares=(console_errors,))
+    app.cleanup_ctx.append(_transport_ctx)
+    if management and config.console.enabled:
+        add_console_routes(app)
+    return app
+
+
+async def _transport_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[TRANSPORT] = Transport.from_config(app[CONFIG])
+    yield
+    await app[TRANSPORT].close()
 
 
 def effective_role(config: Config) -> Role:

@@ -17,10 +17,10 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from dispatcher.api.app import create_app
 from dispatcher.clock import FakeClock
 from dispatcher.config import Config
 from dispatcher.console.access import RESOLVER, Scope, resolve_api_key
+from dispatcher.daemon import create_front_ends
 from dispatcher.sandbox.capture import CaptureServer
 from dispatcher.store.callbacks import expire_overdue
 from dispatcher.store.pool import create_pool
@@ -760,7 +760,7 @@ async def read_only_console(
         scope = await resolve_api_key(request, credential)
         return Scope("portal", scope.tenant_id, read_only=True)
 
-    app = create_app(config, db_url)
+    app = create_front_ends(config, db_url)
     app[RESOLVER] = read_only
     async with in_process_console(app, db_url, config, "reader") as served:
         yield served
@@ -818,7 +818,7 @@ async def console_on_a_fake_clock(
     """The console in-process on a fake clock (no engine: callbacks stay Pending
     until the test decides them with the store's own functions)."""
     clock = FakeClock(datetime.now(UTC))
-    app = create_app(config, db_url, clock)
+    app = create_front_ends(config, db_url, clock)
     async with in_process_console(app, db_url, config, "clocked") as (user, api_client):
         yield user, api_client, clock
 

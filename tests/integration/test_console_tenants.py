@@ -15,9 +15,9 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from dispatcher.api.app import create_app
 from dispatcher.clock import FakeClock
 from dispatcher.config import Config
+from dispatcher.daemon import create_front_ends
 from dispatcher.store.tenants import (
     DEFAULT_TENANT,
     create_api_key,
@@ -163,7 +163,7 @@ async def test_acting_refuses_a_missing_or_wrong_csrf_token(
 async def test_metrics_summary_reads_the_queue_on_the_clock(db_url: str, config: Config) -> None:
     """In-process on a fake clock, without an engine: what is published stays due."""
     clock = FakeClock(datetime.now(UTC))
-    runner = web.AppRunner(create_app(config, db_url, clock))
+    runner = web.AppRunner(create_front_ends(config, db_url, clock))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -1,7 +1,7 @@
 """The package's layers, read from the source: every `import` of a dispatcher
 module (top level, inside functions, under TYPE_CHECKING), as a graph of modules.
-No module may reach itself through it, and only the composition root may join the
-engine to anything else."""
+No module may reach itself through it, only the composition root may join the
+engine to anything else, and the API does not reach into the console."""
 
 from __future__ import annotations
 
@@ -127,3 +127,11 @@ def test_the_transport_knows_no_queue_no_store_and_no_front_end() -> None:
     reaching = {m: sorted(t for t in targets if any(_in(t, f) for f in forbidden))
                 for m, targets in graph().items() if _in(m, "dispatcher.transport")}
     assert {m: t for m, t in reaching.items() if t} == {}
+
+
+def test_the_api_does_not_mount_or_import_the_console() -> None:
+    # The daemon mounts both front ends. (The console still uses the API's handlers
+    # and views; an operations layer under both is what removes that direction.)
+    reaching = sorted(m for m, targets in graph().items() if _in(m, "dispatcher.api")
+                      and any(_in(t, "dispatcher.console") for t in targets))
+    assert reaching == []

@@ -1,27 +1,27 @@
 """Builds the aiohttp application of the management API: middlewares, the pool
 (made and closed by a cleanup_ctx generator), health probes, metrics and, unless
-only the probes are wanted, every API route. The delivery engine is attached by
-the composition root (dispatcher.daemon), never from here."""
+only the probes are wanted, every API route. The transport, the console and the
+delivery engine are attached by the composition root (dispatcher.daemon), never
+from here."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from dispatcher.api import health, metrics
 from dispatcher.api.authlimit import AuthFailures, auth_failure_limit, parse_networks
-from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, DSN, POOL, READINESS, TRANSPORT
+from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, DSN, POOL, READINESS
 from dispatcher.api.errors import json_errors, request_context
 from dispatcher.api.routes import add_api_routes
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.config import Config
-from dispatcher.console.app import console_errors
 from dispatcher.readiness import Readiness
 from dispatcher.store.deliveries import warm_record
 from dispatcher.store.events import warm_publish
 from dispatcher.store.pool import create_pool
-from dispatcher.transport import Transport
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
@@ -34,22 +34,18 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[POOL].close()
 
 
-async def _transport_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[TRANSPORT] = Transport.from_config(app[CONFIG])
-    yield
-    await app[TRANSPORT].close()
-
-
 def create_app(
     config: Config,
     dsn: str,
     clock: Clock | None = None,
     *,
     management: bool = True,
+    middlewares: Sequence[Middleware] = (),
 ) -> web.Application:
-    """`management=False`: only /healthz, /readyz and /metrics (a delivery-only worker)."""
+    """`management=False`: only /healthz, /readyz and /metrics (a delivery-only worker).
+    `middlewares` run after the JSON error handler (the console's error pages)."""
     app = web.Application(
-        middlewares=[request_context, json_errors, console_errors, auth_failure_limit(
+        middlewares=[request_context, json_errors, *middlewares, auth_failure_limit(
             AuthFailures(config.server.auth_failure_limit,
                          config.server.auth_failure_window_seconds),
             parse_networks(config.server.trusted_proxies))],
@@ -61,7 +57,6 @@ def create_app(
     app[COMPONENTS] = {}
     app[READINESS] = Readiness()
     app.cleanup_ctx.append(_pool_ctx)
-    app.cleanup_ctx.append(_transport_ctx)
     health.add_routes(app)
     if management:
         add_api_routes(app, config)

@@ -35,7 +35,6 @@ from dispatcher.api.portal_tokens import KEY_PURPOSE
 from dispatcher.api.spec import Route
 from dispatcher.catalogue import load_catalogue
 from dispatcher.config import Config
-from dispatcher.console.app import add_console_routes
 from dispatcher.retry import load_policies
 from dispatcher.secretbox import load_secret_box
 
@@ -74,5 +73,3 @@ def add_api_routes(app: web.Application, config: Config) -> None:
         handler = (authenticated(route.handler, operator_only=route.operator) if route.auth
                    else route.handler)
         app.router.add_route(route.method, route.path, handler)
-    if config.console.enabled:
-        add_console_routes(app)
