@@ -30,6 +30,7 @@ from dispatcher.store.pool import create_pool
 from dispatcher.transport.options import (
     NO_OPTIONS,
     BasicAuth,
+    BearerAuth,
     ClientTls,
     EndpointOptions,
     OAuth2ClientCredentials,
@@ -537,3 +538,38 @@ async def test_health_warns_of_a_client_certificate_expiring_within_30_days(
     assert shown.returncode == 0 and health["warnings"][0]["message"] in shown.stdout
     assert "client_certificate_expiring" not in (
         await signed_in.get(f"/console/endpoints/{fine['id']}")).text
+
+
+async def test_cli_secrets_can_come_from_files(
+    api: Api, api_server: ApiServer, config: Config, engine_pool: asyncpg.Pool, tmp_path: Path,
+) -> None:
+    basic, bearer, client_secret = (tmp_path / "basic", tmp_path / "bearer", tmp_path / "cs")
+    basic.write_text(f"bank:{PASSWORD}\n")
+    bearer.write_text(TOKEN)
+    client_secret.write_text(CLIENT_SECRET + "\n")
+    made = await cli(api, "endpoints", "add", URL, "--auth-basic", f"@{basic}", "--json")
+    assert made.returncode == 0, made.stderr
+    ep = json.loads(made.stdout)["id"]
+    cache = EndpointCache(daemon_box(api_server), load_policies(config),
+                          config.delivery.default_retry_policy)
+
+    async def stored_auth() -> object:
+        async with engine_pool.acquire() as conn:
+            await cache.load(conn, [UUID(ep)], datetime.now(UTC))
+        target = cache.get(UUID(ep))
+        assert target is not None
+        return target.options.auth
+
+    assert await stored_auth() == BasicAuth("bank", PASSWORD)
+    updated = await cli(api, "endpoints", "update", ep, "--auth-bearer", f"@{bearer}")
+    assert updated.returncode == 0, updated.stderr
+    assert await stored_auth() == BearerAuth(TOKEN)
+    updated = await cli(api, "endpoints", "update", ep, "--oauth2-token-url", TOKEN_URL,
+                        "--oauth2-client-id", "cid", "--oauth2-client-secret",
+                        f"@{client_secret}")
+    assert updated.returncode == 0, updated.stderr
+    assert await stored_auth() == OAuth2ClientCredentials(TOKEN_URL, "cid", CLIENT_SECRET)
+    missing = await cli(api, "endpoints", "update", ep, "--auth-bearer",
+                        f"@{tmp_path / 'nope'}")
+    assert missing.returncode == 2 and "--auth-bearer: cannot read" in missing.stderr
+    assert await stored_auth() == OAuth2ClientCredentials(TOKEN_URL, "cid", CLIENT_SECRET)

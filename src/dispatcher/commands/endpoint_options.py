@@ -21,6 +21,20 @@ OPTION_FLAGS = ("headers", "auth_basic", "auth_bearer", *OAUTH2_FLAGS, "oauth2_s
                 "oauth2_audience", "client_cert", "client_key", "ca_cert", "clear_headers",
                 "clear_auth", "clear_tls")
 PEM_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+FROM_FILE = " Or @FILE: read it from FILE (keeps it out of the process list and history)."
+
+
+def _secret(value: str | None, flag: str) -> str | None:
+    """A secret flag's value: as given, or the contents of FILE for `@FILE` (one
+    trailing newline dropped, as editors and `echo` add one)."""
+    if value is None or not value.startswith("@"):
+        return value
+    path = Path(value[1:])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.UsageError(f"{flag}: cannot read {path}: {exc}") from exc
+    return text.removesuffix("\n").removesuffix("\r")
 
 
 def delivery_flags(*, update: bool) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -31,16 +45,16 @@ def delivery_flags(*, update: bool) -> Callable[[Callable[P, R]], Callable[P, R]
         click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'",
                      help=f"A custom header sent with every delivery (repeat){replaces}."),
         click.option("--auth-basic", metavar="USER:PASSWORD", default=None,
-                     help="HTTP Basic authentication for the receiver."),
+                     help="HTTP Basic authentication for the receiver." + FROM_FILE),
         click.option("--auth-bearer", metavar="TOKEN", default=None,
-                     help="Authorization: Bearer TOKEN for the receiver."),
+                     help="Authorization: Bearer TOKEN for the receiver." + FROM_FILE),
         click.option("--oauth2-token-url", metavar="URL", default=None,
                      help="OAuth2 client credentials: the token endpoint (with "
                           "--oauth2-client-id and --oauth2-client-secret)."),
         click.option("--oauth2-client-id", metavar="ID", default=None,
                      help="OAuth2 client credentials: the client id."),
         click.option("--oauth2-client-secret", metavar="SECRET", default=None,
-                     help="OAuth2 client credentials: the client secret."),
+                     help="OAuth2 client credentials: the client secret." + FROM_FILE),
         click.option("--oauth2-scope", metavar="SCOPE", default=None,
                      help="OAuth2: the scope to ask for (optional)."),
         click.option("--oauth2-audience", metavar="AUDIENCE", default=None,
@@ -72,6 +86,9 @@ def delivery_flags(*, update: bool) -> Callable[[Callable[P, R]], Callable[P, R]
 def _auth(flags: dict[str, Any]) -> dict[str, Any] | None:
     """The auth the flags give, or None when they give none; UsageError when they
     contradict each other."""
+    for key, flag in (("auth_basic", "--auth-basic"), ("auth_bearer", "--auth-bearer"),
+                      ("oauth2_client_secret", "--oauth2-client-secret")):
+        flags[key] = _secret(flags.get(key), flag)
     oauth2: dict[str, Any] = {k: flags.get(k)
                               for k in (*OAUTH2_FLAGS, "oauth2_scope", "oauth2_audience")}
     given = [name for name, on in (("--auth-basic", flags.get("auth_basic") is not None),
