@@ -573,3 +573,27 @@ async def test_cli_secrets_can_come_from_files(
                         f"@{tmp_path / 'nope'}")
     assert missing.returncode == 2 and "--auth-bearer: cannot read" in missing.stderr
     assert await stored_auth() == OAuth2ClientCredentials(TOKEN_URL, "cid", CLIENT_SECRET)
+
+
+async def test_console_create_takes_the_options(
+    signed_in: ConsoleUser, api: Api, identity: Identity
+) -> None:
+    form = {"url": URL, "description": "", "event_types": "*", "kind": "webhook",
+            "headers": "X-Api-Key: k1\r\n", "auth_type": "basic", "auth_username": "bank",
+            "auth_password": PASSWORD, "tls_client_certificate": identity.chain_pem,
+            "tls_client_key": identity.key_pem()}
+    page = await signed_in.submit("/console/endpoints", "/console/endpoints", form)
+    assert page.status == 200 and "Endpoint created" in page.text, page.text
+    assert_no_secret(page.text, identity)
+    (created,) = (await api.get("/v1/endpoints")).body["data"]
+    assert created["headers"] == {"X-Api-Key": "k1"}
+    assert created["auth"] == {"type": "basic", "username": "bank"}
+    assert created["tls"]["client_certificate"]["subject"] == "CN=dispatcher-client,O=Example Bank"
+
+    # Refused: the form comes back with the headers kept, no secret, nothing created.
+    page = await signed_in.submit("/console/endpoints", "/console/endpoints",
+                                  {**form, "headers": "X-Keep: 1\r\nHost: evil.example.com"})
+    assert page.status == 422 and "headers.Host" in page.text
+    assert "X-Keep: 1" in page.text
+    assert_no_secret(page.text, identity)
+    assert len((await api.get("/v1/endpoints")).body["data"]) == 1

@@ -87,7 +87,7 @@ def endpoint_body(form: dict[str, str], *, partial: bool) -> dict[str, Any]:
 
 
 def options_body(form: dict[str, str]) -> dict[str, Any]:
-    """The delivery options of the edit form as API fields: the headers textarea
+    """The delivery options of the create and edit forms as API fields: the headers textarea
     (one `Name: value` per line) replaces the headers; auth and TLS are replaced
     when any of their fields is filled in, kept when all are blank, removed when
     their remove box is ticked."""
@@ -149,7 +149,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     form = request[FORM]
     try:
         created = answer(await api_endpoints.create_endpoint_from(
-            request, endpoint_body(form, partial=False)))
+            request, {**endpoint_body(form, partial=False), **options_body(form)}))
     except ValidationError as exc:
         return await list_page(request, status=exc.status, message=exc.message, form=form)
     return await detail_page(request, endpoint_id=created["id"], secret=created,
