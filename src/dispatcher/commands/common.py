@@ -43,6 +43,12 @@ def exit_status(error: ApiError) -> int:
     return EXIT_FAILED
 
 
+def error_text(exc: DispatcherError | ApiError) -> str:
+    """The error's message, with its field when the message does not name it."""
+    where = f" [{exc.field}]" if exc.field and exc.field not in exc.message else ""
+    return f"{exc.message}{where}"
+
+
 def fail(message: str, status: int) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(status)
@@ -56,11 +62,9 @@ def api_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except ApiError as exc:
-            where = f" [{exc.field}]" if exc.field and exc.field not in exc.message else ""
-            fail(f"{exc.message}{where}", exit_status(exc))
+            fail(error_text(exc), exit_status(exc))
         except DispatcherError as exc:
-            where = f" [{exc.field}]" if exc.field and exc.field not in exc.message else ""
-            fail(f"{exc.message}{where}", EXIT_BAD_INPUT)
+            fail(error_text(exc), EXIT_BAD_INPUT)
 
     return wrapper
 

@@ -6,23 +6,18 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 import click
 
+from dispatcher.commands.common import EXIT_BAD_INPUT, EXIT_FAILED, error_text, fail
 from dispatcher.config import Config
 from dispatcher.errors import DispatcherError
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def _fail(message: str, code: int = 2) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
@@ -34,12 +29,9 @@ def handles_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except DispatcherError as exc:
-            field = f" [{exc.field}]" if exc.field and exc.field not in exc.message else ""
-            _fail(f"{exc.message}{field}")
-            raise AssertionError("unreachable") from exc
+            fail(error_text(exc), EXIT_BAD_INPUT)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            _fail(f"{type(exc).__name__}: {exc}", code=1)
-            raise AssertionError("unreachable") from exc
+            fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
 
     return wrapper
 
