@@ -5,7 +5,7 @@ what a user sends lives in `dispatcher.transport.validate`."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,17 +39,18 @@ class ClientTls:
     client_certificate: str  # PEM, the leaf first, then any intermediates
     client_key: str  # PEM, PKCS#8 or traditional
     ca_certificate: str | None = None
+    # Identifies the material (TLS contexts are cached per identity, looked up on
+    # every request), computed once; never logged.
+    fingerprint: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        h = hashlib.sha256(self.identity_pem)
+        h.update((self.ca_certificate or "").encode())
+        object.__setattr__(self, "fingerprint", h.hexdigest())
 
     @property
     def identity_pem(self) -> bytes:
         return (self.client_certificate.strip() + "\n" + self.client_key.strip() + "\n").encode()
-
-    @property
-    def fingerprint(self) -> str:
-        """Identifies the material (clients are cached per identity), never logged."""
-        h = hashlib.sha256(self.identity_pem)
-        h.update((self.ca_certificate or "").encode())
-        return h.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
