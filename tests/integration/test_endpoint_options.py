@@ -75,23 +75,22 @@ def assert_no_secret(text: str, ident: Identity) -> None:
     assert "PRIVATE KEY" not in text
 
 
-async def row_text(server: ApiServer, endpoint_id: str) -> str:
+async def _endpoint_value(server: ApiServer, column: str, endpoint_id: str) -> Any:
     conn = await asyncpg.connect(server.dsn)
     try:
-        text: str = await conn.fetchval("SELECT e::text FROM endpoints e WHERE id = $1::uuid",
-                                        endpoint_id)
+        return await conn.fetchval(f"SELECT {column} FROM endpoints e WHERE id = $1::uuid",
+                                   endpoint_id)
     finally:
         await conn.close()
+
+
+async def row_text(server: ApiServer, endpoint_id: str) -> str:
+    text: str = await _endpoint_value(server, "e::text", endpoint_id)
     return text
 
 
 async def version_of(server: ApiServer, endpoint_id: str) -> int:
-    conn = await asyncpg.connect(server.dsn)
-    try:
-        version: int = await conn.fetchval("SELECT version FROM endpoints WHERE id = $1::uuid",
-                                           endpoint_id)
-    finally:
-        await conn.close()
+    version: int = await _endpoint_value(server, "version", endpoint_id)
     return version
 
 
