@@ -8,34 +8,24 @@ from __future__ import annotations
 import dataclasses
 import os
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import asyncpg
 import click
 
 from dispatcher import __version__
 from dispatcher.commands import register as register_api_commands
-from dispatcher.commands.local import config_of, echo_json, handles_errors, run
+from dispatcher.commands.local import config_of, echo_json, handles_errors, local_services, run
 from dispatcher.commands.sandbox import register as register_sandbox_commands
-from dispatcher.config import Config, load_config, redacted
+from dispatcher.config import load_config, redacted
 from dispatcher.logs import configure_logging
-from dispatcher.store import tenants
+from dispatcher.operations import keys as key_ops
+from dispatcher.operations.scope import OPERATOR, Caller
 from dispatcher.store.database import database_url
 from dispatcher.store.migrate import migrate_dsn
+from dispatcher.store.tenants import ApiKeyInfo, validate_tenant_name
 
-
-@asynccontextmanager
-async def connect(config: Config) -> AsyncIterator[asyncpg.Connection]:
-    """A migrated database connection for one CLI command."""
-    async with database_url(config) as dsn:
-        await migrate_dsn(dsn)
-        conn = await asyncpg.connect(dsn)
-        try:
-            yield conn
-        finally:
-            await conn.close()
+# Local commands act as the operator: whoever reaches the database owns the deployment.
+CLI = Caller(OPERATOR, None, via="cli")
 
 
 @click.group()
@@ -156,13 +146,11 @@ def keys_create(ctx: click.Context, tenant: str | None, operator: bool, name: st
     if tenant is not None and operator:
         raise click.UsageError("--tenant and --operator exclude each other", ctx=ctx)
     if tenant is not None:
-        tenants.validate_tenant_name(tenant)
+        validate_tenant_name(tenant)  # before the database is opened
 
     async def go() -> str:
-        async with connect(config_of(ctx)) as conn:
-            if tenant is None:
-                return await tenants.create_operator_key(conn, name)
-            return await tenants.create_api_key(conn, tenant, name)
+        async with local_services(config_of(ctx)) as svc:
+            return await key_ops.create_key(svc, CLI, tenant, name)
 
     key = run(go())
     if as_json:
@@ -172,7 +160,7 @@ def keys_create(ctx: click.Context, tenant: str | None, operator: bool, name: st
         click.echo(key)
 
 
-def _key_json(k: tenants.ApiKeyInfo) -> dict[str, Any]:
+def _key_json(k: ApiKeyInfo) -> dict[str, Any]:
     return {"id": str(k.id), "kind": k.kind, "tenant": k.tenant, "name": k.name,
             "prefix": k.prefix,
             "created_at": k.created_at.isoformat(),
@@ -188,9 +176,9 @@ def _key_json(k: tenants.ApiKeyInfo) -> dict[str, Any]:
 def keys_list(ctx: click.Context, tenant: str | None, as_json: bool) -> None:
     """List keys (prefixes only; keys themselves are never stored)."""
 
-    async def go() -> list[tenants.ApiKeyInfo]:
-        async with connect(config_of(ctx)) as conn:
-            return await tenants.list_api_keys(conn, tenant)
+    async def go() -> list[ApiKeyInfo]:
+        async with local_services(config_of(ctx)) as svc:
+            return await key_ops.list_keys(svc, CLI, tenant)
 
     found = run(go())
     if as_json:
@@ -208,9 +196,9 @@ def keys_list(ctx: click.Context, tenant: str | None, as_json: bool) -> None:
 def keys_revoke(ctx: click.Context, key: str) -> None:
     """Revoke a key by id, shown prefix, or the key itself."""
 
-    async def go() -> tenants.ApiKeyInfo:
-        async with connect(config_of(ctx)) as conn:
-            return await tenants.revoke_api_key(conn, key)
+    async def go() -> ApiKeyInfo:
+        async with local_services(config_of(ctx)) as svc:
+            return await key_ops.revoke_key(svc, CLI, key)
 
     info = run(go())
     owner = "an operator key" if info.tenant is None else f"of tenant {info.tenant}"

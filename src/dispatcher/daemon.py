@@ -37,7 +37,6 @@ from aiohttp import web
 from dispatcher import metrics
 from dispatcher.api.app import create_app
 from dispatcher.api.connections import ConnectionLimits, GuardedAppRunner
-from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, DSN, POOL, READINESS, TRANSPORT
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.config import Config
 from dispatcher.console.app import add_console_routes, console_errors
@@ -45,6 +44,7 @@ from dispatcher.engine import callbacks, health
 from dispatcher.engine.worker import DeliveryWorker
 from dispatcher.logs import protocol_error_logger
 from dispatcher.maintenance import MAINTENANCE, Maintenance
+from dispatcher.model import DEFAULT_TENANT
 from dispatcher.relay import abandoned_listeners_job
 from dispatcher.secretbox import load_secret_box
 from dispatcher.store.database import database_url
@@ -54,10 +54,10 @@ from dispatcher.store.pool import DB_ERRORS, create_pool
 from dispatcher.store.tenants import count_tenants, create_operator_key, ensure_tenant
 from dispatcher.transport import Transport
 from dispatcher.waiting import wait_for_database
+from dispatcher.web.context import CLOCK, COMPONENTS, CONFIG, DSN, POOL, READINESS, TRANSPORT
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_TENANT = "default"
 WORKER = "delivery_worker"
 CALLBACKS = "callback_recorder"
 Role = Literal["all", "api", "worker"]

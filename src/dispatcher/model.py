@@ -78,4 +78,7 @@ class CallbackStatus(StrEnum):
 CALLBACK_DECIDED = (CallbackStatus.APPROVED, CallbackStatus.DENIED, CallbackStatus.FAILED)
 
 
+# The tenant an operator acts for when it names none (`Dispatcher-Tenant`, console).
+DEFAULT_TENANT = "default"
+
 SIGNING_SCHEMES = ("standard-v1", "standard-v1a", "cobalt", "cobo")

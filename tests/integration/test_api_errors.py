@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import asyncpg
 
-from dispatcher.api.keycache import AUTH_CACHE_SECONDS
 from dispatcher.store.tenants import revoke_api_key
+from dispatcher.web.keycache import AUTH_CACHE_SECONDS
 from tests.integration import test_api_support as support
 from tests.integration.test_api_support import Api, ApiServer
 

@@ -196,7 +196,7 @@ async def test_metrics_summary_reads_the_queue_on_the_clock(db_url: str, config:
         await runner.cleanup()
 
 
-async def test_a_deleted_tenant_sends_its_operator_session_back_to_default(
+async def test_a_deleted_tenant_stops_its_operator_session_instead_of_acting_for_default(
     user: ConsoleUser, op: Api, receiver: Receiver,
 ) -> None:
     made = await op.post("/v1/tenants", {"name": "gone-soon"})
@@ -204,6 +204,18 @@ async def test_a_deleted_tenant_sends_its_operator_session_back_to_default(
     await user.sign_in(op.key)
     page = await user.post("/console/tenants/gone-soon/act", {"csrf": await _csrf(user)})
     assert "operator, acting for gone-soon" in page.text
+    form = await user.get("/console/endpoints")  # a form opened while the tenant existed
     assert (await op.delete("/v1/tenants/gone-soon?force=true")).status == 204
     page = await user.get("/console/endpoints")
+    assert page.status == 404 and "acted for no longer exists" in page.text
+    assert "acting for a deleted tenant" in page.text
+    posted = await user.post("/console/endpoints", {
+        "csrf": form.csrf, "url": receiver.url, "description": "", "event_types": "",
+        "signing_scheme": "standard-v1", "retry_policy": "standard", "timeout_seconds": "",
+        "max_in_flight": "5"})
+    assert posted.status == 404, posted
+    assert (await op.get("/v1/endpoints")).body["data"] == []  # nothing landed in default
+    tenants = await user.get("/console/tenants")
+    assert tenants.status == 200  # the operator can choose another tenant
+    page = await user.post("/console/tenants/default/act", {"csrf": tenants.csrf})
     assert page.status == 200 and "operator, acting for default" in page.text

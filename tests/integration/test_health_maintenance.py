@@ -18,7 +18,6 @@ import pytest
 from aiohttp import web
 
 from dispatcher import maintenance as maintenance_module
-from dispatcher.api.context import COMPONENTS
 from dispatcher.clock import FakeClock
 from dispatcher.config import Config
 from dispatcher.daemon import build_app
@@ -27,6 +26,7 @@ from dispatcher.metrics import REGISTRY
 from dispatcher.store import deliveries as queue
 from dispatcher.store.health import pause_endpoint, resume_endpoint
 from dispatcher.store.pool import Conn, create_pool
+from dispatcher.web.context import COMPONENTS
 from tests.support.engine import EngineHarness
 from tests.support.factories import make_endpoint, make_tenant
 

@@ -16,7 +16,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from dispatcher.api.portal_tokens import KEY_PURPOSE, sign_portal_token
+from dispatcher.portal_tokens import KEY_PURPOSE, sign_portal_token
 from dispatcher.secretbox import SecretBox
 from dispatcher.store.migrate import load_migrations, migrate
 from dispatcher.store.tenants import (

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from dispatcher.api.keycache import AUTH_CACHE_SECONDS
 from dispatcher.client import ApiError, Client, SyncClient
+from dispatcher.web.keycache import AUTH_CACHE_SECONDS
 from tests.integration import test_api_support as support
 from tests.integration.test_api_support import Api, ApiServer
 from tests.integration.test_cli_api import failed, ok, ok_json, run_cli

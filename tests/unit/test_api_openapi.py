@@ -10,10 +10,10 @@ import schemathesis
 from aiohttp import web
 
 from dispatcher.api.app import create_app
-from dispatcher.api.context import OPENAPI
 from dispatcher.api.openapi import OPENAPI_ROUTE, build_document
 from dispatcher.api.routes import API_ROUTES, HEALTH_ROUTES
 from dispatcher.config import Config
+from dispatcher.web.context import OPENAPI
 
 
 def _served(app: web.Application) -> set[tuple[str, str]]:

@@ -3,7 +3,8 @@ trusted proxies."""
 
 from __future__ import annotations
 
-from dispatcher.api.authlimit import AuthFailures, client_address, parse_networks
+from dispatcher.api.authlimit import AuthFailures
+from dispatcher.web.peers import client_address, parse_networks
 
 PROXIES = parse_networks(["10.0.0.0/8", "127.0.0.1/32"])
 

@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from dispatcher.api.views import health_json
 from dispatcher.config import HealthConfig, UrlPolicyConfig
 from dispatcher.errors import ValidationError
 from dispatcher.model import EndpointState
@@ -37,6 +36,7 @@ from dispatcher.transport.validate import (
     parse_tls,
     tls_view,
 )
+from dispatcher.web.views import health_json
 
 STRICT = UrlPolicyConfig()
 TOKEN_URL = "https://auth.example.com/oauth/token"

@@ -1,7 +1,8 @@
 """The package's layers, read from the source: every `import` of a dispatcher
 module (top level, inside functions, under TYPE_CHECKING), as a graph of modules.
 No module may reach itself through it, only the composition root may join the
-engine to anything else, and the API does not reach into the console."""
+engine to anything else, the two front ends (api, console) share only what lies
+below them (web/, operations/), and the operations know no front end."""
 
 from __future__ import annotations
 
@@ -99,6 +100,9 @@ def test_the_graph_sees_the_imports_it_should() -> None:
     assert "dispatcher.transport" in graph()["dispatcher.engine.sender"]
     assert "dispatcher.transport.send" in graph()["dispatcher.transport"]
     assert "dispatcher.engine.worker" in graph()["dispatcher.daemon"]
+    assert "dispatcher.operations.endpoints" in graph()["dispatcher.console.endpoints"]
+    assert "dispatcher.operations.endpoints" in graph()["dispatcher.api.endpoints"]
+    assert _reaching("dispatcher.api", ("dispatcher.operations",)) != {}
     assert len(modules()) > 100
 
 
@@ -129,9 +133,39 @@ def test_the_transport_knows_no_queue_no_store_and_no_front_end() -> None:
     assert {m: t for m, t in reaching.items() if t} == {}
 
 
-def test_the_api_does_not_mount_or_import_the_console() -> None:
-    # The daemon mounts both front ends. (The console still uses the API's handlers
-    # and views; an operations layer under both is what removes that direction.)
-    reaching = sorted(m for m, targets in graph().items() if _in(m, "dispatcher.api")
-                      and any(_in(t, "dispatcher.console") for t in targets))
-    assert reaching == []
+def _reaching(package: str, forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    """The modules of `package` importing any of `forbidden`, with what they import."""
+    found = {m: sorted(t for t in targets if any(_in(t, f) for f in forbidden))
+             for m, targets in graph().items() if _in(m, package)}
+    return {m: t for m, t in found.items() if t}
+
+
+@pytest.mark.parametrize(("front_end", "neighbour"), [("dispatcher.api", "dispatcher.console"),
+                                                      ("dispatcher.console", "dispatcher.api")])
+def test_neither_front_end_imports_the_other(front_end: str, neighbour: str) -> None:
+    # The daemon mounts both; what they share is below them (web/, operations/).
+    assert _reaching(front_end, (neighbour,)) == {}
+
+
+def test_the_console_reaches_the_database_only_through_operations() -> None:
+    assert _reaching("dispatcher.console", ("dispatcher.store",)) == {}
+
+
+def test_operations_know_no_http_front_end_and_no_engine() -> None:
+    forbidden = ("dispatcher.api", "dispatcher.console", "dispatcher.web", "dispatcher.engine",
+                 "dispatcher.daemon", "dispatcher.commands", "dispatcher.cli")
+    assert _reaching("dispatcher.operations", forbidden) == {}
+
+
+def test_shared_web_plumbing_imports_no_front_end() -> None:
+    forbidden = ("dispatcher.api", "dispatcher.console", "dispatcher.engine",
+                 "dispatcher.daemon")
+    assert _reaching("dispatcher.web", forbidden) == {}
+
+
+def test_operations_use_no_aiohttp_server() -> None:
+    # Operations take typed input, not requests: nothing of aiohttp.web in them.
+    using = sorted(m for m, p in modules().items() if _in(m, "dispatcher.operations")
+                   and ("aiohttp.web" in p.read_text() or "from aiohttp import web"
+                        in p.read_text()))
+    assert using == []

@@ -12,8 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from dispatcher.api import health, metrics
-from dispatcher.api.authlimit import AuthFailures, auth_failure_limit, parse_networks
-from dispatcher.api.context import CLOCK, COMPONENTS, CONFIG, DSN, POOL, READINESS
+from dispatcher.api.authlimit import AuthFailures, auth_failure_limit
 from dispatcher.api.errors import json_errors, request_context
 from dispatcher.api.routes import add_api_routes
 from dispatcher.clock import Clock, SystemClock
@@ -22,6 +21,8 @@ from dispatcher.readiness import Readiness
 from dispatcher.store.deliveries import warm_record
 from dispatcher.store.events import warm_publish
 from dispatcher.store.pool import create_pool
+from dispatcher.web.context import CLOCK, COMPONENTS, CONFIG, DSN, POOL, READINESS
+from dispatcher.web.peers import parse_networks
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 

@@ -1,22 +1,18 @@
 """Authentication and tenant resolution, for every route in one place.
 
 `Authorization: Bearer <credential>`: an API key (`dk_...`, operator or tenant) or a
-portal token (`dpt_...`). `resolve_credential` turns it into a Scope; the web
-console signs in through the same function. Then `authenticated` decides which
-tenant the request acts on (request[TENANT]):
+portal token (`dpt_...`), resolved to a Scope by web/credentials.py (the console
+signs in through the same function). Then `authenticated` decides which tenant the
+request acts on and hands the handler its Caller (request[CALLER]):
 
 - a tenant key or portal token: its own tenant. A `Dispatcher-Tenant` header naming
   another tenant is refused (403); naming its own tenant, it is ignored.
 - an operator key: the tenant named (by name or id) in `Dispatcher-Tenant`, else
   `default`; an unknown tenant is a 404.
 
-A read-only portal token may only read (403 on any other method). Operator routes
-(the tenants API) refuse every credential but an operator key (403).
-
-A successful check is remembered in the process for a couple of seconds
-(api/keycache.py), keyed by the credential's hash: that saves a database round trip
-(and a write of `last_used_at`) on nearly every request of a busy client. The price:
-a revoked key keeps working for at most that long in a daemon that has just seen it."""
+What a read-only portal token may not do is refused by the operations themselves
+(Caller.may_write). Operator routes (the tenants API) refuse every credential but
+an operator key (403)."""
 
 from __future__ import annotations
 
@@ -26,79 +22,15 @@ from uuid import UUID
 import asyncpg
 from aiohttp import web
 
-from dispatcher.api.context import (
-    CLOCK,
-    CONFIG,
-    KEY_CACHE,
-    POOL,
-    PORTAL_KEY,
-    SCOPE,
-    TENANT,
-    TENANT_CACHE,
-)
-from dispatcher.api.keycache import KeyCache
-from dispatcher.api.portal_tokens import KEY_PURPOSE, is_portal_token, verify_portal_token
-from dispatcher.api.scope import Scope
 from dispatcher.api.spec import Handler
 from dispatcher.errors import Forbidden, NotFound, Unauthorized
-from dispatcher.secretbox import load_secret_box
-from dispatcher.store.tenants import DEFAULT_TENANT, authenticate_key, find_tenant, hash_key
+from dispatcher.model import DEFAULT_TENANT
+from dispatcher.operations.scope import Caller, Scope
+from dispatcher.web.context import CALLER, POOL, SCOPE, TENANT
+from dispatcher.web.credentials import resolve_credential, tenant_by_ref
 
-MAX_KEY_LENGTH = 200
 TENANT_HEADER = "Dispatcher-Tenant"
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def _invalid_key(field: str = "Authorization") -> Unauthorized:
-    return Unauthorized("invalid or revoked API key", field=field)
-
-
-def portal_signing_key(app: web.Application) -> bytes:
-    """The key portal tokens are signed with (derived from the master key)."""
-    if PORTAL_KEY not in app:
-        app[PORTAL_KEY] = load_secret_box(app[CONFIG]).derive_key(KEY_PURPOSE)
-    return app[PORTAL_KEY]
-
-
-def _key_cache(app: web.Application) -> KeyCache[bytes, Scope]:
-    if KEY_CACHE not in app:
-        app[KEY_CACHE] = KeyCache()
-    return app[KEY_CACHE]
-
-
-async def resolve_credential(app: web.Application, credential: str, *,
-                             field: str = "Authorization") -> Scope:
-    """The scope of an API key or a portal token: {kind: operator|tenant|portal,
-    tenant_id, read_only}. Unauthorized (401, naming `field`) for anything unknown,
-    revoked, expired or tampered with, or a portal token whose tenant is gone. The
-    API (every route) and the web console's sign-in and pages check through this."""
-    credential = credential.strip()
-    if not credential or len(credential) > MAX_KEY_LENGTH or not credential.isprintable():
-        raise _invalid_key(field)
-    claims = None
-    if is_portal_token(credential):  # checked on every use: it may expire any second
-        try:
-            claims = verify_portal_token(portal_signing_key(app), credential, app[CLOCK].now())
-        except Unauthorized as exc:
-            raise Unauthorized(exc.message, field=field) from None
-    cache = _key_cache(app)
-    key_hash = hash_key(credential)
-    scope = cache.get(key_hash)
-    if scope is not None:
-        return scope
-    async with app[POOL].acquire() as conn:
-        if claims is not None:
-            name = await conn.fetchval("SELECT name FROM tenants WHERE id = $1", claims.tenant_id)
-            if name is None:
-                raise Unauthorized("invalid or expired portal token", field=field)
-            scope = Scope("portal", claims.tenant_id, name, claims.read_only)
-        else:
-            owner = await authenticate_key(conn, credential)
-            if owner is None:
-                raise _invalid_key(field)
-            scope = Scope(owner.kind, owner.tenant_id, owner.tenant)
-    cache.put(key_hash, scope)
-    return scope
 
 
 async def authenticate_request(request: web.Request) -> Scope:
@@ -112,38 +44,12 @@ async def authenticate_request(request: web.Request) -> Scope:
     return await resolve_credential(request.app, credential)
 
 
-def names_own_tenant(scope: Scope, ref: str) -> bool:
-    """Whether `ref` (a name or an id) names the scope's own tenant."""
-    if ref == scope.tenant:
-        return True
-    try:
-        return UUID(ref) == scope.tenant_id
-    except ValueError:
-        return False
-
-
-async def tenant_by_ref(app: web.Application, ref: str, field: str) -> UUID:
-    """The id of the tenant named `ref` (name or id); NotFound naming `field` if none."""
-    cache = app[TENANT_CACHE]
-    tenant_id = cache.get(ref)
-    if tenant_id is not None:
-        return tenant_id
-    found = None
-    if len(ref) <= 100 and ref.isprintable():
-        async with app[POOL].acquire() as conn:
-            found = await find_tenant(conn, ref)
-    if found is None:
-        raise NotFound(f"tenant {ref[:100]!r} not found", field=field)
-    cache.put(ref, found.id)
-    return found.id
-
-
 async def acting_tenant(request: web.Request, scope: Scope) -> UUID:
     """The tenant a request on a tenant route acts on."""
     ref = request.headers.get(TENANT_HEADER, "").strip()
     if not scope.is_operator:
         assert scope.tenant_id is not None
-        if ref and not names_own_tenant(scope, ref):
+        if ref and not scope.names_own_tenant(ref):
             raise Forbidden(f"this credential acts only for its own tenant; {TENANT_HEADER} "
                             "names another", field=TENANT_HEADER)
         return scope.tenant_id
@@ -172,6 +78,7 @@ def authenticated(handler: Handler, *, operator_only: bool = False) -> Handler:
                 raise Forbidden("only an operator key may do this", field="Authorization")
         else:
             request[TENANT] = await acting_tenant(request, scope)
+        request[CALLER] = Caller(scope, request.get(TENANT))
         try:
             return await handler(request)
         except asyncpg.ForeignKeyViolationError:

@@ -13,10 +13,9 @@ client is the right-most address of `X-Forwarded-For` that is not itself trusted
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -25,11 +24,11 @@ from aiohttp.typedefs import Middleware
 
 from dispatcher.errors import TooManyRequests, Unauthorized
 from dispatcher.store.tenants import SHOWN_PREFIX_LEN
+from dispatcher.web.peers import Network, client_address
 
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_TRACKED = 100_000  # addresses remembered at once; expired ones are dropped first
 
 
@@ -71,40 +70,6 @@ class AuthFailures:
             oldest = sorted(self._by_address, key=lambda a: self._by_address[a].started)
             for address in oldest[: MAX_TRACKED // 2]:
                 del self._by_address[address]
-
-
-def parse_networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
-
-
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(text.strip())
-    except ValueError:
-        return None
-
-
-def client_address(peer: str | None, forwarded_for: str | None,
-                   trusted: tuple[Network, ...]) -> str:
-    """The client's address: the peer, unless the peer is a trusted proxy; then the
-    right-most X-Forwarded-For entry that is not a trusted proxy (entries to its left
-    are the client's own claims and cannot be believed)."""
-    address = peer or "unknown"
-
-    def is_trusted(text: str) -> bool:
-        ip = _ip(text)
-        return ip is not None and any(ip in net for net in trusted)
-
-    if not trusted or not forwarded_for or not is_trusted(address):
-        return address
-    for hop in reversed(forwarded_for.split(",")):
-        hop = hop.strip()
-        if _ip(hop) is None:
-            break  # garbage: stop at the last address we could believe
-        address = hop
-        if not is_trusted(hop):
-            break
-    return address
 
 
 def _key_prefix(request: web.Request) -> str | None:

@@ -15,9 +15,9 @@ import asyncpg
 import structlog
 from aiohttp import web
 
-from dispatcher.api.context import DSN
 from dispatcher.store.callbacks import NOTIFY_CHANNEL
 from dispatcher.store.pool import Conn
+from dispatcher.web.context import DSN
 
 log = structlog.get_logger(__name__)
 

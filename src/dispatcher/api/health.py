@@ -9,9 +9,9 @@ import asyncio
 import asyncpg
 from aiohttp import web
 
-from dispatcher.api.context import POOL, READINESS
 from dispatcher.errors import MigrationError
 from dispatcher.store.migrate import pending_migrations
+from dispatcher.web.context import POOL, READINESS
 
 READY_TIMEOUT = 2.0
 

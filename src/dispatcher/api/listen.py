@@ -20,64 +20,19 @@ import asyncio
 import contextlib
 import json
 import uuid
-from uuid import UUID
 
 import structlog
 from aiohttp import WSMsgType, web
 
-from dispatcher.api.context import CATALOGUE, CLOCK, CONFIG, POLICIES, POOL, SECRET_BOX, TENANT
-from dispatcher.api.request import query_list, query_str
 from dispatcher.api.spec import Param, Route
-from dispatcher.catalogue import valid_name
-from dispatcher.errors import BadRequest, NotFound, ValidationError
-from dispatcher.relay import ListenSession, abandoned_before
-from dispatcher.signing import STANDARD_V1, generate_secret
-from dispatcher.store import endpoints as endpoint_store
-from dispatcher.store.event_types import known_tenant_types
-from dispatcher.store.listeners import (
-    mark_listener,
-    remove_abandoned,
-    remove_listener,
-    take_over_listener,
-)
-from dispatcher.store.secrets import reveal_endpoint_secret, set_endpoint_secret
+from dispatcher.errors import BadRequest
+from dispatcher.operations import listeners as ops
+from dispatcher.operations.services import Services
+from dispatcher.relay import ListenSession
+from dispatcher.web.context import CALLER, CLOCK, CONFIG, POLICIES, POOL, services
+from dispatcher.web.request import query_list, query_str
 
 log = structlog.get_logger(__name__)
-
-
-async def _event_types(request: web.Request, tenant_id: UUID) -> list[str]:
-    types = query_list(request, "events") or ["*"]
-    if "*" in types:
-        return ["*"]
-    for t in types:
-        if not valid_name(t):
-            raise ValidationError(f"not an event type name: {t!r}", field="events")
-    unknown = [t for t in types if t not in request.app[CATALOGUE]]
-    if unknown:
-        async with request.app[POOL].acquire() as conn:
-            known = await known_tenant_types(conn, tenant_id, unknown)
-        for t in unknown:
-            if t not in known:
-                raise ValidationError(f"not a known event type: {t!r}", field="events")
-    return list(dict.fromkeys(types))
-
-
-async def _take_over(request: web.Request, tenant_id: UUID, given: str,
-                     owner: UUID) -> tuple[UUID, str, list[str]]:
-    """A listener reconnecting within the grace period takes its endpoint back."""
-    try:
-        endpoint_id = uuid.UUID(given)
-    except ValueError:
-        raise ValidationError("endpoint_id is not a UUID", field="endpoint_id") from None
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        types = await take_over_listener(conn, endpoint_id, tenant_id, owner,
-                                         request.app[CLOCK].now())
-        if types is None:
-            raise NotFound(f"no listener endpoint {endpoint_id} (removed after the grace "
-                           "period?)", field="endpoint_id")
-        secret = await reveal_endpoint_secret(conn, request.app[SECRET_BOX], endpoint_id,
-                                              tenant_id=tenant_id)
-    return endpoint_id, secret, list(types)
 
 
 async def listen(request: web.Request) -> web.StreamResponse:
@@ -85,42 +40,29 @@ async def listen(request: web.Request) -> web.StreamResponse:
     if not ws.can_prepare(request).ok:
         raise BadRequest("expected a websocket connection (GET with Upgrade: websocket)",
                          field="Upgrade")
-    tenant_id = request[TENANT]
+    svc, caller = services(request.app), request[CALLER]
     config = request.app[CONFIG]
-    now = request.app[CLOCK].now()
     grace = config.server.listen_grace_seconds
     owner = uuid.uuid4()
-    policy_name = config.delivery.default_retry_policy
-    timeout = min(max(config.delivery.timeout_seconds, 1.0), 30.0)
     resumed = query_str(request, "endpoint_id")
     if resumed is not None:
-        endpoint_id, secret, types = await _take_over(request, tenant_id, resumed, owner)
+        listener = await ops.take_over(svc, caller, resumed, owner)
     else:
-        types = await _event_types(request, tenant_id)
-        forward_to = (query_str(request, "forward_to") or "")[:400]
-        endpoint_id, secret = uuid.uuid4(), generate_secret(STANDARD_V1)
-        async with request.app[POOL].acquire() as conn, conn.transaction():
-            await remove_abandoned(conn, abandoned_before(now, grace))
-            await endpoint_store.create_endpoint(conn, tenant_id, endpoint_id, {
-                "url": f"listen:{forward_to}", "description": "dispatcher listen (temporary)",
-                "event_types": types, "signing_scheme": STANDARD_V1,
-                "retry_policy": policy_name, "timeout_seconds": timeout, "max_in_flight": 10,
-                "metadata": {"listen": True}, "pause_window_threshold": None,
-                "pause_total_threshold": None}, now)
-            await set_endpoint_secret(conn, request.app[SECRET_BOX], endpoint_id, secret,
-                                      tenant_id=tenant_id)
-            await mark_listener(conn, endpoint_id, owner, now)
+        listener = await ops.open_listener(svc, caller, query_list(request, "events") or ["*"],
+                                           query_str(request, "forward_to") or "", owner)
+    endpoint_id, secret = listener.endpoint_id, listener.secret
     log.info("listen.connected", endpoint_id=str(endpoint_id))
+    policy_name = config.delivery.default_retry_policy
     session = ListenSession(request.app[POOL], request.app[CLOCK], config.delivery, ws,
                             endpoint_id, owner, secret, request.app[POLICIES][policy_name],
-                            timeout)
+                            ops.listen_timeout(svc))
     said_bye = False
     sender: asyncio.Task[None] | None = None
     try:
         await ws.prepare(request)
         await ws.send_json({"type": "ready", "endpoint_id": str(endpoint_id),
-                            "signing_scheme": STANDARD_V1, "secret": secret,
-                            "event_types": types, "grace_seconds": grace,
+                            "signing_scheme": listener.signing_scheme, "secret": secret,
+                            "event_types": listener.event_types, "grace_seconds": grace,
                             "resumed": resumed is not None})
         sender = asyncio.create_task(session.send_due())
         async for msg in ws:
@@ -142,12 +84,12 @@ async def listen(request: web.Request) -> web.StreamResponse:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
-        await asyncio.shield(_close(session, ws, said_bye, grace))
+        await asyncio.shield(_close(svc, session, ws, said_bye, grace))
     return ws
 
 
-async def _close(session: ListenSession, ws: web.WebSocketResponse, said_bye: bool,
-                 grace: float) -> None:
+async def _close(svc: Services, session: ListenSession, ws: web.WebSocketResponse,
+                 said_bye: bool, grace: float) -> None:
     with contextlib.suppress(Exception):
         await ws.close()
     await session.give_back()
@@ -156,8 +98,7 @@ async def _close(session: ListenSession, ws: web.WebSocketResponse, said_bye: bo
     if not said_bye:
         log.info("listen.dropped", endpoint_id=str(session.endpoint_id), grace_seconds=grace)
         await asyncio.sleep(grace)
-    async with session.pool.acquire() as conn:
-        await remove_listener(conn, session.endpoint_id, session.owner)
+    await ops.close_listener(svc, session.endpoint_id, session.owner)
     log.info("listen.closed", endpoint_id=str(session.endpoint_id))
 
 
@@ -171,7 +112,7 @@ RESUME = Param("endpoint_id", {"type": "string", "format": "uuid"},
 ROUTES = [
     Route("GET", "/v1/listen", listen, "listen",
           "Receive the tenant's events over a websocket (`dispatcher listen`)", "Listen",
-          ok=101, params=(EVENTS, FORWARD_TO, RESUME), errors=(400, 404),
+          ok=101, params=(EVENTS, FORWARD_TO, RESUME), errors=(400, 403, 404, 422),
           description="Creates a temporary endpoint delivering over this connection; see "
                       "the README's `dispatcher listen` for the messages."),
 ]

@@ -9,9 +9,9 @@ from typing import Any
 from aiohttp import web
 
 from dispatcher import __version__
-from dispatcher.api.context import OPENAPI
 from dispatcher.api.schemas import SCHEMAS, ref
 from dispatcher.api.spec import TENANT_HEADER_PARAM, Route
+from dispatcher.web.context import OPENAPI
 
 _ERROR_TEXT = {
     400: "Malformed JSON",

@@ -20,7 +20,14 @@ from dispatcher.api import (
 )
 from dispatcher.api.auth import authenticated
 from dispatcher.api.callback_waiter import waiter_ctx
-from dispatcher.api.context import (
+from dispatcher.api.openapi import OPENAPI_ROUTE, build_document
+from dispatcher.api.spec import Route
+from dispatcher.catalogue import load_catalogue
+from dispatcher.config import Config
+from dispatcher.portal_tokens import KEY_PURPOSE
+from dispatcher.retry import load_policies
+from dispatcher.secretbox import load_secret_box
+from dispatcher.web.context import (
     CATALOGUE,
     KEY_CACHE,
     OPENAPI,
@@ -29,14 +36,7 @@ from dispatcher.api.context import (
     SECRET_BOX,
     TENANT_CACHE,
 )
-from dispatcher.api.keycache import KeyCache
-from dispatcher.api.openapi import OPENAPI_ROUTE, build_document
-from dispatcher.api.portal_tokens import KEY_PURPOSE
-from dispatcher.api.spec import Route
-from dispatcher.catalogue import load_catalogue
-from dispatcher.config import Config
-from dispatcher.retry import load_policies
-from dispatcher.secretbox import load_secret_box
+from dispatcher.web.keycache import KeyCache
 
 # Registered by the foundation (api/health.py); declared here to be documented.
 HEALTH_ROUTES = [

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dispatcher.api.request import MAX_MS
 from dispatcher.catalogue import NAME_PATTERN
 from dispatcher.model import SIGNING_SCHEMES, DeliveryStatus
+from dispatcher.operations.fields import MAX_MS
 
 Schema = dict[str, Any]
 

@@ -3,8 +3,9 @@ page request turns its session's credential into a scope again, so what a sessio
 may see and do is always what its credential may, now.
 
 A scope names one tenant. Credentials (API keys and portal tokens) resolve through
-the API's own check (api/auth.py `resolve_credential`, with its cache); an operator
-key acts on the tenant `default` here, as in the API without `Dispatcher-Tenant`."""
+the same check as the API's (web/credentials.py, with its cache); an operator key
+acts on the tenant `default` here, as in the API without `Dispatcher-Tenant`. Pages
+call the operations with the session's Caller (request[CALLER])."""
 
 from __future__ import annotations
 
@@ -17,8 +18,6 @@ from uuid import UUID
 
 from aiohttp import web
 
-from dispatcher.api.auth import resolve_credential, tenant_by_ref
-from dispatcher.api.context import CLOCK, POOL, SECRET_BOX, TENANT
 from dispatcher.console.session import (
     CSRF_FIELD,
     SESSION_COOKIE,
@@ -27,8 +26,12 @@ from dispatcher.console.session import (
     csrf_ok,
     unseal,
 )
-from dispatcher.errors import DispatcherError, Forbidden, Unauthorized
-from dispatcher.store.tenants import DEFAULT_TENANT, find_tenant
+from dispatcher.errors import DispatcherError, Forbidden, NotFound, Unauthorized
+from dispatcher.model import DEFAULT_TENANT
+from dispatcher.operations import scope as ops_scope
+from dispatcher.operations.tenants import find_tenant
+from dispatcher.web.context import CALLER, CLOCK, SECRET_BOX, TENANT, services
+from dispatcher.web.credentials import resolve_credential, tenant_by_ref
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,14 @@ class Scope:
     tenant_id: UUID
     read_only: bool = False
     tenant: str | None = None  # an operator session: the name of the tenant it acts for
+    gone: bool = False  # an operator session whose tenant was deleted since
+
+    def caller(self) -> ops_scope.Caller:
+        """The operations' view of this session."""
+        operator = self.kind == "operator"
+        scope = ops_scope.Scope(self.kind, None if operator else self.tenant_id, self.tenant,
+                                self.read_only)
+        return ops_scope.Caller(scope, self.tenant_id, via="console")
 
 
 Resolver = Callable[[web.Request, str], Awaitable[Scope]]
@@ -92,15 +103,13 @@ async def signed_in(request: web.Request) -> tuple[Session, Scope] | None:
 
 async def _acting(request: web.Request, scope: Scope, acting: str | None) -> Scope:
     """An operator session acts for the tenant it chose on the tenants page (as the
-    API's `Dispatcher-Tenant`), or `default`; a tenant deleted since means `default`."""
-    found = None
-    async with request.app[POOL].acquire() as conn:
-        if acting is not None:
-            found = await find_tenant(conn, acting)
-        if found is None:
-            found = await find_tenant(conn, DEFAULT_TENANT)
-    if found is None:
-        return scope
+    API's `Dispatcher-Tenant`), or `default`. A chosen tenant deleted since is marked
+    `gone`: its pages refuse (never another tenant's), the tenants page still opens."""
+    try:
+        found = await find_tenant(services(request.app), scope.caller(),
+                                  acting or DEFAULT_TENANT)
+    except NotFound:
+        return scope if acting is None else replace(scope, gone=True)
     return replace(scope, tenant_id=found.id, tenant=found.name)
 
 
@@ -120,8 +129,12 @@ def signed_in_page(*, write: bool = False, operator: bool = False) -> Callable[[
                 raise redirect
             session, scope = found
             request[SESSION], request[SCOPE], request[TENANT] = session, scope, scope.tenant_id
+            request[CALLER] = scope.caller()
             if operator and scope.kind != "operator":
                 raise Forbidden("Only an operator key may open this page.")
+            if scope.gone and not operator:
+                raise NotFound("The tenant this session acted for no longer exists. Choose "
+                               "another on the tenants page.", field="tenant")
             if request.method == "POST":
                 form = await request.post()
                 request[FORM] = {k: v for k, v in form.items() if isinstance(v, str)}

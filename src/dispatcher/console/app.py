@@ -9,7 +9,6 @@ from pathlib import Path
 
 from aiohttp import web
 
-from dispatcher.api.context import CONFIG
 from dispatcher.console import callbacks, endpoints, events, sandbox, signin, tenants
 from dispatcher.console.access import RESOLVER, Page, resolve_api_key, signed_in_page
 from dispatcher.console.render import (
@@ -19,6 +18,7 @@ from dispatcher.console.render import (
     setup_templates,
 )
 from dispatcher.errors import DispatcherError, TooManyRequests, Unauthorized
+from dispatcher.web.context import CONFIG
 
 STATIC_DIR = Path(__file__).parent / "static"
 

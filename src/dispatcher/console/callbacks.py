@@ -1,7 +1,7 @@
 """Callback pages: the list (status, type, time range) newest first with cursor
 paging and each decision; one callback with its data, decision, deadline and every
-attempt; retry of a Failed one. Filters, reads and the retry go through the API's
-own functions (api/callbacks.py), so the console applies exactly its rules."""
+attempt; retry of a Failed one. Filters, reads and the retry are the operations the
+API calls (operations/callbacks.py), so the console applies exactly its rules."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ from typing import Any
 
 from aiohttp import web
 
-from dispatcher.api import callbacks as api_callbacks
-from dispatcher.api.context import CLOCK, POOL, TENANT
-from dispatcher.api.request import ms_to_datetime, path_uuid
-from dispatcher.api.views import attempt_json
-from dispatcher.console.endpoints import answer, endpoint_rows, form_time
+from dispatcher.console.endpoints import endpoint_rows, form_time
 from dispatcher.console.render import render
-from dispatcher.errors import Conflict, NotFound, ValidationError
+from dispatcher.errors import Conflict, ValidationError
 from dispatcher.model import CallbackStatus
-from dispatcher.store import callbacks as store
-from dispatcher.store import lookup
+from dispatcher.operations import callbacks as ops
+from dispatcher.operations.fields import ms_to_datetime
+from dispatcher.operations.pages import PageQuery
+from dispatcher.web.context import CALLER, services
+from dispatcher.web.request import page_query, path_uuid, query_list
+from dispatcher.web.views import attempt_json, callback_json
 
 MAX_ATTEMPTS_SHOWN = 100
 FILTERS = ("type", "status", "since", "until")
@@ -32,10 +32,14 @@ def _filters(request: web.Request) -> dict[str, str]:
 async def _rows(request: web.Request) -> tuple[list[dict[str, Any]], str | None]:
     query = dict(request.query)
     since_ms, until_ms = form_time(query, "since"), form_time(query, "until")
-    since = None if since_ms is None else ms_to_datetime(since_ms, "since")
-    until = None if until_ms is None else ms_to_datetime(until_ms, "until")
-    found, next_cursor = await api_callbacks.find_callbacks(request, since, until)
-    return [api_callbacks.callback_json(c) for c in found], next_cursor
+    where = ops.CallbackFilter(
+        types=query_list(request, "type"),
+        statuses=ops.parse_callback_statuses(query_list(request, "status")),
+        since=None if since_ms is None else ms_to_datetime(since_ms, "since"),
+        until=None if until_ms is None else ms_to_datetime(until_ms, "until"))
+    found = await ops.list_callbacks(services(request.app), request[CALLER],
+                                     page_query(request), where)
+    return [callback_json(c) for c in found.items], found.next_cursor
 
 
 async def callbacks_page(request: web.Request) -> web.StreamResponse:
@@ -54,17 +58,12 @@ async def callbacks_page(request: web.Request) -> web.StreamResponse:
 async def _callback(request: web.Request) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
     """The callback as the API shows it, every attempt (oldest first), and whether
     the API would retry it now."""
-    callback_id = path_uuid(request, "callback_id")
-    async with request.app[POOL].acquire() as conn:
-        found = await store.get_callback(conn, request[TENANT], callback_id)
-        if found is None:
-            raise NotFound(f"callback {callback_id} not found", field="callback_id")
-        attempts = await lookup.attempt_logs(conn, found.delivery_id, after=None,
-                                             limit=MAX_ATTEMPTS_SHOWN)
-        url = await lookup.endpoint_url(conn, request[TENANT], found.endpoint_id)
-    shown = {**api_callbacks.callback_json(found), "url": url}
-    retryable = api_callbacks.can_retry(found, request.app[CLOCK].now())
-    return shown, [attempt_json(a, found.body) for a in attempts], retryable
+    svc, caller = services(request.app), request[CALLER]
+    found, attempts = await ops.callback_logs(svc, caller, path_uuid(request, "callback_id"),
+                                              PageQuery(MAX_ATTEMPTS_SHOWN))
+    shown = {**callback_json(found), "url": await ops.callback_url(svc, caller, found)}
+    retryable = ops.can_retry(found, svc.clock.now())
+    return shown, [attempt_json(a, found.body) for a in attempts.items], retryable
 
 
 async def callback_page(request: web.Request, *, status: int = 200,
@@ -78,7 +77,8 @@ async def callback_page(request: web.Request, *, status: int = 200,
 
 async def retry(request: web.Request) -> web.StreamResponse:
     try:
-        answer(await api_callbacks.retry_callback(request))
+        await ops.retry_callback(services(request.app), request[CALLER],
+                                 path_uuid(request, "callback_id"))
     except Conflict as exc:  # decided, not Failed, past its deadline, or being sent
         return await callback_page(request, status=exc.status, message=exc.message)
     callback_id = request.match_info["callback_id"]

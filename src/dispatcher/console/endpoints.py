@@ -1,11 +1,10 @@
 """Endpoint pages: the list with health, one endpoint with its actions, and the form
-POSTs. Every change is made by the API's own handler (api/endpoints.py,
-api/secrets.py, api/lookup.py), so the console validates and writes exactly as
-the API does; the console only turns forms into bodies and answers into pages."""
+POSTs. Every read and change is an operation (operations/endpoints.py, secrets.py,
+events.py), the same the API calls, so the console validates and writes exactly as
+the API does; it only turns forms into inputs and results into pages."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -13,20 +12,26 @@ from uuid import UUID
 
 from aiohttp import web
 
-from dispatcher.api import endpoints as api_endpoints
-from dispatcher.api import lookup as api_lookup
-from dispatcher.api import secrets as api_secrets
-from dispatcher.api.context import CLOCK, CONFIG, POLICIES, POOL, TENANT
-from dispatcher.api.request import path_uuid
-from dispatcher.api.views import endpoint_json, event_status_json, health_json
 from dispatcher.clock import to_ms
 from dispatcher.console.access import FORM
 from dispatcher.console.render import ms_time, render
 from dispatcher.errors import ValidationError
 from dispatcher.model import SIGNING_SCHEMES, EndpointKind
-from dispatcher.store import endpoints as store
-from dispatcher.store import health, lookup
+from dispatcher.operations import endpoints as ops
+from dispatcher.operations import events as event_ops
+from dispatcher.operations import secrets as secret_ops
+from dispatcher.operations.pages import PageQuery
 from dispatcher.transport.validate import AUTH_TYPES, header_lines
+from dispatcher.web.context import CALLER, services
+from dispatcher.web.request import path_uuid
+from dispatcher.web.views import (
+    changed_json,
+    endpoint_json,
+    event_status_json,
+    health_json,
+    material_json,
+    rotated_json,
+)
 
 MAX_LISTED = 500
 RECENT_EVENTS = 20
@@ -43,12 +48,6 @@ AUTH_INPUTS = {"auth_username": "username", "auth_password": "password",
 UNSTRIPPED = ("auth_password",)  # a password is taken exactly as typed
 TLS_INPUTS = {"tls_client_certificate": "client_certificate",
               "tls_client_key": "client_key", "tls_ca_certificate": "ca_certificate"}
-
-
-def answer(response: web.StreamResponse) -> Any:
-    """The JSON an API handler answered (None for an empty answer)."""
-    assert isinstance(response, web.Response)
-    return json.loads(response.text or "null")
 
 
 def _number(text: str) -> Any:
@@ -112,9 +111,9 @@ def options_body(form: dict[str, str]) -> dict[str, Any]:
 
 
 def choices(request: web.Request) -> dict[str, Any]:
-    config = request.app[CONFIG]
-    policies = request.app[POLICIES]
-    return {"schemes": SIGNING_SCHEMES, "policies": sorted(policies),
+    svc = services(request.app)
+    config = svc.config
+    return {"schemes": SIGNING_SCHEMES, "policies": sorted(svc.policies),
             "kinds": [str(k) for k in EndpointKind], "auth_types": AUTH_TYPES,
             "callback_policy": config.callbacks.retry_policy,
             "default_scheme": config.signing.default_scheme,
@@ -123,16 +122,11 @@ def choices(request: web.Request) -> dict[str, Any]:
 
 async def endpoint_rows(request: web.Request) -> list[dict[str, Any]]:
     """Every endpoint of the tenant with its health, newest first."""
-    tenant_id = request[TENANT]
-    config = request.app[CONFIG]
-    now = request.app[CLOCK].now()
-    async with request.app[POOL].acquire() as conn:
-        found = await store.list_endpoints(conn, tenant_id, state=None, after=None,
-                                           limit=MAX_LISTED)
-        healths = await health.list_endpoint_health(conn, now, config.health.window_seconds,
-                                                     tenant_id=tenant_id, limit=MAX_LISTED)
-    by_id = {h.endpoint_id: health_json(h, config.health, now) for h in healths}
-    return [{**endpoint_json(ep), "health": by_id.get(ep.id)} for ep in found]
+    svc = services(request.app)
+    now = svc.clock.now()
+    found = await ops.endpoints_with_health(svc, request[CALLER], MAX_LISTED)
+    return [{**endpoint_json(ep), "health": None if h is None
+             else health_json(h, svc.config.health, now)} for ep, h in found]
 
 
 async def list_page(request: web.Request, *, status: int = 200, message: str = "",
@@ -148,30 +142,32 @@ async def endpoints_page(request: web.Request) -> web.StreamResponse:
 async def create(request: web.Request) -> web.StreamResponse:
     form = request[FORM]
     try:
-        created = answer(await api_endpoints.create_endpoint_from(
-            request, {**endpoint_body(form, partial=False), **options_body(form)}))
+        created = await ops.create_endpoint(
+            services(request.app), request[CALLER],
+            {**endpoint_body(form, partial=False), **options_body(form)})
     except ValidationError as exc:
         return await list_page(request, status=exc.status, message=exc.message, form=form)
-    return await detail_page(request, endpoint_id=created["id"], secret=created,
+    return await detail_page(request, endpoint_id=created.endpoint.id,
+                             secret=changed_json(created),
                              message="Endpoint created. Its signing secret is shown once "
                                      "below; it can be revealed again later.")
 
 
-async def detail_page(request: web.Request, *, endpoint_id: str | None = None,
+async def detail_page(request: web.Request, *, endpoint_id: UUID | None = None,
                       status: int = 200, message: str = "",
                       secret: dict[str, Any] | None = None) -> web.Response:
+    """One endpoint (the path's, or `endpoint_id` just created) with its health and
+    recent events."""
+    svc, caller = services(request.app), request[CALLER]
     if endpoint_id is None:
-        endpoint = answer(await api_endpoints.get_endpoint(request))
-        endpoint_health = answer(await api_endpoints.get_endpoint_health(request))
-    else:  # just created: not in this request's path
-        rows = [r for r in await endpoint_rows(request) if r["id"] == endpoint_id]
-        endpoint, endpoint_health = rows[0], rows[0]["health"]
-    async with request.app[POOL].acquire() as conn:
-        recent = await lookup.endpoint_events(
-            conn, request[TENANT], UUID(endpoint["id"]), statuses=None, types=None,
-            since=None, until=None, before=None, limit=RECENT_EVENTS)
-    return render(request, "endpoint.html", status=status, endpoint=endpoint,
-                  health=endpoint_health, recent=[event_status_json(d) for d in recent],
+        endpoint_id = path_uuid(request, "endpoint_id")
+    endpoint = await ops.get_endpoint(svc, caller, endpoint_id)
+    endpoint_health = await ops.endpoint_health(svc, caller, endpoint_id)
+    recent = await event_ops.endpoint_events(svc, caller, endpoint_id,
+                                             PageQuery(RECENT_EVENTS), event_ops.EventFilter())
+    return render(request, "endpoint.html", status=status, endpoint=endpoint_json(endpoint),
+                  health=health_json(endpoint_health, svc.config.health, svc.clock.now()),
+                  recent=[event_status_json(d) for d in recent.items],
                   message=message,
                   secret=secret, **choices(request))
 
@@ -197,33 +193,39 @@ def _back(request: web.Request, done: str) -> web.HTTPFound:
 async def update(request: web.Request) -> web.StreamResponse:
     form = request[FORM]
     try:
-        changed = answer(await api_endpoints.update_endpoint_from(
-            request, {**endpoint_body(form, partial=True), **options_body(form)}))
+        changed = await ops.update_endpoint(
+            services(request.app), request[CALLER], path_uuid(request, "endpoint_id"),
+            {**endpoint_body(form, partial=True), **options_body(form)})
     except ValidationError as exc:  # nothing was changed; the form is not echoed back
         return await detail_page(request, status=exc.status, message=exc.message)
-    if "secret" in changed or "public_key" in changed:
-        return await detail_page(request, secret=changed, message="Endpoint updated. The new "
-                                 "signing scheme has a new secret, shown below.")
+    if changed.material is not None:
+        return await detail_page(request, secret=changed_json(changed),
+                                 message="Endpoint updated. The new signing scheme has a new "
+                                         "secret, shown below.")
     raise _back(request, "updated")
 
 
 async def pause(request: web.Request) -> web.StreamResponse:
-    await api_endpoints.pause_endpoint(request)
+    await ops.pause_endpoint(services(request.app), request[CALLER],
+                             path_uuid(request, "endpoint_id"))
     raise _back(request, "paused")
 
 
 async def resume(request: web.Request) -> web.StreamResponse:
-    await api_endpoints.resume_endpoint(request)
+    await ops.resume_endpoint(services(request.app), request[CALLER],
+                              path_uuid(request, "endpoint_id"))
     raise _back(request, "resumed")
 
 
 async def delete(request: web.Request) -> web.StreamResponse:
-    await api_endpoints.delete_endpoint(request)
+    await ops.delete_endpoint(services(request.app), request[CALLER],
+                              path_uuid(request, "endpoint_id"))
     raise web.HTTPFound("/console/endpoints")
 
 
 async def rotate_secret(request: web.Request) -> web.StreamResponse:
-    rotated = answer(await api_secrets.rotate_secret(request))
+    rotated = rotated_json(await secret_ops.rotate_secret(
+        services(request.app), request[CALLER], path_uuid(request, "endpoint_id")))
     return await detail_page(request, secret=rotated, message="Secret rotated. The previous "
                              "secret keeps signing deliveries alongside it until "
                              f"{_expiry(rotated)}.")
@@ -234,8 +236,10 @@ def _expiry(rotated: dict[str, Any]) -> str:
 
 
 async def reveal_secret(request: web.Request) -> web.StreamResponse:
-    revealed = answer(await api_secrets.reveal_secret(request))
-    return await detail_page(request, secret=revealed)
+    material = await secret_ops.reveal_secret(services(request.app), request[CALLER],
+                                              path_uuid(request, "endpoint_id"))
+    return await detail_page(request, secret={"signing_scheme": material.signing_scheme,
+                                              **material_json(material)})
 
 
 def form_time(form: dict[str, str], key: str) -> int | None:
@@ -258,5 +262,6 @@ async def replay(request: web.Request) -> web.StreamResponse:
         value = form_time(form, key)
         if value is not None:
             body[key] = value
-    queued = answer(await api_lookup.retry_many_from(request, body))["queued"]
+    queued = await event_ops.replay(services(request.app), request[CALLER],
+                                    path_uuid(request, "endpoint_id"), body)
     return await detail_page(request, message=f"{queued} event(s) queued for another attempt.")

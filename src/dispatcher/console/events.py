@@ -1,7 +1,7 @@
 """Event pages: search (type, status, time range, endpoint) newest first with cursor
 paging, each row with its status at every endpoint; one event with its payload and
-every attempt at every endpoint; retry. Filters are checked by the API's own
-parsers, rows read by the API's store queries and shaped by its views."""
+every attempt at every endpoint; retry. All through operations/events.py, with the
+API's filters and shapes."""
 
 from __future__ import annotations
 
@@ -10,24 +10,15 @@ from uuid import UUID
 
 from aiohttp import web
 
-from dispatcher.api.context import CATALOGUE, POOL, TENANT
-from dispatcher.api.lookup import parse_statuses, retry_event_at
-from dispatcher.api.pagination import (
-    as_int,
-    as_time,
-    as_uuid,
-    cursor_part,
-    decode_cursor,
-    encode_cursor,
-    page_limit,
-)
-from dispatcher.api.request import ms_to_datetime, path_uuid, query_list, query_str
-from dispatcher.api.views import attempt_json, event_json
 from dispatcher.console.access import FORM
 from dispatcher.console.endpoints import endpoint_rows, form_time
 from dispatcher.console.render import render
 from dispatcher.errors import NotFound, ValidationError
-from dispatcher.store import lookup
+from dispatcher.operations import events as ops
+from dispatcher.operations.fields import ms_to_datetime
+from dispatcher.web.context import CALLER, services
+from dispatcher.web.request import page_query, path_uuid, query_list, query_str
+from dispatcher.web.views import attempt_json, event_json
 
 MAX_ATTEMPTS_SHOWN = 100
 FILTERS = ("type", "status", "endpoint", "since", "until")
@@ -48,45 +39,22 @@ def _endpoint_filter(request: web.Request) -> UUID | None:
 
 
 async def _rows(request: web.Request) -> tuple[list[dict[str, Any]], str | None]:
-    tenant_id = request[TENANT]
-    limit = page_limit(request)
-    types = query_list(request, "type")
-    statuses = parse_statuses(query_list(request, "status"), "status")
-    endpoint_id = _endpoint_filter(request)
-    since_ms = form_time(dict(request.query), "since")
-    until_ms = form_time(dict(request.query), "until")
-    since = None if since_ms is None else ms_to_datetime(since_ms, "since")
-    until = None if until_ms is None else ms_to_datetime(until_ms, "until")
-    if since and until and since > until:
-        raise ValidationError("since must not be after until", field="since")
-    async with request.app[POOL].acquire() as conn:
-        if endpoint_id is not None:
-            if await lookup.endpoint_url(conn, tenant_id, endpoint_id) is None:
-                raise NotFound(f"endpoint {endpoint_id} not found", field="endpoint")
-            cursor = decode_cursor(request, "endpoint-events")
-            before = None if cursor is None else cursor_part(cursor, 0, as_int)
-            found = await lookup.endpoint_events(
-                conn, tenant_id, endpoint_id, statuses=statuses, types=types, since=since,
-                until=until, before=before, limit=limit + 1)
-            more = len(found) > limit
-            found = found[:limit]
-            next_cursor = encode_cursor("endpoint-events", [found[-1].delivery_id]) \
-                if more else None
-            events = [lookup.EventView(d.event_id, d.type, d.created_at, d.body) for d in found]
-        else:
-            cursor = decode_cursor(request, "events")
-            after = None if cursor is None else (cursor_part(cursor, 0, as_time),
-                                                 cursor_part(cursor, 1, as_uuid))
-            events = await lookup.list_events(conn, tenant_id, types=types, since=since,
-                                              until=until, before=after, limit=limit + 1,
-                                              statuses=statuses)
-            more = len(events) > limit
-            events = events[:limit]
-            next_cursor = encode_cursor("events", [events[-1].created_at.isoformat(),
-                                                   str(events[-1].id)]) if more else None
-        deliveries = await lookup.deliveries_of_events(conn, tenant_id, [ev.id for ev in events])
-        rows = [event_json(ev, deliveries[ev.id]) for ev in events]
-    return rows, next_cursor
+    query = dict(request.query)
+    since_ms, until_ms = form_time(query, "since"), form_time(query, "until")
+    where = ops.EventFilter(
+        types=query_list(request, "type"),
+        statuses=ops.parse_statuses(query_list(request, "status"), "status"),
+        since=None if since_ms is None else ms_to_datetime(since_ms, "since"),
+        until=None if until_ms is None else ms_to_datetime(until_ms, "until"),
+        endpoint_id=_endpoint_filter(request))
+    try:
+        found = await ops.search_events(services(request.app), request[CALLER],
+                                        page_query(request), where)
+    except NotFound as exc:
+        if exc.field == "endpoint_id":  # the filter names an unknown endpoint
+            raise NotFound(exc.message, field="endpoint") from None
+        raise
+    return [event_json(e.event, e.deliveries) for e in found.items], found.next_cursor
 
 
 async def events_page(request: web.Request) -> web.StreamResponse:
@@ -97,7 +65,7 @@ async def events_page(request: web.Request) -> web.StreamResponse:
     except (ValidationError, NotFound) as exc:
         rows, next_cursor, status, message = [], None, exc.status, exc.message
     endpoints = await endpoint_rows(request)
-    catalogue = request.app[CATALOGUE]
+    catalogue = services(request.app).catalogue
     return render(request, "events.html", status=status, rows=rows, next_cursor=next_cursor,
                   filters=filters, message=message, endpoints=endpoints,
                   statuses=("Pending", "Retrying", "Success", "Failed"),
@@ -106,20 +74,13 @@ async def events_page(request: web.Request) -> web.StreamResponse:
 
 async def _event(request: web.Request) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The event and, per endpoint, its delivery with every attempt (oldest first)."""
-    tenant_id = request[TENANT]
-    event_id = path_uuid(request, "event_id")
-    async with request.app[POOL].acquire() as conn:
-        event = await lookup.get_event(conn, tenant_id, event_id)
-        if event is None:
-            raise NotFound(f"event {event_id} not found", field="event_id")
-        deliveries = await lookup.event_deliveries(conn, tenant_id, event_id)
-        per_endpoint = []
-        for d, shown in zip(deliveries, event_json(event, deliveries)["deliveries"],
-                            strict=True):
-            attempts = await lookup.attempt_logs(conn, d.delivery_id, after=None,
-                                                 limit=MAX_ATTEMPTS_SHOWN)
-            per_endpoint.append({**shown, "attempt_logs": [attempt_json(a, d.sent_body)
-                                                           for a in attempts]})
+    event, deliveries = await ops.event_attempts(services(request.app), request[CALLER],
+                                                 path_uuid(request, "event_id"),
+                                                 MAX_ATTEMPTS_SHOWN)
+    shown = event_json(event, [d.delivery for d in deliveries])["deliveries"]
+    per_endpoint = [{**row, "attempt_logs": [attempt_json(a, d.delivery.sent_body)
+                                             for a in d.attempts]}
+                    for row, d in zip(shown, deliveries, strict=True)]
     return event_json(event), per_endpoint
 
 
@@ -138,5 +99,5 @@ async def retry(request: web.Request) -> web.StreamResponse:
         endpoint_id = UUID(request[FORM].get("endpoint_id", ""))
     except ValueError as exc:
         raise NotFound("endpoint not found", field="endpoint_id") from exc
-    await retry_event_at(request, endpoint_id, event_id)
+    await ops.retry_event(services(request.app), request[CALLER], endpoint_id, event_id)
     raise web.HTTPFound(f"/console/events/{event_id}?done=retried")

@@ -12,8 +12,8 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from dispatcher.api.context import CONFIG
 from dispatcher.console.access import SCOPE, SESSION
+from dispatcher.web.context import CONFIG
 
 CONSOLE_PREFIX = "/console/"
 # No inline script or style anywhere: scripts and styles come only from /console/static.
@@ -82,7 +82,7 @@ def render(request: web.Request, template: str, status: int = 200,
 
 
 def error_page(request: web.Request, status: int, message: str) -> web.Response:
-    return render(request, "error.html", status=status, status_code=status, message=message)
+    return render(request, "error.html", status=status, status_code=status, error=message)
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -20,10 +20,10 @@ from datetime import datetime, timedelta
 
 from aiohttp import web
 
-from dispatcher.api.authlimit import parse_networks
-from dispatcher.api.context import CONFIG
 from dispatcher.clock import to_ms
 from dispatcher.secretbox import SecretBox, SecretDecryptionError
+from dispatcher.web.context import CONFIG
+from dispatcher.web.peers import parse_networks
 
 SESSION_COOKIE = "dispatcher_console"
 LOGIN_COOKIE = "dispatcher_console_login"  # the CSRF token of the sign-in form

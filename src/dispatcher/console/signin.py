@@ -8,7 +8,6 @@ import secrets
 
 from aiohttp import web
 
-from dispatcher.api.context import CLOCK, CONFIG, SECRET_BOX
 from dispatcher.console.access import RESOLVER, CsrfRefused, signed_in
 from dispatcher.console.render import render
 from dispatcher.console.session import (
@@ -21,6 +20,7 @@ from dispatcher.console.session import (
     seal,
     set_cookie,
 )
+from dispatcher.web.context import CLOCK, CONFIG, SECRET_BOX
 
 HOME = "/console/endpoints"
 LOGIN_FORM_SECONDS = 3600

@@ -1,29 +1,28 @@
 """The operator view (operator sessions only): every tenant with its statistics and a
 button that makes the session act for it (as `Dispatcher-Tenant` does in the API),
-and a summary of the deployment's `/metrics` figures. Tenants are listed by the
-API's own handler and their statistics shaped by its function (api/tenants.py)."""
+and a summary of the deployment's `/metrics` figures. Tenants and their statistics
+come from the operations the API calls (operations/tenants.py)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
 from typing import Any
-from uuid import UUID
 
 from aiohttp import web
 
-from dispatcher.api import tenants as api_tenants
-from dispatcher.api.auth import tenant_by_ref
-from dispatcher.api.context import CLOCK, CONFIG, POOL, SECRET_BOX
-from dispatcher.api.metrics import refresh_gauges
 from dispatcher.clock import to_ms
 from dispatcher.console.access import SESSION
-from dispatcher.console.endpoints import answer
 from dispatcher.console.render import render
 from dispatcher.console.session import SESSION_COOKIE, seal, set_cookie
 from dispatcher.errors import ValidationError
 from dispatcher.model import DeliveryStatus
-from dispatcher.store.lookup import attempts_since
+from dispatcher.operations import tenants as ops
+from dispatcher.operations.pages import Page
+from dispatcher.web.context import CALLER, CLOCK, CONFIG, SECRET_BOX, services
+from dispatcher.web.credentials import tenant_by_ref
+from dispatcher.web.gauges import refresh_gauges
+from dispatcher.web.request import page_query, query_str
+from dispatcher.web.views import stats_json, tenant_json
 
 RATE_SECONDS = 10  # attempts per second: the attempts started in this many seconds
 
@@ -33,10 +32,8 @@ async def _metrics(request: web.Request) -> dict[str, Any]:
     database by the same throttled query, so every process shows the same), and the
     attempt rate, which /metrics leaves to Prometheus' rate() of its counters."""
     gauges = await refresh_gauges(request.app)  # what /metrics read, at most 5 s ago
-    since = request.app[CLOCK].now() - timedelta(seconds=RATE_SECONDS)
-    async with request.app[POOL].acquire() as conn:
-        recent = await attempts_since(conn, since)
-    shown: dict[str, Any] = {"attempts_per_second": recent / RATE_SECONDS,
+    rate = await ops.attempts_per_second(services(request.app), request[CALLER], RATE_SECONDS)
+    shown: dict[str, Any] = {"attempts_per_second": rate,
                              "rate_seconds": RATE_SECONDS, "available": gauges is not None}
     if gauges is not None:
         shown.update({
@@ -51,18 +48,17 @@ async def _metrics(request: web.Request) -> dict[str, Any]:
 
 async def tenants_page(request: web.Request, *, status: int = 200,
                        message: str = "") -> web.StreamResponse:
+    svc, caller = services(request.app), request[CALLER]
     try:
-        listed = answer(await api_tenants.list_tenants(request))
+        listed = await ops.list_tenants(svc, caller, page_query(request),
+                                        query_str(request, "name_prefix"))
     except ValidationError as exc:
-        listed, status, message = {"data": [], "next_cursor": None}, exc.status, exc.message
-    rows = []
-    async with request.app[POOL].acquire() as conn:
-        for tenant in listed["data"]:
-            stats = await api_tenants.stats_json(request, conn, UUID(tenant["id"]))
-            rows.append({**tenant, "stats": stats})
+        listed, status, message = Page([], None), exc.status, exc.message
+    rows = [{**tenant_json(t), "stats": stats_json(await ops.tenant_stats(svc, caller, t.id))}
+            for t in listed.items]
     prefix = request.query.get("name_prefix", "").strip()
     return render(request, "tenants.html", status=status, rows=rows,
-                  next_cursor=listed.get("next_cursor"), name_prefix=prefix,
+                  next_cursor=listed.next_cursor, name_prefix=prefix,
                   metrics=await _metrics(request), message=message,
                   window_seconds=request.app[CONFIG].health.window_seconds)
 

@@ -17,10 +17,10 @@ from uuid import UUID
 import asyncpg
 
 from dispatcher.errors import Conflict, NotFound, ValidationError
+from dispatcher.model import DEFAULT_TENANT
 from dispatcher.store.pool import Conn
 
 KEY_PREFIX = "dk_"
-DEFAULT_TENANT = "default"
 TENANT_KEY = "tenant"
 OPERATOR_KEY = "operator"
 KeyKind = Literal["tenant", "operator"]

@@ -1,22 +1,57 @@
-"""How objects look on the wire. Times are Unix milliseconds, ids are strings,
-statuses are Cobo's labels (Pending, Retrying, Success, Failed)."""
+"""How operation results look on the wire (the API answers these) and in the
+console's pages (which render the same shapes). Times are Unix milliseconds, ids
+are strings, statuses are Cobo's labels (Pending, Retrying, Success, Failed)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from dispatcher.clock import to_ms
 from dispatcher.config import HealthConfig
+from dispatcher.model import DeliveryStatus, EndpointState
+from dispatcher.operations.endpoints import Changed
+from dispatcher.operations.pages import Page
+from dispatcher.operations.secrets import Rotated, SecretMaterial
+from dispatcher.operations.tenants import PortalLink, TenantStats
+from dispatcher.store.callbacks import CallbackView
 from dispatcher.store.endpoints import Endpoint
 from dispatcher.store.events import PublishedEvent
 from dispatcher.store.health import EndpointHealth
 from dispatcher.store.lookup import AttemptView, DeliveryView, EventView, event_data
+from dispatcher.store.tenants import Tenant
 from dispatcher.transport.validate import rfc3339
+
+T = TypeVar("T")
 
 
 def ms(when: datetime | None) -> int | None:
     return None if when is None else to_ms(when)
+
+
+def page_json(page: Page[T], shape: Callable[[T], dict[str, Any]]) -> dict[str, Any]:
+    return {"data": [shape(item) for item in page.items], "next_cursor": page.next_cursor}
+
+
+def material_json(m: SecretMaterial) -> dict[str, Any]:
+    """The signing material as answered once: `secret`, or `public_key` and PEM."""
+    if m.secret is not None:
+        return {"secret": m.secret}
+    return {"public_key": m.public_key, "public_key_pem": m.public_key_pem}
+
+
+def changed_json(changed: Changed) -> dict[str, Any]:
+    """An endpoint after a create or update, with the material the change made."""
+    shown = endpoint_json(changed.endpoint)
+    if changed.material is not None:
+        shown.update(material_json(changed.material))
+    return shown
+
+
+def rotated_json(r: Rotated) -> dict[str, Any]:
+    return {"signing_scheme": r.material.signing_scheme, **material_json(r.material),
+            "previous_secret_expires_timestamp": ms(r.previous_expires_at)}
 
 
 def endpoint_json(ep: Endpoint) -> dict[str, Any]:
@@ -151,3 +186,43 @@ def attempt_json(a: AttemptView, request_body: bytes) -> dict[str, Any]:
         "failure_reason": a.failure_reason,
         "error": a.error_detail,
     }
+
+
+def callback_json(c: CallbackView) -> dict[str, Any]:
+    return {
+        "id": str(c.id),
+        "type": c.type,
+        "data": c.data,
+        "endpoint_id": str(c.endpoint_id),
+        "status": str(c.status),
+        "decision": c.decision,
+        "decided_timestamp": ms(c.decided_at),
+        "attempts": c.attempts,
+        "retries_left": c.retries_left,
+        "next_retry_timestamp": ms(c.next_retry_at),
+        "failure_reason": c.failure_reason,
+        "held": c.held_since is not None and not c.decided,
+        "created_timestamp": to_ms(c.created_at),
+        "deadline_timestamp": to_ms(c.deadline_at),
+    }
+
+
+def tenant_json(t: Tenant) -> dict[str, Any]:
+    return {"id": str(t.id), "name": t.name, "metadata": t.metadata,
+            "created_timestamp": to_ms(t.created_at), "updated_timestamp": to_ms(t.updated_at)}
+
+
+def stats_json(s: TenantStats) -> dict[str, Any]:
+    """A tenant's statistics as the API answers them and the console shows them."""
+    return {
+        "tenant_id": str(s.tenant_id),
+        "endpoints": {e.value: s.counts.endpoints.get(e.value, 0) for e in EndpointState},
+        "deliveries": {d.label: s.counts.deliveries.get(d.value, 0) for d in DeliveryStatus},
+        "failures_in_window": s.counts.failures_in_window,
+        "window_seconds": s.window_seconds,
+    }
+
+
+def portal_link_json(link: PortalLink) -> dict[str, Any]:
+    return {"url": link.url, "token": link.token, "tenant_id": str(link.tenant_id),
+            "read_only": link.read_only, "expires_timestamp": to_ms(link.expires_at)}

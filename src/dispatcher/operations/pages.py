@@ -1,20 +1,18 @@
-"""Opaque cursors for keyset pagination: `?limit=1..100&cursor=...`, answered as
-`{"data": [...], "next_cursor": "..." | null}`. A cursor is base64url JSON tagged
-with the list it belongs to; a tampered or foreign cursor is a 422 on `cursor`."""
+"""Keyset pagination for every list: a `PageQuery` (limit, opaque cursor) in, a
+`Page` (items, next cursor) out. A cursor is base64url JSON tagged with the list it
+belongs to; a tampered or foreign cursor is a 422 on `cursor`."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-from aiohttp import web
-
-from dispatcher.api.request import query_int, query_str
 from dispatcher.errors import ValidationError
 
 DEFAULT_LIMIT = 50
@@ -23,8 +21,16 @@ MAX_LIMIT = 100
 T = TypeVar("T")
 
 
-def page_limit(request: web.Request) -> int:
-    return query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+@dataclass(frozen=True)
+class PageQuery:
+    limit: int = DEFAULT_LIMIT
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
 
 
 def encode_cursor(kind: str, values: list[Any]) -> str:
@@ -36,9 +42,8 @@ def _invalid() -> ValidationError:
     return ValidationError("cursor is not valid for this list", field="cursor")
 
 
-def decode_cursor(request: web.Request, kind: str) -> list[Any] | None:
-    text = query_str(request, "cursor")
-    if text is None or text == "":
+def decode_cursor(text: str | None, kind: str) -> list[Any] | None:
+    if not text:
         return None
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -57,6 +62,15 @@ def cursor_part(values: list[Any], index: int, convert: Callable[[Any], T]) -> T
         return convert(values[index])
     except (IndexError, TypeError, ValueError, OverflowError) as exc:
         raise _invalid() from exc
+
+
+def cut(found: Sequence[T], limit: int, kind: str,
+        key: Callable[[T], list[Any]]) -> Page[T]:
+    """The page from `limit + 1` rows read: the first `limit`, and a cursor after the
+    last of them when there were more."""
+    items = list(found[:limit])
+    more = len(found) > limit
+    return Page(items, encode_cursor(kind, key(items[-1])) if more else None)
 
 
 def as_int(value: Any) -> int:
@@ -86,5 +100,12 @@ def as_name(value: Any) -> str:
     return value
 
 
-def page(data: list[Any], next_cursor: str | None) -> dict[str, Any]:
-    return {"data": data, "next_cursor": next_cursor}
+def time_and_id(created_at: datetime, id_: UUID) -> list[Any]:
+    """The cursor values of a list ordered by (created_at, id)."""
+    return [created_at.isoformat(), str(id_)]
+
+
+def after_time_and_id(values: list[Any] | None) -> tuple[datetime, UUID] | None:
+    if values is None:
+        return None
+    return cursor_part(values, 0, as_time), cursor_part(values, 1, as_uuid)
