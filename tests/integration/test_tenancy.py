@@ -525,3 +525,66 @@ async def test_a_multi_tenant_batch_with_ordering_keys_reaches_each_tenants_endp
     assert reply.status == 202, reply
     assert [[d["endpoint_id"] for d in e["deliveries"]] for e in reply.body["data"]] == [
         [ep_a["id"]], [ep_b["id"]]]
+
+
+# --- a tenant deleted while a call runs ------------------------------------------------
+
+
+async def _while_deleting(server: ApiServer, name: str, call: Any) -> Reply:
+    """Run `call` while another connection deletes tenant `name`: the delete holds the
+    tenant's row until the call's insert waits on it, then commits, so the insert meets
+    a tenant that no longer exists (the race a concurrent force-delete wins)."""
+    conn = await asyncpg.connect(server.dsn)
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("DELETE FROM tenants WHERE name = $1", name)
+        task = asyncio.create_task(call())
+        for _ in range(200):
+            waiting = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()")
+            if waiting or task.done():
+                break
+            await asyncio.sleep(0.02)
+        await tx.commit()
+        reply: Reply = await task
+        return reply
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("call", ["key", "batch", "publish", "endpoint"])
+async def test_a_tenant_deleted_while_a_call_runs_answers_not_found_never_500(
+    op: Api, api_server: ApiServer, call: str,
+) -> None:
+    name = f"doomed-{call}-{uuid.uuid4().hex[:6]}"
+    assert (await op.post("/v1/tenants", {"name": name})).status == 201
+    event = {"type": "transaction", "data": {}}
+    calls = {
+        "key": lambda: op.post(f"/v1/tenants/{name}/keys", {}),
+        "batch": lambda: op.post("/v1/events/batch", {"events": [{**event, "tenant": name}]}),
+        "publish": lambda: op.post("/v1/events", event, headers=as_tenant(name)),
+        "endpoint": lambda: op.post("/v1/endpoints", {"url": URL}, headers=as_tenant(name)),
+    }
+    if call in ("publish", "endpoint"):  # this process remembers the tenant
+        assert (await op.get("/v1/endpoints", headers=as_tenant(name))).status == 200
+    reply = await _while_deleting(api_server, name, calls[call])
+    assert reply.status == 404, reply
+    assert reply.error["code"] == "not_found" and "tenant" in reply.error["message"]
+    assert (await _sql(api_server, "SELECT count(*) AS n FROM tenants WHERE name = $1",
+                       name))[0]["n"] == 0
+
+
+async def test_default_cannot_be_deleted_or_renamed_while_operators_fall_back_to_it(
+    op: Api,
+) -> None:
+    for ref in ("default", str((await op.get("/v1/tenants/default")).body["id"])):
+        refused = await op.delete(f"/v1/tenants/{ref}?force=true")
+        assert refused.status == 409 and refused.error["field"] == "tenant", refused
+        assert "operator keys act without Dispatcher-Tenant" in refused.error["message"]
+    renamed = await op.patch("/v1/tenants/default", {"name": "not-default"})
+    assert renamed.status == 409 and renamed.error["field"] == "name", renamed
+    assert (await op.patch("/v1/tenants/default", {"metadata": {"a": 1}})).status == 200
+    assert (await op.get("/v1/tenants/default")).body["name"] == "default"
+    assert (await op.get("/v1/endpoints")).status == 200  # no Dispatcher-Tenant: default

@@ -25,8 +25,8 @@ from aiohttp import web
 from dispatcher.api.spec import Handler
 from dispatcher.errors import Forbidden, NotFound, Unauthorized
 from dispatcher.model import DEFAULT_TENANT
-from dispatcher.operations.scope import Caller, Scope
-from dispatcher.web.context import CALLER, POOL, SCOPE, TENANT
+from dispatcher.operations.scope import Caller, Scope, tenant_vanished
+from dispatcher.web.context import CALLER, SCOPE, TENANT
 from dispatcher.web.credentials import resolve_credential, tenant_by_ref
 
 TENANT_HEADER = "Dispatcher-Tenant"
@@ -56,12 +56,6 @@ async def acting_tenant(request: web.Request, scope: Scope) -> UUID:
     return await tenant_by_ref(request.app, ref or DEFAULT_TENANT, TENANT_HEADER)
 
 
-async def _tenant_exists(request: web.Request) -> bool:
-    async with request.app[POOL].acquire() as conn:
-        found = await conn.fetchval("SELECT 1 FROM tenants WHERE id = $1", request[TENANT])
-    return found is not None
-
-
 def authenticated(handler: Handler, *, operator_only: bool = False) -> Handler:
     """Authenticate first (401 before anything else), check what the credential may
     do (403), then run `handler` with request[SCOPE] and, on a tenant route, the
@@ -81,12 +75,14 @@ def authenticated(handler: Handler, *, operator_only: bool = False) -> Handler:
         request[CALLER] = Caller(scope, request.get(TENANT))
         try:
             return await handler(request)
-        except asyncpg.ForeignKeyViolationError:
-            if operator_only or await _tenant_exists(request):
+        except asyncpg.ForeignKeyViolationError as exc:
+            if not tenant_vanished(exc):
                 raise
-            # Deleted since this process remembered it (at most the caches' lifetime).
+            # Deleted while this call ran, or since this process remembered it (at most
+            # the caches' lifetime). A tenant credential went with its tenant.
             if scope.is_operator:
-                raise NotFound("tenant not found", field=TENANT_HEADER) from None
+                raise NotFound("tenant not found: it was deleted while this request ran",
+                               field="tenant" if operator_only else TENANT_HEADER) from None
             raise Unauthorized("invalid or revoked API key", field="Authorization") from None
 
     wrapper.authenticates = True  # type: ignore[attr-defined]  # see api/authlimit.py

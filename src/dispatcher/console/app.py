@@ -18,6 +18,7 @@ from dispatcher.console.render import (
     setup_templates,
 )
 from dispatcher.errors import DispatcherError, TooManyRequests, Unauthorized
+from dispatcher.operations.scope import tenant_vanished
 from dispatcher.web.context import CONFIG
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -78,6 +79,11 @@ async def console_errors(request: web.Request, handler: Page) -> web.StreamRespo
         if isinstance(exc, TooManyRequests):
             response.headers["Retry-After"] = str(math.ceil(exc.retry_after))
         return response
+    except Exception as exc:
+        if not tenant_vanished(exc):
+            raise
+        return error_page(request, 404, "The tenant this page acts for was deleted while "
+                          "the request ran. Choose another on the tenants page.")
 
 
 async def to_home(request: web.Request) -> web.StreamResponse:

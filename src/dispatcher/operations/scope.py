@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Literal
 from uuid import UUID
 
+import asyncpg
+
 from dispatcher.errors import Forbidden
 
 ScopeKind = Literal["operator", "tenant", "portal"]
@@ -63,3 +65,11 @@ class Caller:
 
 
 OPERATOR = Scope("operator", None)
+
+
+def tenant_vanished(exc: BaseException) -> bool:
+    """Whether a database error says the tenant a row belongs to was deleted while the
+    operation ran (every table's foreign key to tenants is `<table>_tenant_id_fkey`):
+    a force-delete racing the call, which is a 404 for the caller, never a 500."""
+    return (isinstance(exc, asyncpg.ForeignKeyViolationError)
+            and (exc.constraint_name or "").endswith("tenant_id_fkey"))
