@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from dispatcher.errors import Forbidden, NotFound, ValidationError
+from dispatcher.errors import Conflict, Forbidden, NotFound, ValidationError
 from dispatcher.operations.fields import Fields
 from dispatcher.operations.pages import Page, PageQuery, as_name, cursor_part, cut, decode_cursor
 from dispatcher.operations.scope import Caller
@@ -21,6 +21,7 @@ from dispatcher.portal_tokens import KEY_PURPOSE, sign_portal_token
 from dispatcher.store import tenants as store
 from dispatcher.store.health import window_start
 from dispatcher.store.lookup import attempts_since
+from dispatcher.model import DEFAULT_TENANT
 from dispatcher.store.tenants import Tenant
 
 NAME_RE = re.compile(r"[a-z0-9._-]{1,100}")
@@ -102,6 +103,10 @@ async def list_tenants(svc: Services, caller: Caller, page: PageQuery,
     return cut(found, page.limit, "tenants", lambda t: [t.name])
 
 
+_FALLBACK = (f"{DEFAULT_TENANT!r} is where operator keys act without Dispatcher-Tenant "
+             "(and the console's operator sessions): ")
+
+
 async def update_tenant(svc: Services, caller: Caller, ref: str, body: Any) -> Tenant:
     """Rename a tenant or replace its metadata (the fields given)."""
     tenant = await find_tenant(svc, caller, ref)
@@ -110,6 +115,8 @@ async def update_tenant(svc: Services, caller: Caller, ref: str, body: Any) -> T
     changes: dict[str, Any] = {}
     if f.has("name"):
         changes["name"] = _name(f)
+        if tenant.name == DEFAULT_TENANT and changes["name"] != DEFAULT_TENANT:
+            raise Conflict(_FALLBACK + "it cannot be renamed", field="name")
     if f.has("metadata"):
         changes["metadata"] = f.obj("metadata")
     if not changes:
@@ -122,8 +129,11 @@ async def update_tenant(svc: Services, caller: Caller, ref: str, body: Any) -> T
 
 
 async def delete_tenant(svc: Services, caller: Caller, ref: str, *, force: bool) -> None:
-    """Refused (409) while the tenant has endpoints, unless `force`."""
+    """Refused (409) while the tenant has endpoints, unless `force`, and always for
+    `default`, where operator keys act without Dispatcher-Tenant."""
     tenant = await find_tenant(svc, caller, ref)
+    if tenant.name == DEFAULT_TENANT:
+        raise Conflict(_FALLBACK + "it cannot be deleted (empty it instead)", field="tenant")
     async with svc.pool.acquire() as conn:
         deleted = await store.delete_tenant(conn, tenant.id, force=force)
     if not deleted:
