@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import pytest
 
 from dispatcher.clock import SystemClock
 from dispatcher.config import Config
@@ -106,3 +107,72 @@ async def test_endpoints_per_tenant_and_deliveries_per_publish_are_limited(
             assert [e["data"] for e in (await resp.json())["data"]] == [1]
         async with http.get("/v1/endpoints") as resp:
             assert len((await resp.json())["data"]) == 3
+
+
+async def test_listeners_count_toward_the_endpoint_limit(
+    db_url: str, daemon_factory: Callable[..., Any], receiver: Receiver
+) -> None:
+    """`GET /v1/listen` creates an endpoint: it is refused at the limit like any other
+    create, before the websocket upgrade, and leaves nothing behind."""
+    daemon = await daemon_factory(DISPATCHER_SERVER__MAX_ENDPOINTS_PER_TENANT="3",
+                                  DISPATCHER_DELIVERY__ENABLED="false")
+    conn = await asyncpg.connect(db_url)
+    try:
+        key = await create_api_key(conn, "listening")
+    finally:
+        await conn.close()
+    headers = {"Authorization": f"Bearer {key}"}
+    listen = "/v1/listen?forward_to=http://127.0.0.1:9/hook"
+    async with aiohttp.ClientSession(daemon.url, headers=headers) as http:
+        for _ in range(2):
+            async with http.post("/v1/endpoints", json={"url": receiver.url}) as resp:
+                assert resp.status == 201
+        async with http.ws_connect(listen) as ws:  # the third endpoint: allowed
+            ready = await ws.receive_json(timeout=10)
+            assert ready["type"] == "ready"
+            for _ in range(3):
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    async with http.ws_connect(listen):
+                        pass
+                assert refused.value.status == 422
+            async with http.get(listen, headers={"Connection": "Upgrade", "Upgrade": "websocket",
+                                                 "Sec-WebSocket-Version": "13",
+                                                 "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+                                ) as resp:
+                body = await resp.json()
+                assert resp.status == 422 and body["error"]["code"] == "endpoint_limit_reached"
+                assert "server.max_endpoints_per_tenant" in body["error"]["message"]
+            async with http.get("/v1/endpoints") as resp:
+                assert len((await resp.json())["data"]) == 3
+
+
+async def test_the_delivery_limit_is_counted_when_a_tenant_has_more_endpoints_than_allowed(
+    db_url: str, daemon_factory: Callable[..., Any], receiver: Receiver
+) -> None:
+    """Endpoints made before the limit was lowered still exist: one event fanning out
+    to 5 of them is 5 deliveries, over a per-publish limit of 4, whatever the endpoint
+    limit says the most could be."""
+    daemon = await daemon_factory(DISPATCHER_SERVER__MAX_ENDPOINTS_PER_TENANT="3",
+                                  DISPATCHER_SERVER__MAX_DELIVERIES_PER_PUBLISH="4",
+                                  DISPATCHER_DELIVERY__ENABLED="false")
+    conn = await asyncpg.connect(db_url)
+    try:
+        key = await create_api_key(conn, "grandfathered")
+        headers = {"Authorization": f"Bearer {key}"}
+        async with aiohttp.ClientSession(daemon.url, headers=headers) as http:
+            for _ in range(3):
+                async with http.post("/v1/endpoints", json={"url": receiver.url}) as resp:
+                    assert resp.status == 201
+            columns = ", ".join(r["column_name"] for r in await conn.fetch(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_name = 'endpoints' AND column_name <> 'id'"))
+            await conn.execute(f"INSERT INTO endpoints ({columns}) SELECT {columns}"
+                               " FROM endpoints LIMIT 2")  # as if made under a higher limit
+            async with http.post("/v1/events", json={"type": "block", "data": 1}) as resp:
+                body = await resp.json()
+                assert resp.status == 413, body
+                assert body["error"]["code"] == "delivery_limit_reached"
+                assert "5 deliveries" in body["error"]["message"]
+        assert await conn.fetchval("SELECT count(*) FROM events") == 0
+    finally:
+        await conn.close()

@@ -588,3 +588,78 @@ async def test_default_cannot_be_deleted_or_renamed_while_operators_fall_back_to
     assert (await op.patch("/v1/tenants/default", {"metadata": {"a": 1}})).status == 200
     assert (await op.get("/v1/tenants/default")).body["name"] == "default"
     assert (await op.get("/v1/endpoints")).status == 200  # no Dispatcher-Tenant: default
+
+
+# Every route that changes something, with a body it would accept from a full key.
+WRITE_BODIES: dict[tuple[str, str], Any] = {
+    ("POST", "/v1/endpoints"): {"url": URL},
+    ("PATCH", "/v1/endpoints/{endpoint_id}"): {"description": "changed"},
+    ("POST", "/v1/events"): {"type": "transaction", "data": {}},
+    ("POST", "/v1/events/batch"): {"events": [{"type": "transaction", "data": {}}]},
+    ("POST", "/v1/event-types"): {"name": "ro.probe"},
+    ("POST", "/v1/callbacks"): {"type": "withdrawal.approve", "data": {"amount": "1"}},
+    ("POST", "/v1/tenants"): {"name": "ro-probe"},
+    ("PATCH", "/v1/tenants/{tenant}"): {"metadata": {"changed": True}},
+}
+
+
+async def _snapshot(server: ApiServer) -> list[Any]:
+    counts = await _sql(server, """SELECT (SELECT count(*) FROM endpoints) AS e,
+        (SELECT count(*) FROM events) AS ev, (SELECT count(*) FROM deliveries) AS d,
+        (SELECT count(*) FROM event_types) AS t, (SELECT count(*) FROM callbacks) AS c,
+        (SELECT count(*) FROM api_keys) AS k, (SELECT count(*) FROM tenants) AS tn""")
+    # What a write through the API changes (the engine keeps its own columns current).
+    endpoints = await _sql(server, """SELECT id, url, description, event_types, state,
+        secret_enc, previous_secret_enc, metadata::text, retry_policy FROM endpoints
+        ORDER BY id""")
+    tenants = await _sql(server, "SELECT * FROM tenants ORDER BY id")
+    return [dict(r) for r in [*counts, *endpoints, *tenants]]
+
+
+async def test_a_read_only_portal_token_is_refused_by_every_route_that_writes(
+    op: Api, api: Api, http: aiohttp.ClientSession, api_server: ApiServer,
+) -> None:
+    """Read-only is decided by what an operation does, not by the HTTP method: every
+    route of the API that is not a GET, the websocket of `listen` (a GET that creates
+    an endpoint) and the secret (a GET that reveals it) answer 403, and nothing in the
+    database changes."""
+    from dispatcher.api.routes import API_ROUTES
+
+    endpoint = await api.create_endpoint(URL)
+    await api.create_endpoint(URL, kind="callback")
+    event = await api.publish("transaction", {})
+    assert (await api.post("/v1/event-types", {"name": "ro.mine"})).status == 201
+    made = await api.post("/v1/callbacks", WRITE_BODIES[("POST", "/v1/callbacks")])
+    assert made.status == 202, made
+    assert (await api.post(f"/v1/endpoints/{endpoint['id']}/pause", {})).status == 200
+    link = await op.post(f"/v1/tenants/{api.tenant}/portal-links", {"read_only": True})
+    portal = Api(http, api_server, link.body["token"], api.tenant)
+    params = {"endpoint_id": endpoint["id"], "event_id": event["id"], "tenant": api.tenant,
+              "callback_id": made.body["id"], "name": "ro.mine"}
+    before = await _snapshot(api_server)
+
+    writes = [r for r in API_ROUTES if r.method != "GET"]
+    assert len(writes) >= 20  # the route table is what is tested
+    for route in writes:
+        path = route.path.format(**{k: params[k] for k in params if "{" + k + "}" in route.path})
+        body = WRITE_BODIES.get((route.method, route.path), {})
+        reply = await portal.call(route.method, path, json_body=body)
+        assert reply.status == 403, (route.method, route.path, reply)
+        assert reply.error["field"] == "Authorization", (route.method, route.path)
+    secret = await portal.get(f"/v1/endpoints/{endpoint['id']}/secret")
+    assert secret.status == 403, secret
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        async with http.ws_connect(api_server.url + "/v1/listen?forward_to=http://127.0.0.1:9",
+                                   headers={"Authorization": f"Bearer {portal.key}"}):
+            pass
+    assert refused.value.status == 403
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:  # take over: also a write
+        async with http.ws_connect(
+                api_server.url + f"/v1/listen?endpoint_id={endpoint['id']}",
+                headers={"Authorization": f"Bearer {portal.key}"}):
+            pass
+    assert refused.value.status == 403
+    assert await _snapshot(api_server) == before
+    # What it may do, it still does.
+    assert (await portal.get(f"/v1/endpoints/{endpoint['id']}")).status == 200
+    assert (await portal.get(f"/v1/events/{event['id']}")).status == 200

@@ -30,7 +30,6 @@ from dispatcher.web.context import CALLER, SCOPE, TENANT
 from dispatcher.web.credentials import resolve_credential, tenant_by_ref
 
 TENANT_HEADER = "Dispatcher-Tenant"
-READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 async def authenticate_request(request: web.Request) -> Scope:
@@ -65,8 +64,6 @@ def authenticated(handler: Handler, *, operator_only: bool = False) -> Handler:
     async def wrapper(request: web.Request) -> web.StreamResponse:
         scope = await authenticate_request(request)
         request[SCOPE] = scope
-        if scope.read_only and request.method not in READ_METHODS:
-            raise Forbidden("this portal link is read-only", field="Authorization")
         if operator_only:
             if not scope.is_operator:
                 raise Forbidden("only an operator key may do this", field="Authorization")

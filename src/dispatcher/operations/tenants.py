@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from dispatcher.errors import Conflict, Forbidden, NotFound, ValidationError
+from dispatcher.model import DEFAULT_TENANT
 from dispatcher.operations.fields import Fields
 from dispatcher.operations.pages import Page, PageQuery, as_name, cursor_part, cut, decode_cursor
 from dispatcher.operations.scope import Caller
@@ -21,7 +22,6 @@ from dispatcher.portal_tokens import KEY_PURPOSE, sign_portal_token
 from dispatcher.store import tenants as store
 from dispatcher.store.health import window_start
 from dispatcher.store.lookup import attempts_since
-from dispatcher.model import DEFAULT_TENANT
 from dispatcher.store.tenants import Tenant
 
 NAME_RE = re.compile(r"[a-z0-9._-]{1,100}")
