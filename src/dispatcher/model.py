@@ -26,13 +26,16 @@ class DeliveryStatus(IntEnum):
 FINISHED = DeliveryStatus.SUCCESS  # status >= FINISHED means no more attempts
 
 
-def retries_left_shown(status: DeliveryStatus, unused: int) -> int:
+def retries_left_shown(status: DeliveryStatus, unused: int, last_failure: str | None) -> int:
     """The `retries_left` a reader sees: retries still to come, counting one that is
     already scheduled (Cobo's meaning). The column counts retries not yet scheduled,
-    which is what the backoff schedule is indexed by."""
+    which is what the backoff schedule is indexed by. An attempt scheduled after a
+    rate-limited answer (`last_failure`) spends no retry, so it is not one of them."""
     if status >= FINISHED:
         return 0
-    return unused + 1 if status == DeliveryStatus.RETRYING else unused
+    if status == DeliveryStatus.RETRYING and last_failure != FailureReason.RATE_LIMITED:
+        return unused + 1
+    return unused
 
 
 class EndpointState(StrEnum):

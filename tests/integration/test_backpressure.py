@@ -12,6 +12,7 @@ from datetime import timedelta
 from uuid import UUID
 
 import asyncpg
+import pytest
 
 from dispatcher.clock import FakeClock, SystemClock
 from dispatcher.config import Config
@@ -20,7 +21,7 @@ from dispatcher.metrics import CONCURRENCY_DECREASES
 from dispatcher.model import DeliveryStatus
 from dispatcher.secretbox import load_secret_box
 from dispatcher.store.backpressure import Pressure, apply_pressure
-from dispatcher.store.lookup import read_gauges
+from dispatcher.store.lookup import event_deliveries, read_gauges
 from tests.support.engine import EngineHarness
 from tests.support.factories import make_endpoint, make_tenant
 from tests.support.receiver import Received, Receiver, Reply
@@ -154,6 +155,71 @@ async def test_503_with_retry_after_backs_off_the_endpoint_and_503_without_does_
         await receiver.stop()
     assert retries_after_first == 7  # the standard policy's, untouched
     assert [r["failure_reason"] for r in spent] == ["rate_limited", "http_status"]
+
+
+@pytest.mark.parametrize("retry_after", ["0", "Wed, 21 Oct 2015 07:28:00 GMT"])
+async def test_retry_after_zero_or_in_the_past_backs_off_like_a_429_without_one(
+    db_url: str, make_config: Callable[..., Config], retry_after: str
+) -> None:
+    """The doubling default is the floor: 1 s, then 2 s while the 429s repeat. Without
+    it one delivery was sent again as fast as the claim loop turned."""
+    config = make_config()
+    receiver = StatusReceiver()
+    await receiver.start()
+    receiver.answer(lambda req, n: Reply(429, headers={"Retry-After": retry_after}))
+    clock = FakeClock()
+    try:
+        async with EngineHarness(db_url, config, clock) as h:
+            tenant = await make_tenant(h.pool)
+            endpoint_id, _ = await make_endpoint(h.pool, h.box, tenant, receiver.url)
+            await h.publish(tenant, ("block", {}))
+            await h.start_worker()
+            await h.wait_attempts(1)
+            await asyncio.sleep(0.5)  # the fake clock stands still: nothing is due
+            assert len(receiver.requests) == 1
+            until = (await _endpoint_state(h.pool, endpoint_id))["rate_limited_until"]
+            assert until == clock.now() + timedelta(seconds=1)
+            h.advance(1)
+            await h.wait_attempts(2)
+            h.advance(1)  # the backoff doubled to 2 s: still inside it
+            await asyncio.sleep(0.5)
+            assert len(receiver.requests) == 2
+            h.advance(1)
+            await h.wait_attempts(3)
+    finally:
+        await receiver.stop()
+
+
+@pytest.mark.parametrize(("policy", "retries"), [("exponential-3", 3), ("standard", 7)])
+async def test_retries_left_after_a_rate_limited_attempt_is_the_policys_own(
+    db_url: str, make_config: Callable[..., Config], policy: str, retries: int
+) -> None:
+    """The re-send after a 429 spends no retry, so a reader is not told of one more."""
+    config = make_config()
+    receiver = StatusReceiver()
+    await receiver.start()
+    receiver.answer(lambda req, n: Reply(429) if n == 0 else Reply(500))
+    clock = FakeClock()
+    try:
+        async with EngineHarness(db_url, config, clock) as h:
+            tenant = await make_tenant(h.pool)
+            await make_endpoint(h.pool, h.box, tenant, receiver.url,
+                                                 retry_policy=policy)
+            published = await h.publish(tenant, ("block", {}))
+            await h.start_worker()
+            await h.wait_attempts(1)
+            async with h.pool.acquire() as conn:
+                shown = await event_deliveries(conn, tenant, published[0].id)
+            assert [(d.status, d.retries_left) for d in shown] == [
+                (DeliveryStatus.RETRYING, retries)]
+            h.advance(1)  # the backoff ends; a 500 then spends one, which is scheduled
+            await h.wait_attempts(2)
+            await h.wait_status([DeliveryStatus.RETRYING], 1)
+            async with h.pool.acquire() as conn:
+                shown = await event_deliveries(conn, tenant, published[0].id)
+            assert [d.retries_left for d in shown] == [retries]
+    finally:
+        await receiver.stop()
 
 
 async def test_rate_limited_past_the_hold_limit_fails_with_reason_rate_limited(

@@ -47,8 +47,9 @@ async def _run_schedule(
                 assert row["status"] == DeliveryStatus.RETRYING
                 assert row["retries_left"] == len(delays) - n
                 # shown: the scheduled retry still counts (okx: 7 after the first failure)
-                assert retries_left_shown(row["status"], row["retries_left"]) == (
-                    len(delays) - n + 1)
+                shown = retries_left_shown(row["status"], row["retries_left"],
+                                           row["failure_reason"])
+                assert shown == len(delays) - n + 1
                 expected_at = expected_at + timedelta(seconds=delays[n - 1])
                 assert row["next_attempt_at"] == expected_at
                 # One tick short of the due time: nothing may be sent.
@@ -59,7 +60,8 @@ async def _run_schedule(
             else:
                 assert row["status"] == DeliveryStatus.FAILED
                 assert row["retries_left"] == 0
-                assert retries_left_shown(row["status"], row["retries_left"]) == 0
+                assert retries_left_shown(row["status"], row["retries_left"],
+                                          row["failure_reason"]) == 0
 
         if recover_after is not None:
             attempts = await h.wait_attempts(recover_after + 1)

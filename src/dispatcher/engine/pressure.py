@@ -124,15 +124,19 @@ class EndpointPressure:
         self, target: EndpointTarget, finished_at: datetime, retry_after: float | None
     ) -> datetime:
         """Stop sending to the endpoint here at once, and have the endpoint row say
-        so for everyone; returns when the backoff ends (as far as known here)."""
+        so for everyone; returns when the backoff ends (as far as known here).
+
+        The doubling default backoff is the floor under every one: a Retry-After can
+        lengthen it (up to the cap), never shorten it, so `Retry-After: 0` or a date
+        in the past backs off like a 429 that says nothing."""
         pressure = self._pressure.setdefault(target.id, Pressure())
+        until = finished_at + timedelta(seconds=self._cfg.rate_limit_backoff_seconds)
+        pressure.merge(Pressure(limited_at=finished_at))
         if retry_after is not None:
             seconds = min(retry_after, self._cfg.retry_after_cap_seconds)
-            until = finished_at + timedelta(seconds=seconds)
-            pressure.merge(Pressure(retry_after_until=until))
-        else:
-            until = finished_at + timedelta(seconds=self._cfg.rate_limit_backoff_seconds)
-            pressure.merge(Pressure(limited_at=finished_at))
+            asked = finished_at + timedelta(seconds=seconds)
+            pressure.merge(Pressure(retry_after_until=asked))
+            until = max(until, asked)
         known = self.backoff_until(target, finished_at)
         if known is None or until > known:
             self._limited_until[target.id] = until

@@ -117,7 +117,8 @@ def _view(row: asyncpg.Record) -> CallbackView:
     values = dict(row)
     values["data"] = json.loads(values["data"])
     status = values["delivery_status"] = DeliveryStatus(values["delivery_status"])
-    values["retries_left"] = retries_left_shown(status, values["retries_left"])
+    values["retries_left"] = retries_left_shown(status, values["retries_left"],
+                                                values["delivery_failure"])
     return CallbackView(**values)
 
 

@@ -119,7 +119,8 @@ JOIN endpoints ep ON ep.id = d.endpoint_id
 def _delivery(row: asyncpg.Record) -> DeliveryView:
     values = dict(row)
     values["status"] = status = DeliveryStatus(values["status"])
-    values["retries_left"] = retries_left_shown(status, values["retries_left"])
+    values["retries_left"] = retries_left_shown(status, values["retries_left"],
+                                                values["failure_reason"])
     return DeliveryView(**values)
 
 
