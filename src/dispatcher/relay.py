@@ -48,6 +48,61 @@ def abandoned_listeners_job(grace_seconds: float) -> Callable[[Conn, datetime],
         return await remove_abandoned(conn, abandoned_before(now, grace_seconds))
 
     return job
+MAX_HEADERS = 100  # a listener's reported response, bounded like a receiver's answer
+MAX_HEADER_CHARS = 8190  # aiohttp's limit on one header line
+MAX_DURATION_MS = 86_400_000.0
+
+
+@dataclass(frozen=True)
+class ListenerAnswer:
+    status: int | None
+    headers: dict[str, str] | None
+    body: str | None
+    duration_ms: float
+    reason: FailureReason | None
+    error: str | None
+
+
+def _text(value: str, limit: int) -> str:
+    """Stored text: PostgreSQL's text and jsonb take no NUL."""
+    return value[:limit].replace("\x00", "\ufffd")
+
+
+def listener_answer(message: dict[str, Any], config: DeliveryConfig) -> ListenerAnswer:
+    """A listener's `result` frame as an attempt, checked like a receiver's answer: the
+    listener runs on a developer's machine and may send anything. A status outside
+    100-599 is a protocol error (as an answer that is not HTTP), headers are bounded
+    and NUL-free, the duration finite."""
+    status = message.get("status")
+    reason: FailureReason | None
+    error = message.get("error")
+    error = _text(error, 500) if isinstance(error, str) and error else None
+    if isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599:
+        reason = failure_for_status(status, config.success_statuses)
+    elif status is not None:
+        status, reason = None, FailureReason.PROTOCOL_ERROR
+        error = "the listener reported a status outside 100-599"
+    else:
+        try:
+            reason = FailureReason(str(message.get("failure_reason")))
+        except ValueError:
+            reason = FailureReason.CONNECT_ERROR
+    raw_headers = message.get("headers")
+    headers = None
+    if isinstance(raw_headers, dict):
+        headers = {_text(str(k), MAX_HEADER_CHARS): _text(str(v), MAX_HEADER_CHARS)
+                   for k, v in list(raw_headers.items())[:MAX_HEADERS]}
+    body = message.get("body")
+    duration = message.get("duration_ms")
+    if not isinstance(duration, int | float) or isinstance(duration, bool) \
+            or not 0 <= duration <= MAX_DURATION_MS:  # also NaN, which json.loads takes
+        duration = 0.0
+    return ListenerAnswer(
+        status, headers,
+        _text(body, config.response_body_limit) if isinstance(body, str) else None,
+        float(duration), reason, error)
+
+
 ANSWER_MARGIN_SECONDS = 5.0  # beyond the endpoint's timeout, for the listener's round trip
 
 
@@ -133,28 +188,12 @@ class ListenSession:
         delivery_id = message.get("delivery_id")
         if not isinstance(delivery_id, int) or delivery_id not in self.sent:
             return
-        status = message.get("status")
-        status = status if isinstance(status, int) else None
-        reason: FailureReason | None
-        if status is not None:
-            reason = failure_for_status(status, self.config.success_statuses)
-        else:
-            try:
-                reason = FailureReason(str(message.get("failure_reason")))
-            except ValueError:
-                reason = FailureReason.CONNECT_ERROR
-        headers = message.get("headers")
-        body = message.get("body")
-        duration = message.get("duration_ms")
-        await self.record(
-            delivery_id, status, headers if isinstance(headers, dict) else None,
-            body[:self.config.response_body_limit].replace("\x00", "\ufffd")
-            if isinstance(body, str) else None,
-            float(duration) if isinstance(duration, int | float) else 0.0, reason,
-            str(message.get("error"))[:500] if message.get("error") else None)
+        answer = listener_answer(message, self.config)
+        await self.record(delivery_id, answer.status, answer.headers, answer.body,
+                          answer.duration_ms, answer.reason, answer.error)
 
     async def record(self, delivery_id: int, status: int | None,
-                     headers: dict[str, Any] | None, body: str | None, duration_ms: float,
+                     headers: dict[str, str] | None, body: str | None, duration_ms: float,
                      reason: FailureReason | None, error: str | None) -> None:
         """The attempt and the delivery's next state, through the engine's own writer."""
         sent = self.sent.pop(delivery_id)
@@ -166,8 +205,7 @@ class ListenSession:
             retries_left=decision.retries_left, next_attempt_at=decision.next_attempt_at,
             started_at=sent.started_at, duration_ms=duration_ms,
             request_headers=json.dumps(sent.headers), response_status=status,
-            response_headers=None if headers is None else json.dumps(
-                {str(k): str(v) for k, v in headers.items()}),
+            response_headers=None if headers is None else json.dumps(headers),
             response_body=body, failure_reason=reason.value if reason else None,
             error_detail=error)
         async with self.pool.acquire() as conn:

@@ -204,7 +204,7 @@ async def test_retries_left_after_a_rate_limited_attempt_is_the_policys_own(
         async with EngineHarness(db_url, config, clock) as h:
             tenant = await make_tenant(h.pool)
             await make_endpoint(h.pool, h.box, tenant, receiver.url,
-                                                 retry_policy=policy)
+                                retry_policy=policy)
             published = await h.publish(tenant, ("block", {}))
             await h.start_worker()
             await h.wait_attempts(1)

@@ -263,3 +263,38 @@ async def test_a_dropped_connection_is_resumed_within_the_grace_period(
             proc.kill()
             await proc.wait()
         await proxy.stop()
+
+
+async def test_odd_result_frames_are_recorded_as_answers_and_keep_the_connection(
+    api: Api, http: aiohttp.ClientSession,
+) -> None:
+    """A listener may send anything: a status out of range is a protocol error, NUL in
+    a header is stored replaced, a duration of NaN is 0; each is an attempt in the log
+    and the connection carries the retry."""
+    url = api.server.url + "/v1/listen?forward_to=http://127.0.0.1:9/hook"
+    async with http.ws_connect(url, headers={"Authorization": f"Bearer {api.key}"}) as ws:
+        ready = await ws.receive_json(timeout=10)
+        event = await api.publish("transaction", {"n": 1})
+        first = await ws.receive_json(timeout=10)
+        assert first["type"] == "delivery" and first["event_id"] == event["id"]
+        await ws.send_str(  # NaN is not JSON, but json.loads takes it
+            f'{{"type": "result", "delivery_id": {first["delivery_id"]}, "status": {10**30},'
+            ' "headers": {"x-odd": "a\\u0000b"}, "duration_ms": NaN}')
+        again = await ws.receive_json(timeout=10)  # retried on the endpoint's schedule
+        assert again["delivery_id"] == first["delivery_id"] and again["attempt"] == 2
+        await ws.send_json({"type": "result", "delivery_id": again["delivery_id"],
+                            "status": 200, "headers": {"x-odd\u0000": "a\u0000b"},
+                            "body": "ok\u0000", "duration_ms": 3})
+        logs: list[dict[str, Any]] = []
+        async with asyncio.timeout(10):
+            while len(logs) < 2:
+                await asyncio.sleep(0.05)
+                reply = await api.get(f"/v1/endpoints/{ready['endpoint_id']}/events/"
+                                      f"{event['id']}/logs")
+                logs = reply.body["data"]
+        await ws.send_json({"type": "bye"})
+    assert logs[0]["failure_reason"] == "protocol_error" and logs[0]["response"] is None
+    assert "outside 100-599" in logs[0]["error"] and logs[0]["duration_ms"] == 0
+    assert logs[1]["failure_reason"] is None and logs[1]["response"]["status"] == 200
+    assert logs[1]["response"]["headers"] == {"x-odd\ufffd": "a\ufffdb"}
+    assert logs[1]["response"]["body"] == "ok\ufffd"
