@@ -27,10 +27,19 @@ from dispatcher.web.request import parse_json
 @pytest.mark.parametrize("raw", [
     b"{", b"", b"\xff", b'{"a": NaN}', b'{"a": Infinity}', b'"\\ud800"', b"[" * 65 + b"]" * 65,
     b"[" * 5000 + b"]" * 5000, b'{"a": 1,}', b'{"a": 1e400}', b'{"a": -1e999}', b"9" * 5000,
+    b'{"a": 1E-400}', b'{"a": -0.5e-999}', b"[2e-324]",
 ])
 def test_bad_json_is_bad_request(raw: bytes) -> None:
     with pytest.raises(BadRequest):
         parse_json(raw)
+
+
+@pytest.mark.parametrize(("raw", "value"), [
+    (b"0.0", 0.0), (b"-0.0e-400", 0.0), (b"0e5", 0.0), (b"5e-324", 5e-324),
+    (b"1.5E-300", 1.5e-300), (b"0.1", 0.1),
+])
+def test_zero_and_the_smallest_numbers_are_kept(raw: bytes, value: float) -> None:
+    assert parse_json(raw) == value
 
 
 def _depth(value: Any) -> int:

@@ -29,6 +29,7 @@ from dispatcher.operations.pages import DEFAULT_LIMIT, MAX_LIMIT, PageQuery
 from dispatcher.web.context import CONFIG
 
 MAX_JSON_DEPTH = 64
+_NONZERO_MANTISSA = re.compile(r"-?[0-9.]*[1-9]")  # a digit 1-9 before any exponent
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF][0-9a-fA-F]{2}")
 
 
@@ -37,8 +38,10 @@ def _reject_constant(name: str) -> NoReturn:
 
 
 def _finite_float(text: str) -> float:
+    """A float that is the number written: one that overflows (1e400) or underflows
+    to zero (1E-400, which would silently become 0.0) is refused."""
     value = float(text)
-    if not math.isfinite(value):
+    if not math.isfinite(value) or (value == 0.0 and _NONZERO_MANTISSA.match(text)):
         raise ValueError(f"number {text[:20]} is out of range")
     return value
 
@@ -69,7 +72,7 @@ def is_json_content_type(content_type: str) -> bool:
 
 def parse_json(raw: bytes) -> Any:
     """Strict JSON from bytes: UTF-8, no NaN/Infinity (nor numbers that overflow to
-    it), no integers over 4300 digits, no unpaired surrogates,
+    it or underflow to zero), no integers over 4300 digits, no unpaired surrogates,
     nesting at most MAX_JSON_DEPTH. BadRequest otherwise."""
     try:
         text = raw.decode("utf-8")
