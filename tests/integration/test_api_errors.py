@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 
 import aiohttp
+import pytest
 import asyncpg
 
 from dispatcher.store.tenants import revoke_api_key
@@ -150,6 +151,25 @@ async def test_a_non_utf8_idempotency_key_is_400_and_stores_nothing(
     error = body["error"]
     assert isinstance(error, dict) and error["field"] == "Idempotency-Key"
     assert error["code"] == "bad_request"
+    assert (await api.get("/v1/events")).body["data"] == []
+
+
+@pytest.mark.parametrize("extra", [
+    b"Dispatcher-Tenant: caf\xe9\r\n",  # a byte that is not UTF-8
+    b"Dispatcher-Tenant: default\r\nDispatcher-Tenant: other\r\n",  # which one?
+    b"Authorization: Bearer dk_second\r\n",  # a second credential
+    b"Idempotency-Key: a\r\nIdempotency-Key: b\r\n",
+])
+async def test_a_malformed_or_repeated_auth_or_tenant_header_is_400_and_stores_nothing(
+    api: Api, api_server: ApiServer, extra: bytes
+) -> None:
+    head = (b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + api.key.encode() + b"\r\n" + extra)
+    status, body = await raw_request(api_server, head, b'{"type": "transaction", "data": {}}')
+    assert status == 400, body
+    error = body["error"]
+    assert isinstance(error, dict) and error["code"] == "bad_request"
+    assert error["field"] == extra.split(b":")[0].decode()
     assert (await api.get("/v1/events")).body["data"] == []
 
 

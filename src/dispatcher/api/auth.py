@@ -28,12 +28,13 @@ from dispatcher.model import DEFAULT_TENANT
 from dispatcher.operations.scope import Caller, Scope, tenant_vanished
 from dispatcher.web.context import CALLER, SCOPE, TENANT
 from dispatcher.web.credentials import resolve_credential, tenant_by_ref
+from dispatcher.web.request import header_text
 
 TENANT_HEADER = "Dispatcher-Tenant"
 
 
 async def authenticate_request(request: web.Request) -> Scope:
-    header = request.headers.get("Authorization")
+    header = header_text(request, "Authorization")
     if not header:
         raise Unauthorized("missing API key: send Authorization: Bearer <key>",
                            field="Authorization")
@@ -45,7 +46,7 @@ async def authenticate_request(request: web.Request) -> Scope:
 
 async def acting_tenant(request: web.Request, scope: Scope) -> UUID:
     """The tenant a request on a tenant route acts on."""
-    ref = request.headers.get(TENANT_HEADER, "").strip()
+    ref = (header_text(request, TENANT_HEADER) or "").strip()
     if not scope.is_operator:
         assert scope.tenant_id is not None
         if ref and not scope.names_own_tenant(ref):

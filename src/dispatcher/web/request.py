@@ -136,11 +136,15 @@ def path_uuid(request: web.Request, name: str) -> UUID:
 
 
 def header_text(request: web.Request, name: str) -> str | None:
-    """A request header as text, None when absent. A header with a byte that is not
-    UTF-8 (it arrives as a lone surrogate) is a malformed request: 400."""
-    value = request.headers.get(name)
-    if value is None:
+    """A request header as text, None when absent. A header sent twice (which one
+    would count?) or with a byte that is not UTF-8 (it arrives as a lone surrogate)
+    is a malformed request: 400."""
+    values = request.headers.getall(name, [])
+    if not values:
         return None
+    if len(values) > 1:
+        raise BadRequest(f"header {name} given more than once", field=name)
+    value = values[0]
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
