@@ -8,8 +8,8 @@ import json
 from collections.abc import AsyncIterator
 
 import aiohttp
-import pytest
 import asyncpg
+import pytest
 
 from dispatcher.store.tenants import revoke_api_key
 from dispatcher.web.keycache import AUTH_CACHE_SECONDS
