@@ -424,6 +424,26 @@ async def test_hostile_event_data_and_responses_are_shown_as_text(
     assert "&lt;script&gt;alert(&#39;desc&#39;)" in pages[2].text
 
 
+async def test_bidi_controls_are_shown_as_visible_text_and_kept_in_forms(
+    signed_in: ConsoleUser, api: Api, receiver: Receiver
+) -> None:
+    """U+202E would show "moc.lapyap" as "paypal.com": every page shows such controls
+    as visible text; the edit form keeps the exact value, so saving changes nothing."""
+    spoof = "pay to \u202emoc.lapyap\u202c and \u2066x\u2069"
+    ep = await api.create_endpoint(receiver.url, description=spoof)
+    ev = await api.publish("wallets.transaction.created", {"memo": spoof})
+    for path in (f"/console/endpoints/{ep['id']}", "/console/endpoints",
+                 f"/console/events/{ev['id']}"):
+        page = await signed_in.get(path)
+        assert page.status == 200
+        assert "&lt;U+202E&gt;moc.lapyap&lt;U+202C&gt;" in page.text, path
+        assert "&lt;U+2066&gt;x&lt;U+2069&gt;" in page.text, path
+        shown = page.text.replace(f'value="{spoof}"', "")  # the form's own input
+        assert not any(c in shown for c in "\u202e\u202c\u2066\u2069"), path
+    edit = await signed_in.get(f"/console/endpoints/{ep['id']}")
+    assert f'name="description" value="{spoof}"' in edit.text
+
+
 # --- Callbacks ---------------------------------------------------------------------------
 
 

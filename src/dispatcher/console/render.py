@@ -5,12 +5,14 @@ console response."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
+from markupsafe import Markup
 
 from dispatcher.console.access import SCOPE, SESSION
 from dispatcher.web.context import CONFIG
@@ -41,6 +43,28 @@ def duration(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
+# Bidirectional controls reorder the text around them: a description or payload with
+# U+202E could show a URL or an amount reversed. Every value a page shows gets them
+# as visible text instead; only a form's own input keeps the exact value (FormText),
+# so saving a form does not change what it did not touch.
+BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+class FormText(str):
+    """A value for a form input, shown exactly as stored."""
+
+
+def form_text(value: Any) -> FormText:
+    return FormText("" if value is None else value)
+
+
+def visible_controls(value: Any) -> Any:
+    """Jinja's finalize: runs on every `{{ }}` before autoescaping."""
+    if isinstance(value, str) and not isinstance(value, FormText | Markup):
+        return BIDI_CONTROLS.sub(lambda m: f"<U+{ord(m.group()):04X}>", value)
+    return value
+
+
 def pretty(value: Any) -> str:
     """JSON pretty-printed; text that is JSON is re-indented, other text kept."""
     if isinstance(value, str):
@@ -57,10 +81,12 @@ def setup_templates(app: web.Application) -> None:
         app,
         loader=jinja2.PackageLoader("dispatcher.console", "templates"),
         autoescape=True,
+        finalize=visible_controls,
     )
     env.filters["ms_time"] = ms_time
     env.filters["pretty"] = pretty
     env.filters["duration"] = duration
+    env.filters["form_text"] = form_text
 
 
 def render(request: web.Request, template: str, status: int = 200,
