@@ -39,6 +39,7 @@ class ServerConfig:
     max_body_bytes: int = 1048576
     max_batch_events: int = 500
     max_endpoints_per_tenant: int = 1000
+    max_event_types_per_tenant: int = 500
     max_deliveries_per_publish: int = 100000
     idempotency_window_seconds: int = 86400
     workers: int = 0  # worker processes; 0: one per CPU
@@ -167,6 +168,7 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("server", "grace_period_seconds"): (lambda v: v >= 0, "must be >= 0"),
     ("server", "max_body_bytes"): (lambda v: v > 0, "must be > 0"),
     ("server", "max_endpoints_per_tenant"): (lambda v: v >= 1, "must be >= 1"),
+    ("server", "max_event_types_per_tenant"): (lambda v: v >= 1, "must be >= 1"),
     ("server", "max_deliveries_per_publish"): (lambda v: v >= 1, "must be >= 1"),
     ("server", "workers"): (lambda v: 0 <= v <= 256, "must be between 0 and 256"),
     ("server", "header_timeout_seconds"): (lambda v: v >= 0, "must be >= 0 (0 = no limit)"),

@@ -67,6 +67,7 @@ async def test_endpoints_per_tenant_and_deliveries_per_publish_are_limited(
     and nothing is stored."""
     daemon = await daemon_factory(DISPATCHER_SERVER__MAX_ENDPOINTS_PER_TENANT="3",
                                   DISPATCHER_SERVER__MAX_DELIVERIES_PER_PUBLISH="5",
+                                  DISPATCHER_SERVER__MAX_EVENT_TYPES_PER_TENANT="4",
                                   DISPATCHER_DELIVERY__ENABLED="false")
     conn = await asyncpg.connect(db_url)
     try:
@@ -107,6 +108,13 @@ async def test_endpoints_per_tenant_and_deliveries_per_publish_are_limited(
             assert [e["data"] for e in (await resp.json())["data"]] == [1]
         async with http.get("/v1/endpoints") as resp:
             assert len((await resp.json())["data"]) == 3
+        # Event types: 8 racing creates under a limit of 4 make exactly 4.
+        made = await asyncio.gather(*(post("/v1/event-types", {"name": f"limited.{i}"})
+                                      for i in range(8)))
+        assert sorted(status for status, _ in made) == [201] * 4 + [422] * 4
+        refused = next(body for status, body in made if status == 422)
+        assert refused["error"]["code"] == "event_type_limit_reached"
+        assert "server.max_event_types_per_tenant" in refused["error"]["message"]
 
 
 async def test_listeners_count_toward_the_endpoint_limit(

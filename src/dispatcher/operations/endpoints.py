@@ -35,6 +35,7 @@ from dispatcher.store.event_types import known_tenant_types
 from dispatcher.store.health import EndpointHealth
 from dispatcher.store.pool import Conn
 from dispatcher.store.secrets import set_endpoint_secret
+from dispatcher.store.tenants import count_under_tenant_lock
 from dispatcher.transport.validate import parse_auth, parse_headers, parse_tls
 from dispatcher.urlpolicy import validate_endpoint_url
 
@@ -87,7 +88,7 @@ async def check_endpoint_limit(svc: Services, conn: Conn, tenant_id: UUID) -> No
     """Refuse one more endpoint beyond `server.max_endpoints_per_tenant`. Locks the
     tenant's count until the transaction ends, so racing creates cannot pass it."""
     limit = svc.config.server.max_endpoints_per_tenant
-    if await store.lock_tenant_endpoint_count(conn, tenant_id) >= limit:
+    if await count_under_tenant_lock(conn, tenant_id, "endpoints") >= limit:
         raise ValidationError(
             f"this tenant already has {limit} endpoints, the most allowed "
             "(server.max_endpoints_per_tenant)", code="endpoint_limit_reached")

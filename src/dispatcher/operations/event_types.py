@@ -7,12 +7,13 @@ import json
 from typing import Any
 
 from dispatcher.catalogue import MAX_DESCRIPTION, EventType, valid_name
-from dispatcher.errors import Conflict, NotFound
+from dispatcher.errors import Conflict, NotFound, ValidationError
 from dispatcher.operations.fields import Fields, check_json_value
 from dispatcher.operations.pages import Page, PageQuery, as_name, cursor_part, cut, decode_cursor
 from dispatcher.operations.scope import Caller
 from dispatcher.operations.services import Services
 from dispatcher.store import event_types as store
+from dispatcher.store.tenants import count_under_tenant_lock
 
 MAX_SAMPLE_BYTES = 65536
 
@@ -67,7 +68,12 @@ async def create_event_type(svc: Services, caller: Caller, body: Any) -> EventTy
             f.fail("sample", f"must be at most {MAX_SAMPLE_BYTES} bytes")
     if name in svc.catalogue:
         raise Conflict(f"event type {name!r} is already in the catalogue", field="name")
-    async with svc.pool.acquire() as conn:
+    limit = svc.config.server.max_event_types_per_tenant
+    async with svc.pool.acquire() as conn, conn.transaction():
+        if await count_under_tenant_lock(conn, caller.tenant, "event_types") >= limit:
+            raise ValidationError(
+                f"this tenant already has {limit} event types, the most allowed "
+                "(server.max_event_types_per_tenant)", code="event_type_limit_reached")
         created = await store.create_event_type(conn, caller.tenant, name, description,
                                                 sample, svc.clock.now())
     if created is None:

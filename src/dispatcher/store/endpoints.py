@@ -62,15 +62,6 @@ def _endpoint(row: asyncpg.Record) -> Endpoint:
     return Endpoint(**{k: row[k] for k in row.keys()})  # noqa: SIM118 (Record is not a dict)
 
 
-async def lock_tenant_endpoint_count(conn: Conn, tenant_id: UUID) -> int:
-    """The tenant's endpoints, counted under a lock on the tenant row so that two
-    concurrent creates cannot both pass a limit. Call it in the creating transaction."""
-    await conn.execute("SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE", tenant_id)
-    count: int = await conn.fetchval("SELECT count(*) FROM endpoints WHERE tenant_id = $1",
-                                     tenant_id)
-    return count
-
-
 async def create_endpoint(
     conn: Conn, tenant_id: UUID, endpoint_id: UUID, fields: Mapping[str, Any], now: datetime
 ) -> Endpoint:

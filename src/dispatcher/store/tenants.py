@@ -316,3 +316,13 @@ async def tenant_stats(conn: Conn, tenant_id: UUID, window_from: datetime) -> Te
     )
     return TenantStats({r["state"]: r["n"] for r in endpoints},
                        {r["status"]: r["n"] for r in deliveries}, int(failures))
+
+
+async def count_under_tenant_lock(conn: Conn, tenant_id: UUID,
+                                  table: Literal["endpoints", "event_types"]) -> int:
+    """The tenant's rows of `table`, counted under a lock on the tenant row so that two
+    concurrent creates cannot both pass a limit. Call it in the creating transaction."""
+    await conn.execute("SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE", tenant_id)
+    count: int = await conn.fetchval(f"SELECT count(*) FROM {table} WHERE tenant_id = $1",
+                                     tenant_id)
+    return count
