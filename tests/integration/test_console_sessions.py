@@ -4,12 +4,15 @@ nothing afterwards; an operator can end every session of a key."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from yarl import URL
 
+from dispatcher.store.tenants import find_api_key, revoke_api_key
 from tests.integration import test_api_support as support
 from tests.integration.test_api_support import Api, ApiServer, new_api
 from tests.support.console import ConsoleUser
@@ -76,3 +79,96 @@ async def test_sign_out_ends_the_session_in_every_worker(
                     assert resp.status == 302
     finally:
         await user.close()
+
+
+async def test_signing_out_of_a_portal_session_ends_it(user: ConsoleUser, api: Api,
+                                                       op: Api) -> None:
+    link = await op.post(f"/v1/tenants/{api.tenant}/portal-links", {})
+    assert link.status == 201, link
+    assert (await user.sign_in(link.body["token"])).status == 200
+    cookie = user.session_cookie()
+    assert cookie
+    await user.get("/console/logout")
+    replay(user, cookie)
+    assert (await user.get("/console/endpoints", follow=False)).status == 302
+
+
+# --- Ending every session of a key ---------------------------------------------------
+
+
+async def key_id(server: ApiServer, key: str) -> str:
+    conn = await asyncpg.connect(server.dsn)
+    try:
+        return str((await find_api_key(conn, key)).id)
+    finally:
+        await conn.close()
+
+
+async def signed_in_user(server: ApiServer, key: str) -> ConsoleUser:
+    u = ConsoleUser(server.url)
+    assert (await u.sign_in(key)).status == 200
+    return u
+
+
+async def opens(u: ConsoleUser) -> bool:
+    page = await u.get("/console/endpoints", follow=False)
+    assert page.status in (200, 302), page
+    return page.status == 200
+
+
+async def test_ending_a_keys_sessions_signs_out_each_of_them_and_no_other(
+    api_server: ApiServer, api: Api, op: Api, http: aiohttp.ClientSession
+) -> None:
+    other = await new_api(http, api_server)
+    users = [await signed_in_user(api_server, k) for k in (api.key, api.key, other.key)]
+    try:
+        ended = await op.post(f"/v1/keys/{await key_id(api_server, api.key)}/sessions/end")
+        assert ended.status == 200, ended
+        assert ended.body == {"key_id": await key_id(api_server, api.key), "ended": 2}
+        assert [await opens(u) for u in users] == [False, False, True]
+        assert (await api.get("/v1/endpoints")).status == 200  # the key keeps working
+        fresh = await signed_in_user(api_server, api.key)  # and signs in anew
+        users.append(fresh)
+        assert await opens(fresh)
+        again = await op.post(f"/v1/keys/{await key_id(api_server, other.key)}/sessions/end")
+        assert again.body["ended"] == 1
+        assert [await opens(u) for u in users] == [False, False, False, True]
+    finally:
+        for u in users:
+            await u.close()
+
+
+@pytest.mark.parametrize(("path_id", "status", "code"), [
+    ("not-a-uuid", 404, "not_found"),
+    (str(uuid.uuid4()), 404, "not_found"),
+    ("own", 403, "forbidden"),  # a tenant key may not end sessions, even its own
+])
+async def test_ending_sessions_refuses_bad_input_and_changes_nothing(
+    api_server: ApiServer, api: Api, op: Api, path_id: str, status: int, code: str
+) -> None:
+    u = await signed_in_user(api_server, api.key)
+    try:
+        caller = api if path_id == "own" else op
+        target = await key_id(api_server, api.key) if path_id == "own" else path_id
+        reply = await caller.post(f"/v1/keys/{target}/sessions/end")
+        assert reply.status == status, reply
+        assert reply.error["code"] == code
+        assert reply.error["field"] == ("Authorization" if status == 403 else "key_id")
+        assert reply.error["message"]
+        assert await opens(u)
+    finally:
+        await u.close()
+
+
+async def test_revoking_a_key_ends_its_sessions_at_once(
+    user: ConsoleUser, api: Api, api_server: ApiServer
+) -> None:
+    """Without waiting for the key cache: the session's row was ended with the key."""
+    assert (await user.sign_in(api.key)).status == 200
+    assert await opens(user)
+    conn = await asyncpg.connect(api_server.dsn)
+    try:
+        await revoke_api_key(conn, api.key)
+    finally:
+        await conn.close()
+    assert not await opens(user)

@@ -48,11 +48,13 @@ class SessionsEnded:
     ended: int  # how many open console sessions were ended
 
 
-async def end_sessions(svc: Services, caller: Caller, ref: str) -> SessionsEnded:
+async def end_sessions(svc: Services, caller: Caller, ref: str, *, field: str = "key"
+                       ) -> SessionsEnded:
     """End every open console session opened with the key `ref` names (its id, its
-    shown prefix, or the key itself); the key itself keeps working."""
+    shown prefix, or the key itself); the key itself keeps working. An unknown `ref`
+    is NotFound naming `field`, one matching several keys Conflict."""
     caller.must_operate("manage API keys")
     async with svc.pool.acquire() as conn, conn.transaction():
-        key = await store.find_api_key(conn, ref)
+        key = await store.find_api_key(conn, ref, field)
         ended = await sessions_store.end_key_sessions(conn, key.id, svc.clock.now())
     return SessionsEnded(key, ended)

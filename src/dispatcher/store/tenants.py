@@ -174,25 +174,25 @@ async def list_api_keys(conn: Conn, tenant: str | None = None) -> list[ApiKeyInf
     return [ApiKeyInfo(**dict(r)) for r in rows]
 
 
-async def _key_id(conn: Conn, key_id_or_prefix: str) -> UUID:
+async def _key_id(conn: Conn, key_id_or_prefix: str, field: str = "key") -> UUID:
     """The id of the key named by its id, its shown prefix or the key itself; the
-    prefix must match exactly one key."""
+    prefix must match exactly one key (NotFound, Conflict naming `field`)."""
     rows = await conn.fetch(
         """SELECT id FROM api_keys
            WHERE id::text = $1 OR prefix = $1 OR (length($1) > 11 AND key_hash = $2)""",
         key_id_or_prefix, hash_key(key_id_or_prefix),
     )
     if not rows:
-        raise NotFound(f"no API key matches {key_id_or_prefix!r}", field="key")
+        raise NotFound(f"no API key matches {key_id_or_prefix!r}", field=field)
     if len(rows) > 1:
-        raise Conflict(f"{key_id_or_prefix!r} matches several keys; use the id", field="key")
+        raise Conflict(f"{key_id_or_prefix!r} matches several keys; use the id", field=field)
     key_id: UUID = rows[0]["id"]
     return key_id
 
 
-async def find_api_key(conn: Conn, key_id_or_prefix: str) -> ApiKeyInfo:
-    """A key by id, shown prefix or the key itself (NotFound, Conflict naming `key`)."""
-    key_id = await _key_id(conn, key_id_or_prefix)
+async def find_api_key(conn: Conn, key_id_or_prefix: str, field: str = "key") -> ApiKeyInfo:
+    """A key by id, shown prefix or the key itself (NotFound, Conflict naming `field`)."""
+    key_id = await _key_id(conn, key_id_or_prefix, field)
     return next(k for k in await list_api_keys(conn) if k.id == key_id)
 
 
