@@ -4,7 +4,9 @@ nothing afterwards; an operator can end every session of a key."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -12,6 +14,7 @@ import asyncpg
 import pytest
 from yarl import URL
 
+from dispatcher.store.console_sessions import SESSION_LOOKUP, session_is_open
 from dispatcher.store.tenants import find_api_key, revoke_api_key
 from tests.integration import test_api_support as support
 from tests.integration.test_api_support import Api, ApiServer, new_api
@@ -172,3 +175,27 @@ async def test_revoking_a_key_ends_its_sessions_at_once(
     finally:
         await conn.close()
     assert not await opens(user)
+
+
+async def test_the_per_request_session_check_is_one_primary_key_lookup(db_url: str) -> None:
+    """Every signed-in console request runs it: it must stay one index probe however
+    many sessions are kept."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute(
+            """INSERT INTO console_sessions (created_at, expires_at, ended_at)
+               SELECT now(), now() + interval '12 hours',
+                      CASE WHEN n % 2 = 0 THEN now() END
+               FROM generate_series(1, 20000) n""")
+        await conn.execute("ANALYZE console_sessions")
+        plan = await conn.fetchval(
+            "EXPLAIN (FORMAT JSON) " + SESSION_LOOKUP, uuid.uuid4(), datetime.now(UTC))
+        node = json.loads(plan)[0]["Plan"]
+        assert node["Node Type"] in ("Index Scan", "Index Only Scan"), node
+        assert node["Index Name"] == "console_sessions_pkey", node
+        some = await conn.fetchval("SELECT id FROM console_sessions WHERE ended_at IS NULL "
+                                   "LIMIT 1")
+        assert await session_is_open(conn, some, datetime.now(UTC))
+        assert not await session_is_open(conn, uuid.uuid4(), datetime.now(UTC))
+    finally:
+        await conn.close()

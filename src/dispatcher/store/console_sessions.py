@@ -21,14 +21,14 @@ async def open_session(conn: Conn, api_key_id: UUID | None, tenant_id: UUID | No
     return session_id
 
 
+# One primary-key lookup: this runs on every signed-in console request.
+SESSION_LOOKUP = """SELECT 1 FROM console_sessions
+                    WHERE id = $1 AND ended_at IS NULL AND expires_at > $2"""
+
+
 async def session_is_open(conn: Conn, session_id: UUID, now: datetime) -> bool:
-    """Whether the session exists, was not ended and has not expired (one primary-key
-    lookup: this runs on every signed-in console request)."""
-    found = await conn.fetchval(
-        """SELECT 1 FROM console_sessions
-           WHERE id = $1 AND ended_at IS NULL AND expires_at > $2""",
-        session_id, now,
-    )
+    """Whether the session exists, was not ended and has not expired."""
+    found = await conn.fetchval(SESSION_LOOKUP, session_id, now)
     return found is not None
 
 
