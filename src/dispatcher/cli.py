@@ -205,6 +205,33 @@ def keys_revoke(ctx: click.Context, key: str) -> None:
     click.echo(f"revoked {info.id} ({info.prefix}...) {owner}")
 
 
+@keys.command("end-sessions")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@handles_errors
+def keys_end_sessions(ctx: click.Context, key: str, as_json: bool) -> None:
+    """End every web console session signed in with a key (by id, shown prefix, or
+    the key itself); the key keeps working. Every daemon refuses those sessions
+    from their next request.
+
+    \b
+    Example:
+      dispatcher keys end-sessions dk_AbC12xYz
+    """
+
+    async def go() -> key_ops.SessionsEnded:
+        async with local_services(config_of(ctx)) as svc:
+            return await key_ops.end_sessions(svc, CLI, key)
+
+    done = run(go())
+    if as_json:
+        echo_json({"key_id": str(done.key.id), "ended": done.ended})
+    else:
+        click.echo(f"ended {done.ended} console session(s) of {done.key.id} "
+                   f"({done.key.prefix}...)")
+
+
 # Commands over a running daemon's API (endpoints, events, event types, ...).
 register_api_commands(main)
 # Commands for testing receivers: sandbox capture/send, listen, check-receiver.

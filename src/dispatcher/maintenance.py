@@ -1,6 +1,6 @@
 """Periodic maintenance inside the daemon, on APScheduler 3's AsyncIOScheduler:
-expired-lease reaper, hold-limit expiry, re-drive of resumed endpoints, retention
-and the database gauges in dispatcher.metrics.
+expired-lease reaper, hold-limit expiry, re-drive of resumed endpoints, retention,
+removal of finished console sessions and the database gauges in dispatcher.metrics.
 
 With several daemons on one database each job runs on at most one of them at a
 time: a run first takes a PostgreSQL advisory lock named after the job on its own
@@ -27,7 +27,7 @@ from dispatcher import metrics
 from dispatcher.clock import Clock
 from dispatcher.config import Config
 from dispatcher.model import DeliveryStatus, FailureReason
-from dispatcher.store import deliveries, health, holds
+from dispatcher.store import console_sessions, deliveries, health, holds
 from dispatcher.store.lookup import read_gauges
 from dispatcher.store.pool import Conn
 
@@ -38,6 +38,9 @@ BATCH = 5000  # rows per statement (and per transaction) for bulk changes
 MAX_BATCHES = 200  # per run and table; the next run carries on
 REDRIVE_SECONDS = 1.0  # the re-drive job's period, and the span of one chunk
 RETENTION_EVERY = 10  # retention runs every this many maintenance intervals
+# Console sessions that ended or expired are kept this long (to see who was signed in
+# when), then deleted.
+SESSIONS_KEPT = timedelta(days=1)
 # Pooled connections the jobs of one process use at once. The jobs come due together
 # (all at start-up, most every interval): eight acquiring at once grew the pool by new,
 # cold connections just as requests needed them (publish p99 at 200/s: 8 ms -> 4 ms).
@@ -79,6 +82,7 @@ class Maintenance:
             "retention": (interval * RETENTION_EVERY, self._retention),
             "gauges": (interval, self._gauges),
             "ordering_keys": (interval, self._promote_orphaned_heads),
+            "console_sessions": (interval * RETENTION_EVERY, self._drop_finished_sessions),
         }
 
     # -- running ---------------------------------------------------------------------
@@ -157,6 +161,10 @@ class Maintenance:
     async def gauges(self) -> None:
         await self.run("gauges")
 
+    async def drop_finished_sessions(self) -> int | None:
+        result: int | None = await self.run("console_sessions")
+        return result
+
     # -- what they do -------------------------------------------------------------------
 
     async def _reap_leases(self, conn: Conn, now: datetime) -> int:
@@ -213,6 +221,19 @@ class Maintenance:
             log.info("maintenance.retention", attempts=attempts, events=events,
                      buckets=buckets, cutoff=cutoff.isoformat())
         return RetentionResult(attempts, events, buckets)
+
+    async def _drop_finished_sessions(self, conn: Conn, now: datetime) -> int:
+        """Console sessions that ended or expired more than SESSIONS_KEPT ago."""
+        total = 0
+        for _ in range(MAX_BATCHES):
+            count = await console_sessions.delete_finished_sessions(conn, now - SESSIONS_KEPT,
+                                                                    BATCH)
+            total += count
+            if count < BATCH or self._stopping:
+                break
+        if total:
+            log.info("maintenance.console_sessions_dropped", count=total)
+        return total
 
     async def _delete_batches(self, conn: Conn, sql: str, cutoff: datetime) -> int:
         total = 0

@@ -10,13 +10,15 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
-from dispatcher.store.tenants import authenticate, create_api_key, list_api_keys
+from dispatcher.store.console_sessions import open_session, session_is_open
+from dispatcher.store.tenants import authenticate, create_api_key, find_api_key, list_api_keys
 
 Run = Callable[..., Any]
 
@@ -50,7 +52,8 @@ async def snapshot(conn: asyncpg.Connection) -> list[Any]:
     """Everything the key commands could change."""
     tenants = await conn.fetch("SELECT * FROM tenants ORDER BY name")
     keys = await conn.fetch("SELECT * FROM api_keys ORDER BY created_at, id")
-    return [dict(r) for r in tenants] + [dict(r) for r in keys]
+    sessions = await conn.fetch("SELECT * FROM console_sessions ORDER BY id")
+    return [dict(r) for r in tenants] + [dict(r) for r in keys] + [dict(r) for r in sessions]
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -133,6 +136,34 @@ async def test_keys_revoke(cli: Run, conn: asyncpg.Connection, by: str) -> None:
     assert after[other[:11]]["revoked_at"] is None
 
 
+async def test_keys_end_sessions_ends_only_that_keys_open_sessions(
+    cli: Run, conn: asyncpg.Connection
+) -> None:
+    key, other = await create_api_key(conn, "acme"), await create_api_key(conn, "acme")
+    mine, theirs = await find_api_key(conn, key), await find_api_key(conn, other)
+    now = datetime.now(UTC)
+    sessions = [await open_session(conn, k.id, k.tenant_id, now, now + timedelta(hours=1))
+                for k in (mine, mine, theirs)]
+
+    out = ok(await cli("keys", "end-sessions", key[:11]))
+    assert out.strip() == f"ended 2 console session(s) of {mine.id} ({key[:11]}...)"
+    later = now + timedelta(seconds=1)
+    assert [await session_is_open(conn, s, later) for s in sessions] == [False, False, True]
+    assert await authenticate(conn, key) is not None  # the key itself keeps working
+    again = json.loads(ok(await cli("keys", "end-sessions", str(theirs.id), "--json")))
+    assert again == {"key_id": str(theirs.id), "ended": 1}
+    assert not await session_is_open(conn, sessions[2], later)
+
+
+async def test_keys_revoke_ends_the_keys_sessions(cli: Run, conn: asyncpg.Connection) -> None:
+    key = await create_api_key(conn, "acme")
+    found = await find_api_key(conn, key)
+    now = datetime.now(UTC)
+    session = await open_session(conn, found.id, found.tenant_id, now, now + timedelta(hours=1))
+    ok(await cli("keys", "revoke", str(found.id)))
+    assert not await session_is_open(conn, session, now + timedelta(seconds=1))
+
+
 # --- config -------------------------------------------------------------------------------
 
 
@@ -166,6 +197,10 @@ async def test_config_show_redacts_secrets(cli: Run, db_url: str, tmp_path: Path
         (("keys", "create", "--tenant", "x" * 101), {}, "tenant name must be 1 to 100"),
         (("keys", "revoke", "dk_nothing"), {}, "no API key matches 'dk_nothing'"),
         (("keys", "revoke", "00000000-0000-0000-0000-000000000000"), {}, "no API key matches"),
+        (("keys", "end-sessions", "dk_nothing"), {}, "no API key matches 'dk_nothing'"),
+        (("keys", "end-sessions", "00000000-0000-0000-0000-000000000000"), {},
+         "no API key matches"),
+        (("keys", "end-sessions", "not-a-uuid"), {}, "no API key matches 'not-a-uuid'"),
         (("keys", "create", "--tenant", "acme"), {"DISPATCHER_SERVER__PORT": "abc"},
          "server.port: expected an integer"),
         (("keys", "create", "--tenant", "acme"), {"DISPATCHER_DELIVERY__NOPE": "1"},
@@ -182,6 +217,9 @@ async def test_bad_input_fails_cleanly_and_changes_nothing(
     cli: Run, conn: asyncpg.Connection, args: tuple[str, ...], env: dict[str, str], message: str
 ) -> None:
     existing = await create_api_key(conn, "keep")
+    kept = await find_api_key(conn, existing)
+    now = datetime.now(UTC)
+    await open_session(conn, kept.id, kept.tenant_id, now, now + timedelta(hours=1))
     before = await snapshot(conn)
     result = await cli(*args, env=env)
     assert result.returncode == 2

@@ -24,6 +24,7 @@ from dispatcher.daemon import build_app
 from dispatcher.maintenance import MAINTENANCE, Maintenance
 from dispatcher.metrics import REGISTRY
 from dispatcher.store import deliveries as queue
+from dispatcher.store.console_sessions import end_session, open_session
 from dispatcher.store.health import pause_endpoint, resume_endpoint
 from dispatcher.store.pool import Conn, create_pool
 from dispatcher.web.context import COMPONENTS
@@ -199,6 +200,43 @@ async def test_retention_drops_old_attempts_and_finished_events_in_batches(
         assert await h.pool.fetchval("SELECT count(*) FROM deliveries") == 2
 
 
+async def test_console_sessions_finished_over_a_day_ago_are_deleted_in_batches(
+    db_url: str, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(maintenance_module, "BATCH", 2)
+    clock = FakeClock()
+    async with EngineHarness(db_url, config, clock) as h:
+        tenant = await make_tenant(h.pool)
+        start = clock.now()
+        async with h.pool.acquire() as conn:
+
+            async def session(hours: float) -> uuid.UUID:
+                return await open_session(conn, None, tenant, clock.now(),
+                                          clock.now() + timedelta(hours=hours))
+
+            expired = [await session(1) for _ in range(3)]  # expire at start + 1 h
+            ended = await session(12)
+            await end_session(conn, ended, start + timedelta(minutes=30))
+            open_ = await session(48)  # open until start + 48 h
+            clock.advance(hours=2)
+            ended_late = await session(12)
+            await end_session(conn, ended_late, clock.now())  # ended at start + 2 h
+        m = Maintenance(h.pool, config, clock)
+
+        clock.set(start + timedelta(hours=24, minutes=20))  # nothing finished a day ago yet
+        assert await m.drop_finished_sessions() == 0
+        clock.set(start + timedelta(hours=25, minutes=1))
+        assert await m.drop_finished_sessions() == 4  # two batches of 2
+        left = {r["id"] for r in await h.pool.fetch("SELECT id FROM console_sessions")}
+        assert left == {open_, ended_late}
+        assert not set(expired) & left
+        clock.set(start + timedelta(hours=26, minutes=1))
+        assert await m.drop_finished_sessions() == 1
+        clock.set(start + timedelta(hours=72, minutes=1))
+        assert await m.drop_finished_sessions() == 1
+        assert await h.pool.fetchval("SELECT count(*) FROM console_sessions") == 0
+
+
 async def test_gauges_report_queue_depth_oldest_due_statuses_and_states(
     db_url: str, config: Config
 ) -> None:
@@ -241,7 +279,7 @@ async def test_the_app_runs_maintenance_and_the_scheduler_redrives_a_resumed_end
         assert isinstance(m, Maintenance)
         assert set(m.jobs) == {"reap_leases", "expire_holds", "redrive", "retention", "gauges",
                                "remove_abandoned_listeners", "ordering_keys",
-                               "expire_callbacks"}
+                               "expire_callbacks", "console_sessions"}
         async with EngineHarness(db_url, config, clock) as h:
             tenant = await make_tenant(h.pool)
             endpoint, _ = await make_endpoint(h.pool, h.box, tenant, "http://127.0.0.1:9/a",

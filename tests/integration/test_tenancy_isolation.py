@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
 
-from dispatcher.store.tenants import create_operator_key
+from dispatcher.store.console_sessions import open_session
+from dispatcher.store.tenants import create_operator_key, find_api_key
 from tests.integration import test_api_support as support
 from tests.integration.test_api_support import Api, ApiServer, new_api
 
@@ -86,6 +88,9 @@ async def _snapshot(server: ApiServer, tenant: str) -> list[Any]:
                UNION ALL
                SELECT 'key', k.id::text, k.prefix, k.revoked_at::text, NULL, NULL, NULL
                FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE t.name = $1
+               UNION ALL
+               SELECT 'session', s.id::text, s.ended_at::text, NULL, NULL, NULL, NULL
+               FROM console_sessions s JOIN tenants t ON t.id = s.tenant_id WHERE t.name = $1
                ORDER BY 1, 2""", tenant)]
     finally:
         await conn.close()
@@ -100,6 +105,10 @@ async def test_no_operation_lets_another_tenant_reach_a_tenants_objects(
     conn = await asyncpg.connect(api_server.dsn)
     try:
         operator_key = await create_operator_key(conn, "matrix")
+        victim_key = await find_api_key(conn, victim_api.key)
+        now = datetime.now(UTC)  # a console session of the victim's key, to stay open
+        await open_session(conn, victim_key.id, victim_key.tenant_id, now,
+                           now + timedelta(hours=1))
     finally:
         await conn.close()
     link = await outsider.post("/v1/portal-links", {"expires_in": 600})
@@ -111,6 +120,7 @@ async def test_no_operation_lets_another_tenant_reach_a_tenants_objects(
         "name": victim["type"],
         "tenant": victim_api.tenant,
         "callback_id": victim["callback"]["id"],
+        "key_id": str(victim_key.id),
     }
     never_seen = [victim["marker"], victim_api.tenant, victim["type"], *victim_ids.values(),
                   *victim["secrets"]]

@@ -32,6 +32,7 @@ _PATH_PARAM_DOC = {
     "name": "The event type's name.",
     "callback_id": "The callback's id.",
     "tenant": "The tenant's name or id.",
+    "key_id": "The API key's id (as `dispatcher keys list` shows it).",
 }
 
 

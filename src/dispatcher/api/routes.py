@@ -11,6 +11,7 @@ from dispatcher.api import (
     endpoints,
     event_types,
     health,
+    keys,
     listen,
     lookup,
     metrics,
@@ -57,6 +58,7 @@ API_ROUTES: list[Route] = [
     *listen.ROUTES,
     *callbacks.ROUTES,
     *tenants.ROUTES,
+    *keys.ROUTES,
 ]
 
 

@@ -368,6 +368,11 @@ SCHEMAS: dict[str, Schema] = {
     "TenantKey": obj({"key": {"type": "string", "description": "The key, shown only here."},
                       "id": UUID_, "prefix": STRING, "name": STRING, "tenant_id": UUID_,
                       "tenant": STRING}),
+    "SessionsEnded": obj({
+        "key_id": UUID_,
+        "ended": {"type": "integer", "minimum": 0,
+                  "description": "How many open console sessions of the key were ended."},
+    }),
     "TenantStats": obj({
         "tenant_id": UUID_,
         "endpoints": obj({"active": {"type": "integer"}, "paused": {"type": "integer"},

@@ -1,5 +1,7 @@
-"""Who a console request acts for. Sign-in turns a credential into a scope; every
-page request turns its session's credential into a scope again, so what a session
+"""Who a console request acts for. Sign-in turns a credential into a scope and opens
+a session on the server; every page request checks that session is still open (one
+lookup by id, never cached: a session ended in one process is refused by the next
+request to any other) and turns its credential into a scope again, so what a session
 may see and do is always what its credential may, now.
 
 A scope names one tenant. Credentials (API keys and portal tokens) resolve through
@@ -29,6 +31,7 @@ from dispatcher.console.session import (
 from dispatcher.errors import DispatcherError, Forbidden, NotFound, Unauthorized
 from dispatcher.model import DEFAULT_TENANT
 from dispatcher.operations import scope as ops_scope
+from dispatcher.operations.sessions import session_is_open
 from dispatcher.operations.tenants import find_tenant
 from dispatcher.web.context import CALLER, CLOCK, SECRET_BOX, TENANT, services
 from dispatcher.web.credentials import resolve_credential, tenant_by_ref
@@ -41,12 +44,13 @@ class Scope:
     read_only: bool = False
     tenant: str | None = None  # an operator session: the name of the tenant it acts for
     gone: bool = False  # an operator session whose tenant was deleted since
+    key_id: UUID | None = None  # the API key signed in with (None for a portal token)
 
     def caller(self) -> ops_scope.Caller:
         """The operations' view of this session."""
         operator = self.kind == "operator"
         scope = ops_scope.Scope(self.kind, None if operator else self.tenant_id, self.tenant,
-                                self.read_only)
+                                self.read_only, self.key_id)
         return ops_scope.Caller(scope, self.tenant_id, via="console")
 
 
@@ -59,7 +63,7 @@ async def resolve_api_key(request: web.Request, credential: str) -> Scope:
     tenant_id = scope.tenant_id
     if tenant_id is None:  # an operator key
         tenant_id = await tenant_by_ref(request.app, DEFAULT_TENANT, "key")
-    return Scope(scope.kind, tenant_id, scope.read_only)
+    return Scope(scope.kind, tenant_id, scope.read_only, key_id=scope.key_id)
 
 
 RESOLVER: web.AppKey[Resolver] = web.AppKey("console_scope_resolver")
@@ -90,7 +94,7 @@ async def signed_in(request: web.Request) -> tuple[Session, Scope] | None:
     if not cookie:
         return None
     session = unseal(request.app[SECRET_BOX], cookie, request.app[CLOCK].now())
-    if session is None:
+    if session is None or not await session_is_open(services(request.app), session.id):
         return None
     try:
         scope = await request.app[RESOLVER](request, session.credential)

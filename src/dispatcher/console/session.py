@@ -1,10 +1,12 @@
-"""Console sessions: a cookie holding the credential the user signed in with, its
-CSRF token and its expiry, encrypted and authenticated with the deployment's master
-key (AES-GCM, dispatcher.secretbox). Every worker process holds that key, so a
-session works whichever process answers, and nothing is stored server-side.
+"""Console sessions: a cookie holding the credential the user signed in with, the
+id of the session's row on the server (operations/sessions.py), its CSRF token and
+its expiry, encrypted and authenticated with the deployment's master key (AES-GCM,
+dispatcher.secretbox). Every worker process holds that key and reads the same
+database, so a session works whichever process answers, and once ended (sign-out,
+its key's sessions ended or the key revoked) no process accepts it again.
 
 The credential itself (not the scope it resolved to) is kept, so every request
-resolves it again: a revoked key ends its sessions within the API's key-cache time.
+resolves it again: what a session may do is what its credential may, now.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import ipaddress
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
+from uuid import UUID
 
 from aiohttp import web
 
@@ -35,29 +38,31 @@ _AAD = b"dispatcher console session v1"
 @dataclass(frozen=True)
 class Session:
     credential: str
+    id: UUID  # the session's row on the server
     csrf: str
     expires_ms: int
     acting: str | None = None  # an operator session: the id of the tenant it acts for
 
 
-def new_session(credential: str, now: datetime, hours: float) -> Session:
-    return Session(credential, secrets.token_urlsafe(24), to_ms(now + timedelta(hours=hours)))
+def new_session(credential: str, session_id: UUID, expires_at: datetime) -> Session:
+    return Session(credential, session_id, secrets.token_urlsafe(24), to_ms(expires_at))
 
 
 def seal(box: SecretBox, session: Session) -> str:
-    text = json.dumps({"k": session.credential, "c": session.csrf, "e": session.expires_ms,
-                       "t": session.acting})
+    text = json.dumps({"k": session.credential, "s": str(session.id), "c": session.csrf,
+                       "e": session.expires_ms, "t": session.acting})
     return base64.urlsafe_b64encode(box.encrypt(text, _AAD)).decode("ascii")
 
 
 def unseal(box: SecretBox, value: str, now: datetime) -> Session | None:
-    """The session in a cookie value, or None if it is altered, foreign or expired."""
+    """The session in a cookie value, or None if it is altered, foreign, expired, or
+    sealed before sessions were recorded on the server (it names no session)."""
     try:
         blob = base64.urlsafe_b64decode(value.encode("ascii"))
         data = json.loads(box.decrypt(blob, _AAD))
         acting = data.get("t")
-        session = Session(str(data["k"]), str(data["c"]), int(data["e"]),
-                          acting if isinstance(acting, str) else None)
+        session = Session(str(data["k"]), UUID(str(data["s"])), str(data["c"]),
+                          int(data["e"]), acting if isinstance(acting, str) else None)
     except (SecretDecryptionError, binascii.Error, ValueError, KeyError, TypeError,
             UnicodeError):
         return None

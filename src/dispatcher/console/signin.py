@@ -1,10 +1,12 @@
 """Sign-in and sign-out. The sign-in form posts the field `key` (an API key); its
 CSRF token is a random value in a short-lived cookie echoed by the form (there is
-no session yet to hold one). A good credential starts a session cookie."""
+no session yet to hold one). A good credential opens a session on the server and
+sets its cookie; sign-out ends that session on the server, then clears the cookie."""
 
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -19,8 +21,10 @@ from dispatcher.console.session import (
     new_session,
     seal,
     set_cookie,
+    unseal,
 )
-from dispatcher.web.context import CLOCK, CONFIG, SECRET_BOX
+from dispatcher.operations.sessions import end_session, open_session
+from dispatcher.web.context import CLOCK, CONFIG, SECRET_BOX, services
 
 HOME = "/console/endpoints"
 LOGIN_FORM_SECONDS = 3600
@@ -59,9 +63,11 @@ async def login(request: web.Request) -> web.StreamResponse:
     credential = key.strip() if isinstance(key, str) else ""
     # Unauthorized propagates: the API's failed-authentication limit counts it (per
     # client address), and console/app.py answers with this form again.
-    await request.app[RESOLVER](request, credential)
+    scope = await request.app[RESOLVER](request, credential)
     hours = request.app[CONFIG].console.session_hours
-    session = new_session(credential, request.app[CLOCK].now(), hours)
+    expires_at = request.app[CLOCK].now() + timedelta(hours=hours)
+    session_id = await open_session(services(request.app), scope.caller(), expires_at)
+    session = new_session(credential, session_id, expires_at)
     response = web.HTTPFound(_next_page(form.get("next")))
     set_cookie(request, response, SESSION_COOKIE, seal(request.app[SECRET_BOX], session),
                int(hours * 3600))
@@ -85,8 +91,14 @@ login.authenticates = True  # type: ignore[attr-defined]
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    """Ends the session. A GET is enough: signing someone out is harmless, and the
+    """Ends the session on the server (every process refuses its cookie from now on),
+    then clears the cookie. A GET is enough: signing someone out is harmless, and the
     cookie is SameSite=Strict so another site cannot even do that."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    session = None if not cookie else unseal(request.app[SECRET_BOX], cookie,
+                                             request.app[CLOCK].now())
+    if session is not None:
+        await end_session(services(request.app), session.id)
     response = web.HTTPFound("/console/login")
     clear_cookie(response, SESSION_COOKIE)
     raise response

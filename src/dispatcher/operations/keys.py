@@ -1,11 +1,16 @@
 """API keys (operator scope): create a tenant's key (the tenant created if new) or
-an operator key, list keys, revoke one. The local CLI's `keys` commands call these;
-the API's `POST /v1/tenants/{t}/keys` is operations/tenants.create_tenant_key."""
+an operator key, list keys, revoke one (which ends its console sessions), end a
+key's console sessions. The local CLI's `keys` commands call these; the API's
+`POST /v1/tenants/{t}/keys` is operations/tenants.create_tenant_key and
+`POST /v1/keys/{key_id}/sessions/end` calls end_sessions."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from dispatcher.operations.scope import Caller
 from dispatcher.operations.services import Services
+from dispatcher.store import console_sessions as sessions_store
 from dispatcher.store import tenants as store
 from dispatcher.store.tenants import ApiKeyInfo
 
@@ -30,7 +35,26 @@ async def list_keys(svc: Services, caller: Caller, tenant: str | None) -> list[A
 
 
 async def revoke_key(svc: Services, caller: Caller, ref: str) -> ApiKeyInfo:
-    """Revoke the key `ref` names: its id, its shown prefix, or the key itself."""
+    """Revoke the key `ref` names: its id, its shown prefix, or the key itself. Its
+    console sessions end with it."""
     caller.must_operate("manage API keys")
     async with svc.pool.acquire() as conn:
         return await store.revoke_api_key(conn, ref)
+
+
+@dataclass(frozen=True)
+class SessionsEnded:
+    key: ApiKeyInfo
+    ended: int  # how many open console sessions were ended
+
+
+async def end_sessions(svc: Services, caller: Caller, ref: str, *, field: str = "key"
+                       ) -> SessionsEnded:
+    """End every open console session opened with the key `ref` names (its id, its
+    shown prefix, or the key itself); the key itself keeps working. An unknown `ref`
+    is NotFound naming `field`, one matching several keys Conflict."""
+    caller.must_operate("manage API keys")
+    async with svc.pool.acquire() as conn, conn.transaction():
+        key = await store.find_api_key(conn, ref, field)
+        ended = await sessions_store.end_key_sessions(conn, key.id, svc.clock.now())
+    return SessionsEnded(key, ended)

@@ -21,6 +21,7 @@ class Scope:
     tenant_id: UUID | None  # None for an operator
     tenant: str | None = None  # the tenant's name
     read_only: bool = False
+    key_id: UUID | None = None  # the API key it came from (None for a portal token)
 
     @property
     def is_operator(self) -> bool:

@@ -47,6 +47,7 @@ class KeyOwner:
     kind: KeyKind
     tenant_id: UUID | None
     tenant: str | None
+    key_id: UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -138,13 +139,14 @@ async def authenticate_key(conn: Conn, key: str) -> KeyOwner | None:
         """WITH k AS (
                UPDATE api_keys SET last_used_at = now()
                WHERE key_hash = $1 AND revoked_at IS NULL
-               RETURNING kind, tenant_id)
-           SELECT k.kind, k.tenant_id, t.name FROM k LEFT JOIN tenants t ON t.id = k.tenant_id""",
+               RETURNING id, kind, tenant_id)
+           SELECT k.id, k.kind, k.tenant_id, t.name
+           FROM k LEFT JOIN tenants t ON t.id = k.tenant_id""",
         hash_key(key),
     )
     if row is None:
         return None
-    return KeyOwner(row["kind"], row["tenant_id"], row["name"])
+    return KeyOwner(row["kind"], row["tenant_id"], row["name"], row["id"])
 
 
 async def authenticate(conn: Conn, key: str) -> UUID | None:
@@ -172,22 +174,42 @@ async def list_api_keys(conn: Conn, tenant: str | None = None) -> list[ApiKeyInf
     return [ApiKeyInfo(**dict(r)) for r in rows]
 
 
-async def revoke_api_key(conn: Conn, key_id_or_prefix: str) -> ApiKeyInfo:
-    """Revoke by id or by the shown prefix; the prefix must match exactly one key."""
+async def _key_id(conn: Conn, key_id_or_prefix: str, field: str = "key") -> UUID:
+    """The id of the key named by its id, its shown prefix or the key itself; the
+    prefix must match exactly one key (NotFound, Conflict naming `field`)."""
     rows = await conn.fetch(
         """SELECT id FROM api_keys
            WHERE id::text = $1 OR prefix = $1 OR (length($1) > 11 AND key_hash = $2)""",
         key_id_or_prefix, hash_key(key_id_or_prefix),
     )
     if not rows:
-        raise NotFound(f"no API key matches {key_id_or_prefix!r}", field="key")
+        raise NotFound(f"no API key matches {key_id_or_prefix!r}", field=field)
     if len(rows) > 1:
-        raise Conflict(f"{key_id_or_prefix!r} matches several keys; use the id", field="key")
-    await conn.execute(
-        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1", rows[0]["id"]
-    )
-    keys = [k for k in await list_api_keys(conn) if k.id == rows[0]["id"]]
-    return keys[0]
+        raise Conflict(f"{key_id_or_prefix!r} matches several keys; use the id", field=field)
+    key_id: UUID = rows[0]["id"]
+    return key_id
+
+
+async def find_api_key(conn: Conn, key_id_or_prefix: str, field: str = "key") -> ApiKeyInfo:
+    """A key by id, shown prefix or the key itself (NotFound, Conflict naming `field`)."""
+    key_id = await _key_id(conn, key_id_or_prefix, field)
+    return next(k for k in await list_api_keys(conn) if k.id == key_id)
+
+
+async def revoke_api_key(conn: Conn, key_id_or_prefix: str) -> ApiKeyInfo:
+    """Revoke by id or by the shown prefix; the prefix must match exactly one key.
+    The key's console sessions end with it, in the same transaction."""
+    async with conn.transaction():
+        key_id = await _key_id(conn, key_id_or_prefix)
+        await conn.execute(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1", key_id
+        )
+        await conn.execute(
+            """UPDATE console_sessions SET ended_at = now()
+               WHERE api_key_id = $1 AND ended_at IS NULL AND expires_at > now()""",
+            key_id,
+        )
+    return await find_api_key(conn, str(key_id))
 
 
 # --- Tenants as objects of the API --------------------------------------------------

@@ -72,7 +72,7 @@ async def resolve_credential(app: web.Application, credential: str, *,
             owner = await authenticate_key(conn, credential)
             if owner is None:
                 raise _invalid_key(field)
-            scope = Scope(owner.kind, owner.tenant_id, owner.tenant)
+            scope = Scope(owner.kind, owner.tenant_id, owner.tenant, key_id=owner.key_id)
     cache.put(key_hash, scope)
     return scope
 
