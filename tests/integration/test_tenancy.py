@@ -635,7 +635,7 @@ async def test_a_read_only_portal_token_is_refused_by_every_route_that_writes(
     link = await op.post(f"/v1/tenants/{api.tenant}/portal-links", {"read_only": True})
     portal = Api(http, api_server, link.body["token"], api.tenant)
     params = {"endpoint_id": endpoint["id"], "event_id": event["id"], "tenant": api.tenant,
-              "callback_id": made.body["id"], "name": "ro.mine"}
+              "callback_id": made.body["id"], "name": "ro.mine", "key_id": str(uuid.uuid4())}
     before = await _snapshot(api_server)
 
     writes = [r for r in API_ROUTES if r.method != "GET"]
