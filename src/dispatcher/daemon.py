@@ -165,7 +165,7 @@ async def _maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
     recorder = app[COMPONENTS].get(CALLBACKS)
     if recorder is not None:  # callbacks past their deadline fail closed
         maintenance.add_job("expire_callbacks", app[CONFIG].callbacks.expire_interval_seconds,
-                            recorder.expire)
+                            recorder.expire, urgent=True)
     app[COMPONENTS][MAINTENANCE] = maintenance
     maintenance.start()
     yield

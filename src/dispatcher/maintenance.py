@@ -74,6 +74,9 @@ class Maintenance:
         self._running: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._connections = asyncio.Semaphore(CONNECTIONS)
+        self._urgent = {"redrive", "reap_leases"}  # see add_job
+        self._active: set[str] = set()  # jobs running in this process
+        self._again: set[str] = set()  # came due while running: once more at the end
         interval = self._health.maintenance_interval_seconds
         self.jobs: dict[str, tuple[float, Job]] = {
             "reap_leases": (interval, self._reap_leases),
@@ -87,18 +90,45 @@ class Maintenance:
 
     # -- running ---------------------------------------------------------------------
 
-    def add_job(self, name: str, seconds: float, job: Job) -> None:
-        """Another periodic job under the same one-daemon-at-a-time rule (before start)."""
+    def add_job(self, name: str, seconds: float, job: Job, *, urgent: bool = False) -> None:
+        """Another periodic job under the same one-daemon-at-a-time rule (before start).
+        An `urgent` job (a deadline depends on it) does not queue for the jobs' shared
+        connections behind a long one such as retention."""
         self.jobs[name] = (seconds, job)
+        if urgent:
+            self._urgent.add(name)
 
     async def run(self, name: str) -> Any:
-        """Run one job now if no other daemon is running it; None when skipped."""
+        """Run one job now if no other daemon is running it; None when skipped.
+
+        Runs of one job never overlap. One that comes due while the job is still
+        running here is coalesced: however many come due, the job runs once more as
+        soon as the current run ends (not a whole interval later), so a slow run
+        delays a callback deadline or a re-drive by its own length at most."""
+        if name in self._active:
+            self._again.add(name)
+            log.debug("maintenance.coalesced", job=name)
+            return None
+        self._active.add(name)
+        try:
+            while True:
+                self._again.discard(name)
+                result = await self._run_once(name)
+                if name not in self._again or self._stopping:
+                    return result
+        finally:
+            self._active.discard(name)
+
+    async def _run_once(self, name: str) -> Any:
         _, job = self.jobs[name]
         task = asyncio.current_task()
         if task is not None:
             self._running.add(task)
         try:
-            async with self._connections, self._pool.acquire() as conn:
+            async with contextlib.AsyncExitStack() as stack:
+                if name not in self._urgent:
+                    await stack.enter_async_context(self._connections)
+                conn = await stack.enter_async_context(self._pool.acquire())
                 key = lock_key(name)
                 if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
                     log.debug("maintenance.skipped", job=name)
@@ -120,8 +150,11 @@ class Maintenance:
         scheduler = AsyncIOScheduler(timezone=UTC)
         first = datetime.now(UTC) + timedelta(seconds=1)
         for name, (seconds, _) in self.jobs.items():
+            # Overlap is handled by run() (coalesced into one run right after), so
+            # APScheduler must not refuse a due run ("maximum number of running
+            # instances reached") and leave it to the next interval.
             scheduler.add_job(self.run, "interval", args=[name], seconds=seconds, id=name,
-                              name=name, max_instances=1, coalesce=True,
+                              name=name, max_instances=2, coalesce=True,
                               misfire_grace_time=None, next_run_time=first)
         scheduler.start()
         self._scheduler = scheduler

@@ -298,3 +298,56 @@ async def test_the_app_runs_maintenance_and_the_scheduler_redrives_a_resumed_end
     finally:
         await runner.cleanup()
     assert m._scheduler is None
+
+
+async def test_a_run_due_while_its_job_runs_is_coalesced_into_one_right_after(
+    pools: list[asyncpg.Pool], config: Config
+) -> None:
+    """A slow run of expire_callbacks must not push the next one a whole interval out
+    (APScheduler dropped such runs: "maximum number of running instances reached")."""
+    m = Maintenance(pools[0], config, FakeClock())
+    m.jobs.clear()
+    release = asyncio.Event()
+    started: list[float] = []
+
+    async def job(conn: Conn, now: datetime) -> int:
+        started.append(time.monotonic())
+        if len(started) == 1:
+            await release.wait()
+        return len(started)
+
+    m.add_job("slow", 3600, job)
+    first = asyncio.create_task(m.run("slow"))
+    await asyncio.sleep(0.1)
+    assert [await m.run("slow") for _ in range(3)] == [None] * 3  # due three times meanwhile
+    ended = time.monotonic()
+    release.set()
+    assert await first == 2  # the three became one run, started at once
+    assert len(started) == 2 and started[1] - ended < 0.5
+    assert await m.run("slow") == 3  # and then runs as before
+
+
+async def test_urgent_jobs_do_not_wait_for_the_shared_connections(
+    pools: list[asyncpg.Pool], config: Config
+) -> None:
+    m = Maintenance(pools[0], config, FakeClock())
+    m.jobs.clear()
+    release = asyncio.Event()
+
+    async def long(conn: Conn, now: datetime) -> str:
+        await release.wait()  # retention, say, holding both shared connections
+        return "long"
+
+    async def deadline(conn: Conn, now: datetime) -> str:
+        return "on time"
+
+    m.add_job("long1", 3600, long)
+    m.add_job("long2", 3600, long)
+    m.add_job("expire_callbacks", 1, deadline, urgent=True)
+    busy = [asyncio.create_task(m.run(n)) for n in ("long1", "long2")]
+    await asyncio.sleep(0.1)
+    try:
+        assert await asyncio.wait_for(m.run("expire_callbacks"), 2) == "on time"
+    finally:
+        release.set()
+        assert await asyncio.gather(*busy) == ["long", "long"]
