@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 
 .PHONY: run dev test lint bench clean
 
@@ -11,15 +12,23 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e '.[fast,test,dev]'
+# `make run` needs only what `serve` imports; the test and dev tools (browser tests,
+# fuzzing, type checking: several hundred MB) come with `make test`.
+$(RUN_STAMP): $(BIN)/python pyproject.toml
+	@echo "Installing dispatcher and what it needs to run into $(VENV) ..."
+	$(BIN)/pip install --progress-bar off -e '.[fast]'
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
+	@echo "Installing the test and development tools into $(VENV) ..."
+	$(BIN)/pip install --progress-bar off -e '.[fast,test,dev]'
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/dispatcher serve
 
 # Local development: delivers to http, any port, loopback/private addresses. Never in production.
-dev: $(STAMP)
+dev: $(RUN_STAMP)
 	$(BIN)/dispatcher serve --dev
 
 lint: $(STAMP)
