@@ -183,7 +183,8 @@ def validate_endpoint_url(url: object, cfg: UrlPolicyConfig) -> str:
         raise _invalid(f"url is not a valid URL: {exc}") from exc
     allowed = ("https", "http") if cfg.allow_http else ("https",)
     if parsed.scheme not in allowed:
-        raise _invalid("url must use " + " or ".join(allowed))
+        raise _invalid("url must use " + " or ".join(allowed)
+                       + (_DEV_HINT if parsed.scheme == "http" else ""))
     if not parsed.is_absolute() or not parsed.raw_host:
         raise _invalid("url must include a host")
     if "@" in netloc:
@@ -192,11 +193,16 @@ def validate_endpoint_url(url: object, cfg: UrlPolicyConfig) -> str:
         raise _invalid("url must not contain a fragment")
     port = parsed.port
     if not cfg.allow_any_port and port not in (80, 443):
-        raise _invalid("url port must be 80 or 443")
+        raise _invalid("url port must be 80 or 443" + _DEV_HINT)
     if port == 0:
         raise _invalid("url port must not be 0")
     _check_host(parsed.raw_host, cfg)
     return text
+
+
+# What a developer pointing an endpoint at their own machine needs to hear.
+_DEV_HINT = ("; to deliver to a receiver on this machine while you develop, run the daemon "
+             "in development mode (`make dev`, `dispatcher serve --dev`), never in production")
 
 
 def _check_host(raw_host: str, cfg: UrlPolicyConfig) -> None:
@@ -220,9 +226,10 @@ def _check_host(raw_host: str, cfg: UrlPolicyConfig) -> None:
         _check_literal(addr, cfg)
         return
     if not cfg.allow_private_networks and labels[-1] == "localhost":
-        raise _invalid("url host must not be localhost")
+        raise _invalid("url host must not be localhost" + _DEV_HINT)
 
 
 def _check_literal(addr: IPAddress, cfg: UrlPolicyConfig) -> None:
     if not cfg.allow_private_networks and is_blocked_address(addr):
-        raise _invalid(f"url host {addr} is a private, loopback, link-local or reserved address")
+        raise _invalid(f"url host {addr} is a private, loopback, link-local or reserved "
+                       "address" + _DEV_HINT)

@@ -299,6 +299,20 @@ async def test_publish_validation(api: Api) -> None:
     assert (await api.get("/v1/events")).body["data"] == []
 
 
+async def test_an_unknown_type_names_the_nearest_and_how_to_add_one(api: Api) -> None:
+    for path, body, field in (
+        ("/v1/events", {"type": "wallets.transaction.creatd", "data": {}}, "type"),
+        ("/v1/endpoints", {"url": "https://hooks.example.com/in",
+                           "event_types": ["wallets.transaction.creatd"]}, "event_types[0]"),
+    ):
+        reply = await api.post(path, body)
+        assert reply.status == 422 and reply.error["field"] == field, reply
+        message = reply.error["message"]
+        assert "did you mean 'wallets.transaction.created'" in message, message
+        assert "`dispatcher event-types add NAME`" in message
+        assert "Client.create_event_type" in message
+
+
 async def test_events_are_invisible_to_other_tenants(
     api: Api, other: Api, receiver: Receiver
 ) -> None:

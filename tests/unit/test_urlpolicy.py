@@ -352,3 +352,17 @@ async def test_behind_a_proxy_names_are_checked_but_not_pinned() -> None:
 async def test_without_a_proxy_an_unresolvable_name_is_a_resolve_error() -> None:
     with pytest.raises(ResolveError):
         await AddressGuard(True, resolve=ScriptedResolver()).check("nx.example.com", 443)
+
+
+@pytest.mark.parametrize("url", ["http://example.com/hook", "https://example.com:8443/hook",
+                                 "https://localhost/hook", "https://127.0.0.1/hook"])
+def test_what_a_developer_hits_locally_says_how_to_run_for_development(url: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        validate_endpoint_url(url, UrlPolicyConfig())
+    assert "`make dev`, `dispatcher serve --dev`" in str(refused.value.message)
+
+
+def test_a_scheme_dev_mode_would_not_allow_either_gets_no_such_hint() -> None:
+    with pytest.raises(ValidationError) as refused:
+        validate_endpoint_url("ftp://example.com/hook", UrlPolicyConfig())
+    assert "--dev" not in str(refused.value.message)

@@ -37,7 +37,7 @@ def endpoints_group() -> None:
     \b
     Example:
       export DISPATCHER_URL=http://127.0.0.1:8080 DISPATCHER_API_KEY=dk_...
-      dispatcher endpoints add https://example.com/hook --event-type invoice.paid
+      dispatcher endpoints add https://example.com/hook --event-type payment.order.updated
     """
 
 
@@ -107,7 +107,7 @@ def endpoints_add(url: str, kind: str | None, quiet: bool, as_json: bool,
 
     \b
     Example:
-      dispatcher endpoints add https://example.com/hook --event-type invoice.paid
+      dispatcher endpoints add https://example.com/hook --event-type payment.order.updated
       EP=$(dispatcher endpoints add http://127.0.0.1:8081/hook --quiet)
       dispatcher endpoints add https://example.com/approve --kind callback
       dispatcher endpoints add https://bank.example.com/hook --header 'X-Api-Key: k1' \\
@@ -191,7 +191,7 @@ def endpoints_update(endpoint_id: str, new_url: str | None, as_json: bool,
 
     \b
     Example:
-      dispatcher endpoints update 0b9e4c0e-... --event-type invoice.paid --timeout 5
+      dispatcher endpoints update 0b9e4c0e-... --event-type payment.order.updated --timeout 5
       dispatcher endpoints update 0b9e4c0e-... --auth-basic "bank:$PASSWORD" --clear-tls
     """
     options = options_body(settings)

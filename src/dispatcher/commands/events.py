@@ -36,7 +36,7 @@ def events_group() -> None:
 
     \b
     Example:
-      dispatcher events publish invoice.paid --data '{"id": "inv_1"}'
+      dispatcher events publish payment.order.updated --data '{"order_id": "ord_1"}'
       dispatcher events show EVENT_ID
     """
 
@@ -63,7 +63,7 @@ def events_publish(type_: str, data: str, idempotency_key: str | None, as_json: 
 
     \b
     Example:
-      dispatcher events publish invoice.paid --data @invoice.json --idempotency-key inv_1
+      dispatcher events publish payment.order.updated --data @order.json --idempotency-key ord_1
     """
     payload = parse_data(data)
     published = call(lambda api: api.publish(type_, payload, idempotency_key=idempotency_key))
@@ -94,7 +94,7 @@ def events_list(types: tuple[str, ...], since: int | None, until: int | None,
 
     \b
     Example:
-      dispatcher events list --type invoice.paid --limit 10
+      dispatcher events list --type payment.order.updated --limit 10
       dispatcher events list --endpoint 0b9e4c0e-... --status Failed
     """
     if statuses and endpoint_id is None:

@@ -311,7 +311,7 @@ def listen(ctx: click.Context, forward_to: str, scheme: str | None, secret: str 
 
     \b
     Example:
-      dispatcher listen --forward-to http://localhost:3000/hook --events invoice.paid
+      dispatcher listen --forward-to http://localhost:3000/hook --events payment.order.updated
       dispatcher listen --forward-to http://localhost:3000/hook --port 8082
     """
     api_key = ctx.meta.get("dispatcher.api_key")

@@ -142,7 +142,7 @@ def trigger(type_: str, endpoint_id: str | None, overrides: tuple[str, ...],
     \b
     Example:
       dispatcher trigger wallets.transaction.created --set status=Completed
-      dispatcher trigger invoice.paid --endpoint 0b9e4c0e-... --data @invoice.json
+      dispatcher trigger payment.order.updated --endpoint 0b9e4c0e-... --data @order.json
     """
     given = None if data is None else parse_data(data)
     api = client()

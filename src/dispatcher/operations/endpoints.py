@@ -14,6 +14,7 @@ from uuid import UUID
 
 from dispatcher.errors import NotFound, ValidationError
 from dispatcher.model import SIGNING_SCHEMES, EndpointKind, EndpointState
+from dispatcher.operations.event_types import unknown_type
 from dispatcher.operations.fields import Fields
 from dispatcher.operations.pages import (
     Page,
@@ -79,8 +80,7 @@ async def check_event_types(
     known = await known_tenant_types(conn, tenant_id, others)
     for t in others:
         if t not in known:
-            name = f"{field}[{types.index(t)}]"
-            raise ValidationError(f"{name} is not a known event type: {t!r}", field=name)
+            raise unknown_type(f"{field}[{types.index(t)}]", t, svc.catalogue)
     return unique
 
 

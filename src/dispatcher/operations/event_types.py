@@ -3,7 +3,9 @@ which it may define and delete."""
 
 from __future__ import annotations
 
+import difflib
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from dispatcher.catalogue import MAX_DESCRIPTION, EventType, valid_name
@@ -38,6 +40,18 @@ async def list_event_types(svc: Services, caller: Caller, page: PageQuery,
     merged = sorted(catalogue[: limit + 1] + [t for t in own if t.name not in names],
                     key=lambda t: t.name)
     return cut(merged, limit, "event-types", lambda t: [t.name])
+
+
+def unknown_type(field: str, name: str, known: Iterable[str]) -> ValidationError:
+    """The one error for a type that is neither in the catalogue nor the tenant's own:
+    the nearest known names, and how to list and add types from each front end."""
+    near = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
+    return ValidationError(
+        f"{field} is not a known event type: {name!r}{hint} List them with "
+        "`dispatcher event-types list` (GET /v1/event-types); add one with "
+        "`dispatcher event-types add NAME` (Client.create_event_type, POST /v1/event-types)",
+        field=field)
 
 
 async def get_event_type(svc: Services, caller: Caller, name: str) -> EventType:

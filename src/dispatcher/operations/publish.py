@@ -12,6 +12,7 @@ from uuid import UUID
 
 from dispatcher.catalogue import valid_name
 from dispatcher.errors import Forbidden, ValidationError
+from dispatcher.operations.event_types import unknown_type
 from dispatcher.operations.fields import Fields, check_text
 from dispatcher.operations.scope import Caller
 from dispatcher.operations.services import Services
@@ -60,12 +61,7 @@ async def _check_types(
     known = {t: await known_tenant_types(conn, t, names) for t, names in others.items()}
     for i, ev in enumerate(events):
         if ev.type not in catalogue and ev.type not in known[ev.tenant_id or tenant_id]:
-            field = f"events[{i}].type" if batch else "type"
-            raise ValidationError(
-                f"{field} is not a known event type: {ev.type!r} "
-                "(see GET /v1/event-types, or define it with POST /v1/event-types)",
-                field=field,
-            )
+            raise unknown_type(f"events[{i}].type" if batch else "type", ev.type, catalogue)
 
 
 async def _publish(
