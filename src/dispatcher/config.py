@@ -78,6 +78,7 @@ class DeliveryConfig:
     default_retry_policy: str = "standard"
     retry_after_cap_seconds: int = 3600
     rate_limit_backoff_seconds: float = 1.0
+    max_rate_limited_attempts: int = 100  # per delivery; beyond it they count as failures
     adaptive_concurrency: bool = True
     success_statuses: list[int] = field(default_factory=list)
     response_body_limit: int = 4096
@@ -189,6 +190,7 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("delivery", "lease_seconds"): (lambda v: v >= 5, "must be >= 5"),
     ("delivery", "writer_stall_seconds"): (lambda v: v > 0, "must be > 0"),
     ("delivery", "default_max_in_flight"): (lambda v: v >= 1, "must be >= 1"),
+    ("delivery", "max_rate_limited_attempts"): (lambda v: v >= 1, "must be >= 1"),
     ("delivery", "rate_limit_backoff_seconds"): (lambda v: 0 < v <= 3600,
                                                  "must be between 0 and 3600"),
     ("delivery", "proxy_url"): (

@@ -222,6 +222,39 @@ async def test_retries_left_after_a_rate_limited_attempt_is_the_policys_own(
         await receiver.stop()
 
 
+async def test_past_max_rate_limited_attempts_a_429_counts_as_a_failure(
+    db_url: str, make_config: Callable[..., Config]
+) -> None:
+    """Two rate-limited attempts are free; the third 429 spends a retry and counts
+    toward the endpoint's pause thresholds, like any failed status."""
+    config = make_config(delivery__max_rate_limited_attempts="2")
+    receiver = StatusReceiver()
+    await receiver.start()
+    receiver.answer(lambda req, n: Reply(429))
+    clock = FakeClock()
+    try:
+        async with EngineHarness(db_url, config, clock) as h:
+            tenant = await make_tenant(h.pool)
+            endpoint_id, _ = await make_endpoint(h.pool, h.box, tenant, receiver.url)
+            await h.publish(tenant, ("block", {}))
+            install(await h.start_worker(), config)
+            await h.wait_attempts(1)
+            h.advance(1)
+            await h.wait_attempts(2)
+            h.advance(2)  # the doubled backoff
+            attempts = await h.wait_attempts(3)
+            row = await h.pool.fetchrow("SELECT * FROM deliveries")
+            state = await _endpoint_state(h.pool, endpoint_id)
+    finally:
+        await receiver.stop()
+    assert [a["failure_reason"] for a in attempts] == ["rate_limited", "rate_limited",
+                                                       "http_status"]
+    assert "delivery.max_rate_limited_attempts" in attempts[2]["error_detail"]
+    assert row["rate_limited_attempts"] == 2
+    assert row["retries_left"] == OKX_RETRIES - 1  # the standard policy's 7, one spent
+    assert state["failures_since_resume"] == 1
+
+
 async def test_rate_limited_past_the_hold_limit_fails_with_reason_rate_limited(
     db_url: str, make_config: Callable[..., Config]
 ) -> None:

@@ -170,9 +170,21 @@ class BatchRunner:
             header = _header(result.response_headers, "Retry-After")
             if header:
                 retry_after = parse_retry_after(header, result.finished_at)
-        if result.failed and is_rate_limited(result.status, header):
-            result.failure = FailureReason.RATE_LIMITED
+        rate_limited = result.failed and is_rate_limited(result.status, header)
+        if rate_limited:
             until = self._pressure.rate_limited(target, result.finished_at, retry_after)
+        if rate_limited and row.rate_limited_attempts >= self._cfg.max_rate_limited_attempts:
+            # The receiver has said "slow down" too often for this one delivery: the
+            # answer now counts as what it is, a failed HTTP status (a retry spent,
+            # counted toward the endpoint's pause thresholds).
+            rate_limited = False
+            result.error_detail = (
+                f"rate-limited {row.rate_limited_attempts} times, the most "
+                "delivery.max_rate_limited_attempts allows: counted as a failure")
+            decision = decide(target.policy, row.retries_left, True, result.finished_at,
+                              retry_after, self._cfg.retry_after_cap_seconds, random.random())
+        elif rate_limited:
+            result.failure = FailureReason.RATE_LIMITED
             decision = decide_rate_limited(row.retries_left, row.created_at,
                                            result.finished_at, until, self._hold_limit)
         else:
@@ -198,6 +210,7 @@ class BatchRunner:
             error_detail=result.error_detail,
             ordering_key=row.ordering_key,
             callback=target.callback,
+            rate_limited=rate_limited,
             decision=callback_decision,
         ))
         _ATTEMPT_COUNTERS[result.failure].inc()

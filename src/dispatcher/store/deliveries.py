@@ -40,6 +40,7 @@ class ClaimedDelivery:
     # A callback's deadline: read by the worker after the claim (the claim stays
     # one statement on the queue alone); None for events.
     deadline_at: datetime | None = None
+    rate_limited_attempts: int = 0  # so far; see Outcome.rate_limited
 
 
 # Endpoints in a rate-limit backoff are read once per claim (a handful of rows from
@@ -84,7 +85,7 @@ WHERE d.id = ANY(ARRAY({_DUE}
     LIMIT $6
     FOR UPDATE SKIP LOCKED))
 RETURNING d.id, d.event_id, d.endpoint_id, d.attempts, d.retries_left, d.ordering_key,
-          d.created_at,
+          d.created_at, d.rate_limited_attempts,
           (SELECT body FROM events e WHERE e.id = d.event_id) AS body,
           (SELECT version FROM endpoints ep WHERE ep.id = d.endpoint_id) AS endpoint_version
 """
@@ -109,7 +110,7 @@ async def claim_due(
     return [
         ClaimedDelivery(r["id"], r["event_id"], r["endpoint_id"], r["endpoint_version"],
                         r["attempts"], r["retries_left"], r["body"], r["ordering_key"],
-                        r["created_at"])
+                        r["created_at"], rate_limited_attempts=r["rate_limited_attempts"])
         for r in rows
     ]
 
@@ -195,6 +196,7 @@ class Outcome:
     ordering_key: str | None = None
     callback: bool = False  # an attempt at an approval callback
     decision: str | None = None  # callbacks: `ok` or `deny` when the answer was one
+    rate_limited: bool = False  # a rate-limited attempt (one more in the delivery's count)
 
 
 # The attempt is logged if its delivery still exists (an endpoint or event deleted
@@ -207,10 +209,11 @@ _RECORD = """
 WITH o AS (
     SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::int[], $4::smallint[], $5::int[],
                          $6::timestamptz[], $7::timestamptz[], $8::float8[], $9::text[],
-                         $10::int[], $11::text[], $12::text[], $13::text[], $14::text[])
+                         $10::int[], $11::text[], $12::text[], $13::text[], $14::text[],
+                         $17::bool[])
         AS o(delivery_id, endpoint_id, attempt_number, status, retries_left, next_at,
              started_at, duration_ms, request_headers, response_status, response_headers,
-             response_body, failure_reason, error_detail)
+             response_body, failure_reason, error_detail, rate_limited)
 ), live AS (
     SELECT d.id FROM deliveries d WHERE d.id = ANY($1::bigint[]) FOR KEY SHARE
 ), upd AS (
@@ -219,6 +222,7 @@ WITH o AS (
         next_attempt_at = CASE WHEN d.held_since IS NOT NULL AND o.status < 2
                                THEN 'infinity'::timestamptz ELSE o.next_at END,
         failure_reason = o.failure_reason, last_attempt_at = o.started_at,
+        rate_limited_attempts = d.rate_limited_attempts + o.rate_limited::int,
         lease_owner = NULL, retry_pending = false, updated_at = $15
     FROM o
     WHERE d.id = o.delivery_id AND d.lease_owner = $16
@@ -236,7 +240,7 @@ RETURNING delivery_id
 
 async def warm_record(conn: Conn) -> None:
     """Run the outcome statement once on a new connection: no rows, nothing written."""
-    await conn.fetch(_RECORD, *([] for _ in range(14)), _EPOCH, UUID(int=0))
+    await conn.fetch(_RECORD, *([] for _ in range(14)), _EPOCH, UUID(int=0), [])
 
 
 async def record_outcomes(
@@ -246,16 +250,16 @@ async def record_outcomes(
     returns the ids of the deliveries written (those that still exist)."""
     if not outcomes:
         return set()
-    cols: list[list[object]] = [[] for _ in range(14)]
+    cols: list[list[object]] = [[] for _ in range(15)]
     for o in outcomes:
         for col, value in zip(cols, (
             o.delivery_id, o.endpoint_id, o.attempt_number, int(o.status), o.retries_left,
             o.next_attempt_at, o.started_at, o.duration_ms, o.request_headers,
             o.response_status, o.response_headers, o.response_body, o.failure_reason,
-            o.error_detail,
+            o.error_detail, o.rate_limited,
         ), strict=True):
             col.append(value)
-    rows = await conn.fetch(_RECORD, *cols, now, owner)
+    rows = await conn.fetch(_RECORD, *cols[:14], now, owner, cols[14])
     written = {r[0] for r in rows}
     finished = {(o.endpoint_id, o.ordering_key) for o in outcomes
                 if o.ordering_key is not None and o.status >= DeliveryStatus.SUCCESS
