@@ -156,7 +156,8 @@ class Claimer:
             newest, since = limit, self._full_since
         async with self._lease_pool.acquire() as conn:
             rows = await queue.claim_due(conn, self._owner, limit, now, lease_until,
-                                         self._skipped(), newest, since)
+                                         self._skipped(), newest, since,
+                                         self._cfg.claim_max_bytes)
             self._leased.add(r.id for r in rows)
             stale = self._cache.stale(((r.endpoint_id, r.endpoint_version) for r in rows), now)
             try:
