@@ -185,7 +185,7 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("delivery", "timeout_seconds"): (lambda v: 0.1 <= v <= 30, "must be between 0.1 and 30"),
     ("delivery", "max_concurrency"): (lambda v: v >= 1, "must be >= 1"),
     ("delivery", "claim_batch_size"): (lambda v: 1 <= v <= 5000, "must be between 1 and 5000"),
-    ("delivery", "claim_max_bytes"): (lambda v: v >= 1, "must be >= 1 (bytes)"),
+    ("delivery", "claim_max_bytes"): (lambda v: v >= 1, "must be at least 1 byte"),
     ("delivery", "batches_in_flight"): (lambda v: v >= 1, "must be >= 1"),
     ("delivery", "poll_interval_seconds"): (lambda v: v > 0, "must be > 0"),
     ("delivery", "lease_seconds"): (lambda v: v >= 5, "must be >= 5"),

@@ -267,6 +267,16 @@ def test_out_of_range(env: dict[str, str], key: str) -> None:
     assert err.message.startswith(f"{key}: ")
 
 
+def test_claim_max_bytes_is_a_positive_number_of_bytes() -> None:
+    assert Config().delivery.claim_max_bytes == 64 * 1024 * 1024
+    cfg = load_config(environ={"DISPATCHER_DELIVERY__CLAIM_MAX_BYTES": "1048576"})
+    assert cfg.delivery.claim_max_bytes == 1048576
+    for bad in ("0", "-5"):
+        err = config_error(environ={"DISPATCHER_DELIVERY__CLAIM_MAX_BYTES": bad})
+        assert err.field == "delivery.claim_max_bytes"
+        assert err.message == f"delivery.claim_max_bytes: must be at least 1 byte (got {bad})"
+
+
 def test_unknown_default_retry_policy() -> None:
     err = config_error(environ={"DISPATCHER_DELIVERY__DEFAULT_RETRY_POLICY": "sometimes"})
     assert err.field == "delivery.default_retry_policy"
