@@ -5,6 +5,13 @@ resident memory before publishing, at its peak, and once every delivery arrived.
 
     python bench/fanout_memory.py [--endpoints 300] [--events 6] [--size 1048576]
                                   [--workers N] [--settle 5] [--json-out FILE]
+                                  [--backlog] [--claim-max-bytes N]
+
+--backlog publishes with the engine off (`delivery.enabled = false`) and then starts
+the daemon again with it on, so the claims meet a backlog of many large events at
+once, which is where `delivery.claim_max_bytes` bounds what a worker holds; the
+baseline is then the first start's workers, and the peak is best read from VmHWM
+(the drain may begin before sampling does).
 
 Numbers per worker process (`dispatcher worker-process`, the ones that claim and
 send), from /proc/<pid>/status: `baseline` is VmRSS after start-up and endpoint
@@ -204,62 +211,96 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             children.stop_all()
 
 
+class Daemon:
+    """One `dispatcher serve` on the run's data directory (each start a new port)."""
+
+    def __init__(self, args: argparse.Namespace, tmp: Path, children: Children) -> None:
+        self.args = args
+        self.tmp = tmp
+        self.children = children
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.base = ""
+
+    async def start(self, http: aiohttp.ClientSession, delivery: bool) -> int:
+        """Start and wait until ready; returns the supervisor's pid."""
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, "-m", "dispatcher", "serve", "--host", "127.0.0.1",
+               "--port", str(port)]
+        if self.args.workers:
+            cmd += ["--workers", str(self.args.workers)]
+        env = serve_env(self.tmp / "data", max(4 * self.args.size, 1 << 20))
+        env["DISPATCHER_DELIVERY__ENABLED"] = "true" if delivery else "false"
+        if self.args.claim_max_bytes:
+            env["DISPATCHER_DELIVERY__CLAIM_MAX_BYTES"] = str(self.args.claim_max_bytes)
+        proc = self.proc = start_serve(cmd, env, self.tmp, self.children)
+        await wait_ready(http, self.base, lambda: proc.poll() is None, 120)
+        return proc.pid
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, 30.0)
+            self.proc = None
+
+
+async def publish(http: aiohttp.ClientSession, base: str, key: str,
+                  args: argparse.Namespace) -> None:
+    blob_bytes = args.size * 3 // 4  # base64 text of about `size` bytes
+    for n in range(args.events):
+        data = {"seq": n, "blob": base64.b64encode(os.urandom(blob_bytes)).decode()}
+        await call(http, "POST", base + "/v1/events", key, {"type": EVENT_TYPE, "data": data})
+
+
 async def _measure(args: argparse.Namespace, tmp: Path, children: Children) -> dict[str, Any]:
     arrivals = tmp / "arrivals.log"
     receiver = start_python_receiver(arrivals)
     children.add(receiver.proc)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "dispatcher", "serve", "--host", "127.0.0.1",
-           "--port", str(port)]
-    if args.workers:
-        cmd += ["--workers", str(args.workers)]
-    env = serve_env(tmp / "data", max(4 * args.size, 1 << 20))
-    err_path = tmp / "serve.stderr.log"
-    serve = start_serve(cmd, env, tmp, children)
+    daemon = Daemon(args, tmp, children)
+    want = args.endpoints * args.events
     try:
         async with aiohttp.ClientSession() as http:
-            await wait_ready(http, base, lambda: serve.poll() is None, 120)
-            key = await read_key(err_path, 30)
+            supervisor = await daemon.start(http, delivery=True)
+            key = await read_key(tmp / "serve.stderr.log", 30)
             for i in range(args.endpoints):
-                await call(http, "POST", base + "/v1/endpoints", key, {
+                await call(http, "POST", daemon.base + "/v1/endpoints", key, {
                     "url": f"{receiver.url}/{i}", "event_types": [EVENT_TYPE],
                     "signing_scheme": "standard-v1"})
-            pids = worker_pids(serve.pid)
+            pids = worker_pids(supervisor)
             await asyncio.sleep(args.settle)  # let start-up and endpoint creation settle
-            baseline = {pid: status_kib(pid, "VmRSS") for pid in pids}
-            hwm_before = {pid: status_kib(pid, "VmHWM") for pid in pids}
-            note(f"workers {pids}, baseline VmRSS MiB "
-                 f"{[mib(v) for v in baseline.values()]}")
-            sampler = Sampler(pids)
-            sampler.start()
-            blob_bytes = args.size * 3 // 4  # base64 text of about `size` bytes
-            t0 = time.monotonic()
-            for n in range(args.events):
-                data = {"seq": n, "blob": base64.b64encode(os.urandom(blob_bytes)).decode()}
-                await call(http, "POST", base + "/v1/events", key,
-                           {"type": EVENT_TYPE, "data": data})
-            want = args.endpoints * args.events
+            baseline = [status_kib(pid, "VmRSS") for pid in pids]
+            note(f"workers {pids}, baseline VmRSS MiB {[mib(v) for v in baseline]}")
+            if args.backlog:
+                # Published while no engine runs; the next start drains the backlog.
+                daemon.stop()
+                await daemon.start(http, delivery=False)
+                await publish(http, daemon.base, key, args)
+                daemon.stop()
+                pids = worker_pids(await daemon.start(http, delivery=True))
+                sampler = Sampler(pids)
+                sampler.start()
+            else:
+                sampler = Sampler(pids)
+                sampler.start()
+                await publish(http, daemon.base, key, args)
             took = await wait_arrivals(arrivals, want, args.timeout)
-            elapsed = time.monotonic() - t0
-            note(f"{want} deliveries arrived in {elapsed:.1f} s")
+            note(f"{want} deliveries arrived {took:.1f} s after the last publish")
             await asyncio.sleep(args.settle)
             await sampler.stop()
             final = {pid: status_kib(pid, "VmRSS") for pid in pids}
             hwm = {pid: status_kib(pid, "VmHWM") for pid in pids}
     finally:
-        stop_process(serve, 30.0)
+        daemon.stop()
     workers = [{
         "pid": pid,
-        "baseline_mib": mib(baseline[pid]),
+        "baseline_mib": mib(baseline[i]) if i < len(baseline) else None,
         "peak_mib": mib(sampler.peak[pid]),
         "hwm_mib": mib(hwm[pid]),
-        "hwm_before_mib": mib(hwm_before[pid]),
         "final_mib": mib(final[pid]),
-    } for pid in pids]
+    } for i, pid in enumerate(pids)]
     return {
         "endpoints": args.endpoints, "events": args.events, "event_bytes": args.size,
-        "deliveries": args.endpoints * args.events,
+        "deliveries": want, "backlog": args.backlog,
+        "claim_max_bytes": args.claim_max_bytes or "default",
         "delivery_seconds": round(took, 1), "settle_seconds": args.settle,
         "workers": workers,
     }
@@ -273,6 +314,10 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=1 << 20, help="bytes of each event's data")
     ap.add_argument("--workers", type=int, default=0, help="0: the daemon's default")
     ap.add_argument("--settle", type=float, default=5.0)
+    ap.add_argument("--backlog", action="store_true",
+                    help="publish with delivery off, then drain from a fresh start")
+    ap.add_argument("--claim-max-bytes", type=int, default=0,
+                    help="delivery.claim_max_bytes (0: the default)")
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--json-out")
     args = ap.parse_args()

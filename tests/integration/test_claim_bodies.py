@@ -3,6 +3,7 @@ claim bounded by the bytes of the distinct bodies it takes."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ import asyncpg
 
 from dispatcher.clock import FakeClock
 from dispatcher.config import Config
+from dispatcher.engine.memory import HeapTrimmer
 from dispatcher.retry import load_policies
 from dispatcher.secretbox import load_secret_box
 from dispatcher.store import deliveries
@@ -136,3 +138,26 @@ async def test_a_worker_with_a_small_claim_max_bytes_delivers_everything(
         await receiver.wait_for(12)
         assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted(
             str(e.id) for e in published for _ in range(3))
+
+
+async def test_an_idle_worker_gives_the_heap_back_after_its_claims(
+    db_url: str, make_config: Callable[..., Config], receiver: Receiver
+) -> None:
+    config = make_config(delivery__poll_interval_seconds="0.05")
+    trims: list[int] = []
+    async with EngineHarness(db_url, config) as h:
+        tenant = await make_tenant(h.pool)
+        await make_endpoint(h.pool, h.box, tenant, receiver.url)
+        worker = await h.start_worker()
+
+        def trim(pad: int) -> int:
+            trims.append(pad)
+            return 1
+
+        worker._claimer.heap = HeapTrimmer(after_bytes=1000, trim=trim)
+        await h.publish(tenant, *[("block", {"blob": "x" * 600}) for _ in range(2)])
+        await receiver.wait_for(2)
+        async with asyncio.timeout(5):
+            while not trims:
+                await asyncio.sleep(0.02)
+        assert trims == [0]
