@@ -71,6 +71,9 @@ class DeliveryConfig:
     timeout_seconds: float = 2.0
     max_concurrency: int = 100
     claim_batch_size: int = 500
+    # A claim takes no more events than fit in this many bytes of bodies (one body
+    # per event, shared by its deliveries); the first event always goes.
+    claim_max_bytes: int = 64 * 1024 * 1024
     batches_in_flight: int = 3
     poll_interval_seconds: float = 1.0
     lease_seconds: float = 60.0
@@ -185,6 +188,7 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("delivery", "timeout_seconds"): (lambda v: 0.1 <= v <= 30, "must be between 0.1 and 30"),
     ("delivery", "max_concurrency"): (lambda v: v >= 1, "must be >= 1"),
     ("delivery", "claim_batch_size"): (lambda v: 1 <= v <= 5000, "must be between 1 and 5000"),
+    ("delivery", "claim_max_bytes"): (lambda v: v >= 1, "must be at least 1 byte"),
     ("delivery", "batches_in_flight"): (lambda v: v >= 1, "must be >= 1"),
     ("delivery", "poll_interval_seconds"): (lambda v: v > 0, "must be > 0"),
     ("delivery", "lease_seconds"): (lambda v: v >= 5, "must be >= 5"),

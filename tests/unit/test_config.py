@@ -212,6 +212,8 @@ def test_unknown_key_from_env() -> None:
         ({"DISPATCHER_SERVER__PORT": "abc"}, "server.port", "expected an integer"),
         ({"DISPATCHER_SERVER__PORT": "80.5"}, "server.port", "expected an integer"),
         ({"DISPATCHER_SERVER__PORT": "true"}, "server.port", "expected an integer"),
+        ({"DISPATCHER_DELIVERY__CLAIM_MAX_BYTES": "1.5"}, "delivery.claim_max_bytes",
+         "expected an integer"),
         ({"DISPATCHER_DELIVERY__TIMEOUT_SECONDS": "fast"}, "delivery.timeout_seconds",
          "expected a number"),
         ({"DISPATCHER_URLS__ALLOW_HTTP": "yes"}, "urls.allow_http", "expected true or false"),
@@ -250,6 +252,8 @@ def test_wrong_type(env: dict[str, str], key: str, reason: str) -> None:
         ({"DISPATCHER_DELIVERY__TIMEOUT_SECONDS": "0"}, "delivery.timeout_seconds"),
         ({"DISPATCHER_DELIVERY__TIMEOUT_SECONDS": "31"}, "delivery.timeout_seconds"),
         ({"DISPATCHER_DELIVERY__CLAIM_BATCH_SIZE": "0"}, "delivery.claim_batch_size"),
+        ({"DISPATCHER_DELIVERY__CLAIM_MAX_BYTES": "0"}, "delivery.claim_max_bytes"),
+        ({"DISPATCHER_DELIVERY__CLAIM_MAX_BYTES": "-1"}, "delivery.claim_max_bytes"),
         ({"DISPATCHER_DELIVERY__LEASE_SECONDS": "1"}, "delivery.lease_seconds"),
         ({"DISPATCHER_DELIVERY__SUCCESS_STATUSES": "[200, 404]"}, "delivery.success_statuses"),
         ({"DISPATCHER_HEALTH__WARN_PERCENTAGES": "[50, 100]"}, "health.warn_percentages"),
@@ -261,6 +265,16 @@ def test_out_of_range(env: dict[str, str], key: str) -> None:
     err = config_error(environ=env)
     assert err.field == key
     assert err.message.startswith(f"{key}: ")
+
+
+def test_claim_max_bytes_is_a_positive_number_of_bytes() -> None:
+    assert Config().delivery.claim_max_bytes == 64 * 1024 * 1024
+    cfg = load_config(environ={"DISPATCHER_DELIVERY__CLAIM_MAX_BYTES": "1048576"})
+    assert cfg.delivery.claim_max_bytes == 1048576
+    for bad in ("0", "-5"):
+        err = config_error(environ={"DISPATCHER_DELIVERY__CLAIM_MAX_BYTES": bad})
+        assert err.field == "delivery.claim_max_bytes"
+        assert err.message == f"delivery.claim_max_bytes: must be at least 1 byte (got {bad})"
 
 
 def test_unknown_default_retry_policy() -> None:

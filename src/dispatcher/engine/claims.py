@@ -21,6 +21,7 @@ from dispatcher.clock import Clock
 from dispatcher.config import DeliveryConfig
 from dispatcher.engine.deadlines import read_deadlines
 from dispatcher.engine.endpoints import EndpointCache
+from dispatcher.engine.memory import HeapTrimmer
 from dispatcher.engine.pressure import EndpointPressure
 from dispatcher.store import deliveries as queue
 from dispatcher.store.deliveries import ClaimedDelivery
@@ -84,6 +85,7 @@ class Claimer:
         self._stopping = False
         self._claims = 0
         self._full_since: datetime | None = None  # claimed rows at the local limit since
+        self.heap = HeapTrimmer()
 
     def wake(self) -> None:
         self._wake.set()
@@ -124,6 +126,8 @@ class Claimer:
                 progress.clear()
                 await self._wait_any(self._wake, progress)
             elif len(rows) < limit:  # drained for now: wait for a NOTIFY or the next poll
+                if not self._leased:
+                    self.heap.idle()  # the bodies of earlier claims are gone by now
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._cfg.poll_interval_seconds):
@@ -156,8 +160,11 @@ class Claimer:
             newest, since = limit, self._full_since
         async with self._lease_pool.acquire() as conn:
             rows = await queue.claim_due(conn, self._owner, limit, now, lease_until,
-                                         self._skipped(), newest, since)
+                                         self._skipped(), newest, since,
+                                         self._cfg.claim_max_bytes)
             self._leased.add(r.id for r in rows)
+            if rows:
+                self.heap.claimed(sum({r.event_id: len(r.body) for r in rows}.values()))
             stale = self._cache.stale(((r.endpoint_id, r.endpoint_version) for r in rows), now)
             try:
                 await self._cache.load(conn, stale, now)

@@ -55,7 +55,7 @@ class ClaimedDelivery:
 # while what was just published still goes out at once. $7 bounds the newest lane
 # to rows published since then (a worker full of backlog takes only new events).
 _DUE = """
-    SELECT c.id FROM deliveries c
+    SELECT c.id, c.event_id FROM deliveries c
     WHERE c.status < 2 AND c.next_attempt_at <= $3 AND c.endpoint_id <> ALL($5::uuid[])
       AND c.endpoint_id <> ALL(ARRAY(
           SELECT ep.id FROM endpoints ep WHERE ep.rate_limited_until > $3))
@@ -73,22 +73,56 @@ _DUE = """
 # bitmap scans, the plans left walk `deliveries_due` in order and stop at the limit.
 CLAIM_SETTINGS = {"enable_bitmapscan": "off"}
 
+# Bodies are read once per event of a claim, not once per row: a fan-out of one large
+# event to many endpoints claims one copy of it. The claim also stops at $8 bytes of
+# distinct bodies (always at least the first event, however large): the rows of later
+# events are locked for the statement but not leased, and stay due.
+# `picked` numbers the rows the lanes locked in claim order (oldest lane, then newest,
+# as the append returns them; a row may be in both). `grouped` finds each event's
+# first row and its carrier (the lowest id: the one row that returns the body);
+# `sized` sums the body sizes in order of the events' first rows, so every row of an
+# event gets the sum up to and including its event. Only sorts of the claimed rows
+# and index lookups: no row estimate can turn it into a join of every claimed row
+# with every other. A body's size comes from its TOAST header (octet_length does not
+# detoast it).
 _CLAIM = f"""
-UPDATE deliveries d
-SET lease_owner = $2, next_attempt_at = $4
-WHERE d.id = ANY(ARRAY({_DUE}
+WITH oldest AS (
+    {_DUE}
     ORDER BY c.next_attempt_at
     LIMIT $1
-    FOR UPDATE SKIP LOCKED) || ARRAY({_DUE}
+    FOR UPDATE SKIP LOCKED
+), newest AS (
+    {_DUE}
       AND c.status = 0 AND c.next_attempt_at = c.created_at AND c.next_attempt_at >= $7
     ORDER BY c.next_attempt_at DESC
     LIMIT $6
-    FOR UPDATE SKIP LOCKED))
+    FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT id, event_id, row_number() OVER () AS ord
+    FROM (SELECT * FROM oldest UNION ALL SELECT * FROM newest) lanes
+), grouped AS (
+    SELECT id, event_id, ord, min(ord) OVER w AS first, min(id) OVER w AS carrier
+    FROM picked WINDOW w AS (PARTITION BY event_id)
+), sized AS (
+    SELECT id, first, carrier, sum(size) OVER (ORDER BY first) AS upto
+    FROM (SELECT id, first, carrier,
+                 CASE WHEN ord = first THEN (SELECT octet_length(e.body) FROM events e
+                                             WHERE e.id = g.event_id) END AS size
+          FROM grouped g) g
+)
+UPDATE deliveries d
+SET lease_owner = $2, next_attempt_at = $4
+FROM sized s
+WHERE d.id = s.id AND (s.upto <= $8 OR s.first = 1)
 RETURNING d.id, d.event_id, d.endpoint_id, d.attempts, d.retries_left, d.ordering_key,
           d.created_at, d.rate_limited_attempts,
-          (SELECT body FROM events e WHERE e.id = d.event_id) AS body,
+          CASE WHEN d.id = s.carrier
+               THEN (SELECT body FROM events e WHERE e.id = d.event_id) END AS body,
           (SELECT version FROM endpoints ep WHERE ep.id = d.endpoint_id) AS endpoint_version
 """
+
+# The bytes of distinct event bodies one claim takes at most (delivery.claim_max_bytes).
+DEFAULT_CLAIM_MAX_BYTES = 64 * 1024 * 1024
 
 
 async def claim_due(
@@ -100,17 +134,27 @@ async def claim_due(
     skip_endpoints: Sequence[UUID] = (),
     newest: int = 0,
     newest_since: datetime | None = None,
+    max_bytes: int = DEFAULT_CLAIM_MAX_BYTES,
 ) -> list[ClaimedDelivery]:
     """Lease up to `limit` due deliveries: `newest` of them newest due first, the
     rest oldest due first; skipping rows other workers hold and endpoints this
-    worker has no room for."""
+    worker has no room for; and no more events than fit in `max_bytes` of bodies
+    (the first one always). The deliveries of one event share one body object."""
     newest = min(newest, limit)
     rows = await conn.fetch(_CLAIM, limit - newest, owner, now, lease_until,
-                            list(skip_endpoints), newest, newest_since or _EPOCH)
+                            list(skip_endpoints), newest, newest_since or _EPOCH, max_bytes)
+    bodies: dict[UUID, bytes] = {r["event_id"]: r["body"] for r in rows
+                                 if r["body"] is not None}
+    missing = {r["event_id"] for r in rows} - bodies.keys()
+    if missing:  # not expected (one row of every event has it): read them once
+        for r in await conn.fetch("SELECT id, body FROM events WHERE id = ANY($1::uuid[])",
+                                  list(missing)):
+            bodies[r["id"]] = r["body"]
     return [
         ClaimedDelivery(r["id"], r["event_id"], r["endpoint_id"], r["endpoint_version"],
-                        r["attempts"], r["retries_left"], r["body"], r["ordering_key"],
-                        r["created_at"], rate_limited_attempts=r["rate_limited_attempts"])
+                        r["attempts"], r["retries_left"], bodies[r["event_id"]],
+                        r["ordering_key"], r["created_at"],
+                        rate_limited_attempts=r["rate_limited_attempts"])
         for r in rows
     ]
 
