@@ -5,7 +5,7 @@ published only through the HTTP API, arrivals counted at a local receiver by
 
     python bench/serve_bench.py [--events 50000] [--quick] [--only a,b,...]
                                 [--workers N] [--dsn postgresql://...] [--json-out FILE]
-                                [--scale-out]
+                                [--scale-out] [--peers FILE]
 
 Scenarios (letters for --only; the default runs all of a-g):
 
@@ -40,6 +40,10 @@ Scenarios (letters for --only; the default runs all of a-g):
      PostgreSQL, 100,000 events published through their four APIs; each event id
      must arrive exactly once. Delivery is at least once, so duplicates are
      reported as they are, not hidden.
+
+--peers FILE: the output of `../shared/bench/peers/run_all.sh` from the same sitting
+(e.g. `PEERS="pgqueuer limit" bash run_all.sh 50000 > peers.txt`): the table then
+shows (a), (b) and (d) as ratios to PgQueuer's lines too, and the JSON keeps them.
 
 How to read it: the machine is shared and noisy, so compare each rate's ratio to
 the ceiling (g) measured in the same run, not absolute numbers across runs. All
@@ -900,6 +904,7 @@ async def run_all(args: argparse.Namespace, params: Params, selected: str, scale
         "workers": args.workers if workers_args else ("serve default" if has_workers else 1),
         "database": "external (--dsn)" if args.dsn else "embedded, fresh data dir per scenario",
         "receiver": receiver.kind,
+        "client": "aiohttp (dispatcher.transport)",
         "event_data_bytes": len(json.dumps(PAYLOAD, separators=(",", ":"))),
         "delivered_body_bytes": len(delivery_body()),
         "batch": BATCH, "publishers": PUBLISHERS, "endpoint_max_in_flight": ENDPOINT_MAX_IN_FLIGHT,
@@ -1040,6 +1045,40 @@ def add_ratios(doc: dict[str, Any]) -> None:
         doc["scale_out"]["ratio_to_ceiling"] = r(doc["scale_out"].get("per_s"))
 
 
+def parse_peers(text: str) -> dict[str, dict[str, float | None]]:
+    """run_all.sh's lines `peer deliveries/s p50_ms p99_ms` (`-` where a peer has none)."""
+    found: dict[str, dict[str, float | None]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 4 or parts[0] == "peer" or line.startswith("#"):
+            continue
+        try:
+            values = [None if p == "-" else float(p) for p in parts[1:4]]
+        except ValueError:
+            continue  # a FAILED line
+        found[parts[0]] = dict(zip(("per_s", "p50_ms", "p99_ms"), values, strict=True))
+    return found
+
+
+def versus_pgqueuer(doc: dict[str, Any]) -> dict[str, float]:
+    """Our rates over PgQueuer's, its latencies over ours (above 1: we are ahead)."""
+    peers = doc.get("peers") or {}
+    burst, paced = peers.get("pgqueuer") or {}, peers.get(f"pgqueuer@{LATENCY_RATE:.0f}/s") or {}
+    a, b = doc.get("a") or {}, doc.get("b") or {}
+    at_200 = (doc.get("d") or {}).get("at_200") or {}
+    out: dict[str, float] = {}
+    if burst.get("per_s"):
+        for key, value in (("a_drain_from_start", a.get("per_s_from_start")),
+                           ("a_drain_first_to_last", a.get("per_s_first_to_last")),
+                           ("b_publish_and_deliver", b.get("per_s"))):
+            if isinstance(value, int | float):
+                out[key] = round(value / burst["per_s"], 2)
+    for key in ("p50_ms", "p99_ms"):
+        if paced.get(key) and at_200.get(key):
+            out[f"d_{key}_theirs_over_ours"] = round(paced[key] / at_200[key], 2)
+    return out
+
+
 def table(doc: dict[str, Any]) -> str:
     g = (doc.get("g") or {}).get("per_s")
     rows: list[tuple[str, str, str]] = []
@@ -1113,6 +1152,14 @@ def table(doc: dict[str, Any]) -> str:
         per_s(f"scale-out: {s['daemons']} daemons, {s['events']:,} events", s.get("per_s"))
         rows.append(("scale-out: missing / duplicate ids / extra",
                      f"{s['missing']} / {s['duplicate_ids']} / {s['extra_deliveries']}", ""))
+    vs = doc.get("vs_pgqueuer") or {}
+    for key, label in (("a_drain_from_start", "vs PgQueuer: (a) drain, start -> last"),
+                       ("a_drain_first_to_last", "vs PgQueuer: (a) drain, first -> last"),
+                       ("b_publish_and_deliver", "vs PgQueuer: (b) publish + deliver"),
+                       ("d_p50_ms_theirs_over_ours", "vs PgQueuer: (d) p50 at 200/s, theirs/ours"),
+                       ("d_p99_ms_theirs_over_ours", "vs PgQueuer: (d) p99 at 200/s, theirs/ours")):
+        if key in vs:
+            rows.append((label, f"{vs[key]:.2f}x", ""))
     for key, err in (doc.get("errors") or {}).items():
         rows.append((f"({key}) FAILED: " + err.splitlines()[0][:70], "", ""))
     width = max([len(r[0]) for r in rows] + [10])
@@ -1140,6 +1187,8 @@ def parse_args() -> argparse.Namespace:
                     help="an external PostgreSQL (a database is created per scenario and "
                          "dropped at the end) instead of the embedded one")
     ap.add_argument("--json-out", default="", help="also write the JSON document here")
+    ap.add_argument("--peers", default="",
+                    help="run_all.sh's output from the same sitting: ratios to PgQueuer")
     ap.add_argument("--scale-out", action="store_true",
                     help="run the 4-daemon scale-out check (with the ceiling, and only the "
                          "scenarios given with --only)")
@@ -1195,6 +1244,9 @@ def main() -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     doc["duration_s"] = round(time.monotonic() - t0, 1)
+    if args.peers:
+        doc["peers"] = parse_peers(Path(args.peers).read_text())
+        doc["vs_pgqueuer"] = versus_pgqueuer(doc)
     print(table(doc))
     print(f"run took {doc['duration_s']:.0f} s")
     text = json.dumps(doc, indent=2)
