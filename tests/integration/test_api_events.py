@@ -331,3 +331,16 @@ async def test_events_are_invisible_to_other_tenants(
     # The other tenant's publish does not reach this tenant's endpoint.
     mine = await other.publish("transaction", TX)
     assert mine["deliveries"] == [{"endpoint_id": theirs["id"], "status": "Pending"}]
+
+
+async def test_empty_query_parameters_mean_any(api: Api, receiver: Receiver) -> None:
+    """What a form sends for fields left blank: `?type=&status=` lists like no filter."""
+    ep = await api.create_endpoint(receiver.url)
+    ev = await api.publish("transaction", TX)
+    blank = "type=&status=&since=&until=&cursor=&limit="
+    for path in ("/v1/events", f"/v1/endpoints/{ep['id']}/events", "/v1/callbacks"):
+        plain, empty = await api.get(path), await api.get(f"{path}?{blank}")
+        assert empty.status == 200, (path, empty)
+        assert empty.body == plain.body, path
+    listed = (await api.get(f"/v1/events?{blank}")).body["data"]
+    assert [e["id"] for e in listed] == [ev["id"]]

@@ -362,6 +362,13 @@ async def test_events_page_lists_newest_first_with_statuses_and_pages(
     assert not any(i in page.text for i in ids)
     page = await signed_in.get("/console/events?status=Bogus")
     assert page.status == 422 and "status must be one of" in page.text
+    # Search pressed with the form's default fields: every field blank means any.
+    page = await signed_in.get("/console/events?type=&endpoint=&status=&since=&until=")
+    assert page.status == 200 and all(i in page.text for i in [*ids, other_type])
+    assert "must not be empty" not in page.text
+    page = await signed_in.get(
+        "/console/events?type=wallets.transaction.updated&endpoint=&status=&since=&until=")
+    assert page.status == 200 and other_type in page.text and ids[0] not in page.text
 
 
 async def test_event_page_shows_every_attempt_and_retries(
@@ -525,6 +532,8 @@ async def test_callbacks_page_lists_newest_first_with_decisions_filters_and_page
 
     page = await signed_in.get("/console/callbacks?status=Denied")
     assert denied in page.text and approved not in page.text and failed not in page.text
+    page = await signed_in.get("/console/callbacks?type=&status=&since=&until=")
+    assert page.status == 200 and all(c in page.text for c in (approved, denied, failed))
     page = await signed_in.get("/console/callbacks?type=contract.call")
     assert failed in page.text and approved not in page.text and denied not in page.text
     page = await signed_in.get("/console/callbacks?since=2999-01-01T00:00")

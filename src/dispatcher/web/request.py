@@ -155,8 +155,12 @@ def header_text(request: web.Request, name: str) -> str | None:
 # --- Query parameters --------------------------------------------------------------
 
 
+# An empty query parameter (`?type=&status=`, what a form sends for fields left
+# blank) means the same as an absent one: any.
+
+
 def query_str(request: web.Request, name: str) -> str | None:
-    values = request.query.getall(name, [])
+    values = [v for v in request.query.getall(name, []) if v.strip()]
     if not values:
         return None
     if len(values) > 1:
@@ -167,11 +171,9 @@ def query_str(request: web.Request, name: str) -> str | None:
 def query_list(request: web.Request, name: str) -> list[str] | None:
     """Repeated (`?type=a&type=b`) or comma-separated (`?type=a,b`) values."""
     values = request.query.getall(name, [])
-    if not values:
-        return None
     out = [part.strip() for v in values for part in v.split(",") if part.strip()]
     if not out:
-        raise ValidationError(f"{name} must not be empty", field=name)
+        return None
     if len(out) > 100:
         raise ValidationError(f"{name}: at most 100 values", field=name)
     return [check_text(v, name) for v in out]
