@@ -132,3 +132,35 @@ async def test_tenant_commands_and_tenant_option(
            and time.monotonic() < deadline):
         await asyncio.sleep(0.2)
     failed(result, 4)
+
+
+async def test_portal_links_from_the_client_and_the_cli(
+    api_server: ApiServer, operator_key: str,
+) -> None:
+    name = unique("portal")
+    async with Client(api_server.url, operator_key) as op:
+        tenant = await op.create_tenant(name)
+        link = await op.create_portal_link(name, read_only=True, expires_in=600)
+        assert link.tenant_id == tenant.id and link.read_only
+        assert link.url == f"{api_server.url}/portal/#token={link.token}"
+        assert abs(link.expires_timestamp - (time.time() + 600) * 1000) < 10_000
+    async with Client(api_server.url, link.token) as portal:  # it works, read-only
+        assert (await portal.list_endpoints()).data == []
+        with pytest.raises(ApiError) as caught:
+            await portal.create_endpoint("https://hooks.example.com/in")
+        assert caught.value.status == 403
+
+    env = {"DISPATCHER_URL": api_server.url, "DISPATCHER_API_KEY": operator_key}
+    url = ok(await asyncio.to_thread(
+        run_cli, ("tenants", "portal-link", name, "--quiet"), env)).strip()
+    assert url.startswith(f"{api_server.url}/portal/#token=dpt_")
+    shown = ok_json(await asyncio.to_thread(
+        run_cli, ("tenants", "portal-link", name, "--read-only", "--ttl", "120", "--json"),
+        env))
+    assert shown["read_only"] is True and shown["tenant_id"] == tenant.id
+    refused = await asyncio.to_thread(run_cli, ("tenants", "portal-link", name, "--ttl", "5"),
+                                      env)
+    assert "expires_in" in failed(refused, 2)
+    missing = await asyncio.to_thread(run_cli, ("tenants", "portal-link", unique("nobody")),
+                                      env)
+    assert "not found" in failed(missing, 3)

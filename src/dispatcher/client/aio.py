@@ -30,6 +30,7 @@ from dispatcher.client.models import (
     Event,
     EventType,
     Page,
+    PortalLink,
     PublishedEvent,
     Tenant,
     TenantKey,
@@ -333,6 +334,15 @@ class Client:
     async def create_tenant_key(self, tenant: str, name: str = "") -> TenantKey:
         raw = await self.request("POST", _tenant_path(tenant) + "/keys", body={"name": name})
         return _from_json(TenantKey, raw)
+
+    async def create_portal_link(self, tenant: str | None = None, *, read_only: bool = False,
+                                 expires_in: int | None = None) -> PortalLink:
+        """A portal link for `tenant` (an operator key), or for the key's own tenant."""
+        body: dict[str, Any] = {"read_only": read_only}
+        if expires_in is not None:
+            body["expires_in"] = expires_in
+        path = "/v1/portal-links" if tenant is None else _tenant_path(tenant) + "/portal-links"
+        return _from_json(PortalLink, await self.request("POST", path, body=body))
 
     async def tenant_stats(self, tenant: str) -> TenantStats:
         raw = await self.request("GET", _tenant_path(tenant) + "/stats", repeatable=True)

@@ -228,6 +228,18 @@ class Tenant:
 
 
 @dataclass(frozen=True)
+class PortalLink:
+    """A link that opens the console as one tenant's portal until `expires_timestamp`."""
+
+    url: str
+    token: str
+    tenant_id: str
+    read_only: bool
+    expires_timestamp: int
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
 class TenantKey:
     """A new key of one tenant: `key` is shown only here."""
 

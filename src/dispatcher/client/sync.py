@@ -18,6 +18,7 @@ from dispatcher.client.models import (
     Event,
     EventType,
     Page,
+    PortalLink,
     PublishedEvent,
     Tenant,
     TenantKey,
@@ -187,6 +188,12 @@ class SyncClient:
 
     def delete_tenant(self, tenant: str, *, force: bool = False) -> None:
         self._run(self._client.delete_tenant(tenant, force=force))
+
+    def create_portal_link(self, tenant: str | None = None, *, read_only: bool = False,
+                           expires_in: int | None = None) -> PortalLink:
+        result: PortalLink = self._run(self._client.create_portal_link(
+            tenant, read_only=read_only, expires_in=expires_in))
+        return result
 
     def create_tenant_key(self, tenant: str, name: str = "") -> TenantKey:
         result: TenantKey = self._run(self._client.create_tenant_key(tenant, name))

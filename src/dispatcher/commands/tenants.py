@@ -157,3 +157,32 @@ def tenants_key(tenant: str, name: str, quiet: bool, as_json: bool) -> None:
     else:
         fields([("key", key.key), ("id", key.id), ("prefix", key.prefix),
                 ("tenant", f"{key.tenant} ({key.tenant_id})")])
+
+
+@tenants_group.command("portal-link")
+@click.argument("tenant")
+@click.option("--read-only", is_flag=True, help="The portal may look, not change anything.")
+@click.option("--ttl", "ttl", default=None, type=int,
+              help="Seconds the link stays valid (60 to 2,592,000; default 3,600).")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the link.")
+@json_option
+@operator_connection_options
+@api_errors
+def tenants_portal_link(tenant: str, read_only: bool, ttl: int | None, quiet: bool,
+                        as_json: bool) -> None:
+    """Make a portal link: the console as this tenant's own, for its people to open.
+
+    \b
+    Example:
+      dispatcher tenants portal-link acme --read-only --ttl 86400 --quiet
+    """
+    link = call(lambda api: api.create_portal_link(tenant, read_only=read_only,
+                                                   expires_in=ttl))
+    if as_json:
+        echo_json(link.raw)
+    elif quiet:
+        click.echo(link.url)
+    else:
+        fields([("url", link.url), ("tenant", link.tenant_id),
+                ("read-only", "yes" if link.read_only else "no"),
+                ("expires", when(link.expires_timestamp))])
