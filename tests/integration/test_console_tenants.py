@@ -219,3 +219,29 @@ async def test_a_deleted_tenant_stops_its_operator_session_instead_of_acting_for
     assert tenants.status == 200  # the operator can choose another tenant
     page = await user.post("/console/tenants/default/act", {"csrf": tenants.csrf})
     assert page.status == 200 and "operator, acting for default" in page.text
+
+
+async def test_a_portal_says_whose_it_is_and_has_no_sandbox(
+    user: ConsoleUser, op: Api, api: Api,
+) -> None:
+    link = await op.post(f"/v1/tenants/{api.tenant}/portal-links", {})
+    assert link.status == 201, link
+    assert (await user.sign_in(link.body["token"])).status == 200
+    for path in ("/console/endpoints", "/console/events", "/console/callbacks"):
+        page = await user.get(path)
+        assert page.status == 200, path
+        assert f'<span class="badge" id="tenant">{api.tenant} · portal</span>' in page.text
+        assert 'href="/console/sandbox"' not in page.text
+        assert 'href="/console/tenants"' not in page.text
+    for path in ("/console/sandbox", "/console/sandbox/requests"):
+        refused = await user.get(path)
+        assert refused.status == 403 and "not part of a tenant&#39;s portal" in refused.text
+    # A tenant's own key still has the sandbox, and sees its name too.
+    own = ConsoleUser(api.server.url)
+    try:
+        await own.sign_in(api.key)
+        page = await own.get("/console/endpoints")
+        assert f'<span class="badge" id="tenant">{api.tenant}</span>' in page.text
+        assert 'href="/console/sandbox"' in page.text
+    finally:
+        await own.close()

@@ -42,7 +42,7 @@ class Scope:
     kind: Literal["operator", "tenant", "portal"]
     tenant_id: UUID
     read_only: bool = False
-    tenant: str | None = None  # an operator session: the name of the tenant it acts for
+    tenant: str | None = None  # the tenant's name (an operator's: the one it acts for)
     gone: bool = False  # an operator session whose tenant was deleted since
     key_id: UUID | None = None  # the API key signed in with (None for a portal token)
 
@@ -63,7 +63,8 @@ async def resolve_api_key(request: web.Request, credential: str) -> Scope:
     tenant_id = scope.tenant_id
     if tenant_id is None:  # an operator key
         tenant_id = await tenant_by_ref(request.app, DEFAULT_TENANT, "key")
-    return Scope(scope.kind, tenant_id, scope.read_only, key_id=scope.key_id)
+    return Scope(scope.kind, tenant_id, scope.read_only, tenant=scope.tenant,
+                 key_id=scope.key_id)
 
 
 RESOLVER: web.AppKey[Resolver] = web.AppKey("console_scope_resolver")

@@ -33,6 +33,7 @@ async def _fetch(capture_url: str) -> list[dict[str, Any]]:
 
 async def captures(request: web.Request) -> tuple[list[dict[str, Any]], str]:
     """The tenant's captured requests, newest first, and a problem to show (or "")."""
+    ops.may_use_sandbox(request[CALLER])  # before asking the capture receiver anything
     capture_url = request.app[CONFIG].console.sandbox_capture_url.rstrip("/")
     if not capture_url:
         return [], ""

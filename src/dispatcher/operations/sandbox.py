@@ -11,7 +11,7 @@ from uuid import UUID
 
 from multidict import CIMultiDict
 
-from dispatcher.errors import NotFound, ValidationError
+from dispatcher.errors import Forbidden, NotFound, ValidationError
 from dispatcher.operations.scope import Caller
 from dispatcher.operations.services import Services
 from dispatcher.sandbox.capture import make_verifier
@@ -39,7 +39,15 @@ async def _signing_secret(svc: Services, conn: Conn, ep: Endpoint) -> str:
     return await reveal_endpoint_secret(conn, svc.secret_box, ep.id, tenant_id=ep.tenant_id)
 
 
+def may_use_sandbox(caller: Caller) -> None:
+    """The sandbox is the provider's test bench (a capture receiver it runs, samples of
+    its whole catalogue): a customer's portal has no use for it."""
+    if caller.scope.kind == "portal":
+        raise Forbidden("the sandbox is not part of a tenant's portal", field="Authorization")
+
+
 async def sandbox_endpoints(svc: Services, caller: Caller) -> list[Endpoint]:
+    may_use_sandbox(caller)
     async with svc.pool.acquire() as conn:
         return await store.list_endpoints(conn, caller.tenant, state=None, after=None,
                                           limit=MAX_ENDPOINTS)
@@ -49,6 +57,7 @@ async def send_sample(svc: Services, caller: Caller, transport: Transport, endpo
                       type_: str) -> tuple[Endpoint, Attempt]:
     """One sample of `type_`, signed with the endpoint's secret and sent with its
     delivery options; what the receiver answered."""
+    may_use_sandbox(caller)
     caller.may_write()
     data = event_data(svc.catalogue, type_)
     async with svc.pool.acquire() as conn:
