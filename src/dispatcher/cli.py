@@ -14,18 +14,25 @@ import click
 
 from dispatcher import __version__
 from dispatcher.commands import register as register_api_commands
-from dispatcher.commands.local import config_of, echo_json, handles_errors, local_services, run
+from dispatcher.commands.audit import audit_group
+from dispatcher.commands.local import (
+    LOCAL,
+    config_of,
+    echo_json,
+    handles_errors,
+    local_services,
+    run,
+)
 from dispatcher.commands.sandbox import register as register_sandbox_commands
 from dispatcher.config import load_config, redacted
 from dispatcher.logs import configure_logging
 from dispatcher.operations import keys as key_ops
-from dispatcher.operations.scope import OPERATOR, Caller
 from dispatcher.store.database import database_url
 from dispatcher.store.migrate import migrate_dsn
 from dispatcher.store.tenants import ApiKeyInfo, validate_tenant_name
 
 # Local commands act as the operator: whoever reaches the database owns the deployment.
-CLI = Caller(OPERATOR, None, via="cli")
+CLI = LOCAL
 
 
 @click.group()
@@ -234,6 +241,7 @@ def keys_end_sessions(ctx: click.Context, key: str, as_json: bool) -> None:
 
 # Commands over a running daemon's API (endpoints, events, event types, ...).
 register_api_commands(main)
+main.add_command(audit_group)
 # Commands for testing receivers: sandbox capture/send, listen, check-receiver.
 register_sandbox_commands(main)
 

@@ -144,6 +144,15 @@ class ConsoleConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    # Days an audit entry is kept; 0 follows health.retention_days. Never shorter.
+    retention_days: int = 0
+
+    def kept_days(self, health: HealthConfig) -> int:
+        return max(self.retention_days, health.retention_days)
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -154,6 +163,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     retry_policies: dict[str, RetryPolicyConfig] = field(default_factory=dict)
     event_types: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -229,6 +239,7 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("callbacks", "default_deadline_seconds"): (lambda v: v >= 1, "must be >= 1"),
     ("callbacks", "max_deadline_seconds"): (lambda v: v >= 1, "must be >= 1"),
     ("callbacks", "expire_interval_seconds"): (lambda v: v > 0, "must be > 0"),
+    ("audit", "retention_days"): (lambda v: v >= 0, "must be >= 0 (0 = health.retention_days)"),
     ("log", "level"): (
         lambda v: v.lower() in {"debug", "info", "warning", "error"},
         "must be one of debug, info, warning, error",
@@ -383,6 +394,12 @@ def _check_cross_fields(config: Config) -> None:
         raise ConfigError(
             "callbacks.default_deadline_seconds: must not exceed max_deadline_seconds",
             field="callbacks.default_deadline_seconds",
+        )
+    if 0 < config.audit.retention_days < config.health.retention_days:
+        raise ConfigError(
+            "audit.retention_days: must be 0 (follow health.retention_days) or at least "
+            f"health.retention_days ({config.health.retention_days})",
+            field="audit.retention_days",
         )
     if config.database.pool_min_size > config.database.pool_max_size:
         raise ConfigError(

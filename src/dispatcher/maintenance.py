@@ -27,7 +27,7 @@ from dispatcher import metrics
 from dispatcher.clock import Clock
 from dispatcher.config import Config
 from dispatcher.model import DeliveryStatus, FailureReason
-from dispatcher.store import console_sessions, deliveries, health, holds
+from dispatcher.store import audit, console_sessions, deliveries, health, holds
 from dispatcher.store.lookup import read_gauges
 from dispatcher.store.pool import Conn
 
@@ -60,6 +60,7 @@ class RetentionResult:
     attempts: int
     events: int
     buckets: int
+    audit_entries: int = 0
 
 
 class Maintenance:
@@ -253,7 +254,16 @@ class Maintenance:
         if attempts or events:
             log.info("maintenance.retention", attempts=attempts, events=events,
                      buckets=buckets, cutoff=cutoff.isoformat())
-        return RetentionResult(attempts, events, buckets)
+            async with conn.transaction():
+                await audit.append(conn, now, audit.system("retention"), [audit.Change(
+                    "retention.delete", "deployment", "deliveries", None,
+                    {"attempts": attempts, "events": events, "cutoff": cutoff.isoformat()})])
+        kept = self._config.audit.kept_days(self._health)
+        entries = await audit.apply_retention(conn, now - timedelta(days=kept), now,
+                                              audit.system("retention"))
+        if entries:
+            log.info("maintenance.audit_retention", entries=entries, days=kept)
+        return RetentionResult(attempts, events, buckets, entries)
 
     async def _drop_finished_sessions(self, conn: Conn, now: datetime) -> int:
         """Console sessions that ended or expired more than SESSIONS_KEPT ago."""

@@ -28,6 +28,7 @@ from dispatcher.model import DEFAULT_TENANT
 from dispatcher.operations.scope import Caller, Scope, tenant_vanished
 from dispatcher.web.context import CALLER, SCOPE, TENANT
 from dispatcher.web.credentials import resolve_credential, tenant_by_ref
+from dispatcher.web.peers import request_address
 from dispatcher.web.request import header_text
 
 TENANT_HEADER = "Dispatcher-Tenant"
@@ -70,7 +71,7 @@ def authenticated(handler: Handler, *, operator_only: bool = False) -> Handler:
                 raise Forbidden("only an operator key may do this", field="Authorization")
         else:
             request[TENANT] = await acting_tenant(request, scope)
-        request[CALLER] = Caller(scope, request.get(TENANT))
+        request[CALLER] = Caller(scope, request.get(TENANT), address=request_address(request))
         try:
             return await handler(request)
         except asyncpg.ForeignKeyViolationError as exc:

@@ -27,6 +27,7 @@ from aiohttp import WSMsgType, web
 from dispatcher.api.spec import Param, Route
 from dispatcher.errors import BadRequest
 from dispatcher.operations import listeners as ops
+from dispatcher.operations.scope import Caller
 from dispatcher.operations.services import Services
 from dispatcher.relay import ListenSession
 from dispatcher.web.context import CALLER, CLOCK, CONFIG, POLICIES, POOL, services
@@ -84,12 +85,12 @@ async def listen(request: web.Request) -> web.StreamResponse:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
-        await asyncio.shield(_close(svc, session, ws, said_bye, grace))
+        await asyncio.shield(_close(svc, caller, session, ws, said_bye, grace))
     return ws
 
 
-async def _close(svc: Services, session: ListenSession, ws: web.WebSocketResponse,
-                 said_bye: bool, grace: float) -> None:
+async def _close(svc: Services, caller: Caller, session: ListenSession,
+                 ws: web.WebSocketResponse, said_bye: bool, grace: float) -> None:
     with contextlib.suppress(Exception):
         await ws.close()
     await session.give_back()
@@ -98,7 +99,7 @@ async def _close(svc: Services, session: ListenSession, ws: web.WebSocketRespons
     if not said_bye:
         log.info("listen.dropped", endpoint_id=str(session.endpoint_id), grace_seconds=grace)
         await asyncio.sleep(grace)
-    await ops.close_listener(svc, session.endpoint_id, session.owner)
+    await ops.close_listener(svc, caller, session.endpoint_id, session.owner)
     log.info("listen.closed", endpoint_id=str(session.endpoint_id))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from dispatcher.api import (
+    audit,
     callbacks,
     endpoints,
     event_types,
@@ -59,6 +60,7 @@ API_ROUTES: list[Route] = [
     *callbacks.ROUTES,
     *tenants.ROUTES,
     *keys.ROUTES,
+    *audit.ROUTES,
 ]
 
 

@@ -368,6 +368,32 @@ SCHEMAS: dict[str, Schema] = {
     "TenantKey": obj({"key": {"type": "string", "description": "The key, shown only here."},
                       "id": UUID_, "prefix": STRING, "name": STRING, "tenant_id": UUID_,
                       "tenant": STRING}),
+    "AuditEntry": obj({
+        "seq": {"type": "integer", "minimum": 1,
+                "description": "Position in the hash chain (gapless)."},
+        "timestamp": MS,
+        "actor": obj({
+            "type": {"type": "string", "enum": ["operator_key", "tenant_key", "portal_token",
+                                                "local", "system"]},
+            "id": {"type": "string", "description": "The key id, the portal token's tenant "
+                   "id, cli:<user> or system:<job>."},
+            "via": {"type": "string", "enum": ["api", "console", "cli", "engine",
+                                               "maintenance"]},
+            "key_id": {**UUID_, "type": ["string", "null"]},
+            "session_id": {**UUID_, "type": ["string", "null"],
+                           "description": "The console session, when via console."},
+            "address": {**NULLABLE_STRING, "description": "The client's address."},
+        }),
+        "tenant_id": {**UUID_, "type": ["string", "null"],
+                      "description": "null: an entry of the deployment (operators only)."},
+        "action": {"type": "string", "examples": ["endpoint.update"]},
+        "target": obj({"type": STRING, "id": STRING}),
+        "changes": {"type": "object", "description": "Changed fields as {old, new}; "
+                    "secrets only as \"rotated\" or \"revealed\"."},
+        "hash": {"type": "string", "description": "SHA-256 (hex) over the previous entry's "
+                 "hash and this entry."},
+    }),
+    "AuditPage": page_of("AuditEntry"),
     "SessionsEnded": obj({
         "key_id": UUID_,
         "ended": {"type": "integer", "minimum": 0,

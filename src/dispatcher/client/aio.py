@@ -22,6 +22,7 @@ from dispatcher.client.models import (
     UNREACHABLE,
     ApiError,
     Attempt,
+    AuditEntry,
     Callback,
     CallbackRequest,
     Delivery,
@@ -315,6 +316,19 @@ class Client:
         raw = await self.request("GET", "/v1/tenants", repeatable=True, params=_params(
             name_prefix=name_prefix, limit=limit, cursor=cursor))
         return _page(raw, lambda t: _from_json(Tenant, t))
+
+    async def list_audit_log(
+        self, *, tenant: str | None = None, actor: str | None = None,
+        action: str | None = None, target_type: str | None = None,
+        target_id: str | None = None, since: int | None = None, until: int | None = None,
+        limit: int | None = None, cursor: str | None = None,
+    ) -> Page[AuditEntry]:
+        """Newest first; a tenant key sees its tenant's entries, an operator key all
+        (or `tenant`'s). `action` may be a prefix ending in "." ("endpoint.")."""
+        raw = await self.request("GET", "/v1/audit-log", repeatable=True, params=_params(
+            tenant=tenant, actor=actor, action=action, target_type=target_type,
+            target_id=target_id, since=since, until=until, limit=limit, cursor=cursor))
+        return _page(raw, lambda e: _from_json(AuditEntry, e))
 
     async def get_tenant(self, tenant: str) -> Tenant:
         return _from_json(Tenant, await self.request("GET", _tenant_path(tenant),

@@ -228,6 +228,22 @@ class Tenant:
 
 
 @dataclass(frozen=True)
+class AuditEntry:
+    """One change in the audit log: `actor` is {type, id, via, key_id, session_id,
+    address}, `target` {type, id}, `changes` {field: {old, new}}."""
+
+    seq: int
+    timestamp: int
+    actor: dict[str, Any]
+    tenant_id: str | None
+    action: str
+    target: dict[str, Any]
+    changes: dict[str, Any]
+    hash: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
 class PortalLink:
     """A link that opens the console as one tenant's portal until `expires_timestamp`."""
 

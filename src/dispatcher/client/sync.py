@@ -10,6 +10,7 @@ from typing import Any
 from dispatcher.client.aio import Client
 from dispatcher.client.models import (
     Attempt,
+    AuditEntry,
     Callback,
     CallbackRequest,
     Delivery,
@@ -174,6 +175,10 @@ class SyncClient:
 
     def list_tenants(self, **filters: Any) -> Page[Tenant]:
         result: Page[Tenant] = self._run(self._client.list_tenants(**filters))
+        return result
+
+    def list_audit_log(self, **filters: Any) -> Page[AuditEntry]:
+        result: Page[AuditEntry] = self._run(self._client.list_audit_log(**filters))
         return result
 
     def get_tenant(self, tenant: str) -> Tenant:

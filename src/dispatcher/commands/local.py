@@ -19,11 +19,15 @@ from dispatcher.clock import SystemClock
 from dispatcher.commands.common import EXIT_BAD_INPUT, EXIT_FAILED, error_text, fail
 from dispatcher.config import Config
 from dispatcher.errors import DispatcherError
+from dispatcher.operations.scope import OPERATOR, Caller
 from dispatcher.operations.services import Services
 from dispatcher.retry import load_policies
 from dispatcher.secretbox import load_secret_box
 from dispatcher.store.database import database_url
 from dispatcher.store.migrate import migrate_dsn
+
+# The local commands' caller: an operator on this machine (the audit log's `cli:<user>`).
+LOCAL = Caller(OPERATOR, None, via="cli")
 
 P = ParamSpec("P")
 R = TypeVar("R")

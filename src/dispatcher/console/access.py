@@ -35,6 +35,7 @@ from dispatcher.operations.sessions import session_is_open
 from dispatcher.operations.tenants import find_tenant
 from dispatcher.web.context import CALLER, CLOCK, SECRET_BOX, TENANT, services
 from dispatcher.web.credentials import resolve_credential, tenant_by_ref
+from dispatcher.web.peers import request_address
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,15 @@ class Scope:
     gone: bool = False  # an operator session whose tenant was deleted since
     key_id: UUID | None = None  # the API key signed in with (None for a portal token)
 
-    def caller(self) -> ops_scope.Caller:
-        """The operations' view of this session."""
+    def caller(self, session_id: UUID | None = None,
+               address: str | None = None) -> ops_scope.Caller:
+        """The operations' view of this session (its id and the client's address go
+        into the audit log)."""
         operator = self.kind == "operator"
         scope = ops_scope.Scope(self.kind, None if operator else self.tenant_id, self.tenant,
                                 self.read_only, self.key_id)
-        return ops_scope.Caller(scope, self.tenant_id, via="console")
+        return ops_scope.Caller(scope, self.tenant_id, via="console", address=address,
+                                session_id=session_id)
 
 
 Resolver = Callable[[web.Request, str], Awaitable[Scope]]
@@ -134,7 +138,7 @@ def signed_in_page(*, write: bool = False, operator: bool = False) -> Callable[[
                 raise redirect
             session, scope = found
             request[SESSION], request[SCOPE], request[TENANT] = session, scope, scope.tenant_id
-            request[CALLER] = scope.caller()
+            request[CALLER] = scope.caller(session.id, request_address(request))
             if operator and scope.kind != "operator":
                 raise Forbidden("Only an operator key may open this page.")
             if scope.gone and not operator:

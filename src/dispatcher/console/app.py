@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from dispatcher.console import callbacks, endpoints, events, sandbox, signin, tenants
+from dispatcher.console import audit, callbacks, endpoints, events, sandbox, signin, tenants
 from dispatcher.console.access import RESOLVER, Page, resolve_api_key, signed_in_page
 from dispatcher.console.render import (
     CONSOLE_PREFIX,
@@ -44,6 +44,7 @@ PAGES: list[tuple[str, str, Page]] = [
     ("GET", "/console/callbacks", read(callbacks.callbacks_page)),
     ("GET", "/console/callbacks/{callback_id}", read(callbacks.callback_page)),
     ("POST", "/console/callbacks/{callback_id}/retry", write(callbacks.retry)),
+    ("GET", "/console/audit", read(audit.audit_page)),
     ("GET", "/console/tenants", operator(tenants.tenants_page)),
     ("POST", "/console/tenants/{tenant}/act", operator(tenants.act_for)),
     ("GET", "/console/sandbox", read(sandbox.sandbox_page)),

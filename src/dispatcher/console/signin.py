@@ -21,10 +21,10 @@ from dispatcher.console.session import (
     new_session,
     seal,
     set_cookie,
-    unseal,
 )
 from dispatcher.operations.sessions import end_session, open_session
 from dispatcher.web.context import CLOCK, CONFIG, SECRET_BOX, services
+from dispatcher.web.peers import request_address
 
 HOME = "/console/endpoints"
 LOGIN_FORM_SECONDS = 3600
@@ -66,7 +66,8 @@ async def login(request: web.Request) -> web.StreamResponse:
     scope = await request.app[RESOLVER](request, credential)
     hours = request.app[CONFIG].console.session_hours
     expires_at = request.app[CLOCK].now() + timedelta(hours=hours)
-    session_id = await open_session(services(request.app), scope.caller(), expires_at)
+    session_id = await open_session(services(request.app),
+                                    scope.caller(address=request_address(request)), expires_at)
     session = new_session(credential, session_id, expires_at)
     response = web.HTTPFound(_next_page(form.get("next")))
     set_cookie(request, response, SESSION_COOKIE, seal(request.app[SECRET_BOX], session),
@@ -94,11 +95,11 @@ async def logout(request: web.Request) -> web.StreamResponse:
     """Ends the session on the server (every process refuses its cookie from now on),
     then clears the cookie. A GET is enough: signing someone out is harmless, and the
     cookie is SameSite=Strict so another site cannot even do that."""
-    cookie = request.cookies.get(SESSION_COOKIE)
-    session = None if not cookie else unseal(request.app[SECRET_BOX], cookie,
-                                             request.app[CLOCK].now())
-    if session is not None:
-        await end_session(services(request.app), session.id)
+    found = await signed_in(request)  # None: not open any more, nothing to end
+    if found is not None:
+        session, scope = found
+        await end_session(services(request.app),
+                          scope.caller(session.id, request_address(request)), session.id)
     response = web.HTTPFound("/console/login")
     clear_cookie(response, SESSION_COOKIE)
     raise response

@@ -18,6 +18,7 @@ from dispatcher.clock import Clock
 from dispatcher.config import DeliveryConfig
 from dispatcher.engine.claims import LeasedRows
 from dispatcher.engine.pressure import EndpointPressure
+from dispatcher.store import audit
 from dispatcher.store import deliveries as queue
 from dispatcher.store.backpressure import apply_pressure
 from dispatcher.store.deliveries import Outcome
@@ -186,6 +187,8 @@ class OutcomeWriter:
                 changed |= await _disable_gone(conn, gone, now)
             for hook in self._hooks:
                 changed.update(await hook(conn, batch, now))
+            if changed:  # last: the audit log's lock is held until the commit
+                await _audit_state_changes(conn, changed, now)
         for endpoint_id in changed:
             self._endpoint_changed(endpoint_id)
 
@@ -226,6 +229,22 @@ WITH off AS (
 )
 SELECT id FROM off
 """
+
+
+_STATES = "SELECT id, tenant_id, state, state_reason FROM endpoints WHERE id = ANY($1::uuid[])"
+_BY = {"paused": ("endpoint.pause", audit.system("health", "engine")),
+       "disabled": ("endpoint.disable", audit.system("engine", "engine"))}
+
+
+async def _audit_state_changes(conn: Conn, endpoint_ids: set[UUID], now: datetime) -> None:
+    """One audit entry per endpoint this batch paused (a failure threshold crossed)
+    or disabled (410 Gone), by the system actor that did it."""
+    rows = await conn.fetch(_STATES, list(endpoint_ids))
+    for state, (action, actor) in _BY.items():
+        changes = [audit.Change(action, "endpoint", str(r["id"]), r["tenant_id"], {
+            "state": {"new": state}, "state_reason": {"new": r["state_reason"]}})
+            for r in rows if r["state"] == state]
+        await audit.append(conn, now, actor, changes)
 
 
 async def _disable_gone(conn: Conn, endpoint_ids: set[UUID], now: datetime) -> set[UUID]:

@@ -12,6 +12,7 @@ from uuid import UUID
 
 from dispatcher.errors import Conflict, NotFound, ValidationError
 from dispatcher.model import CallbackStatus
+from dispatcher.operations import audit
 from dispatcher.operations.fields import Fields
 from dispatcher.operations.pages import (
     Page,
@@ -203,3 +204,5 @@ async def retry_callback(svc: Services, caller: Caller, callback_id: UUID) -> No
         if refused is not None:  # its last attempt is still on the wire
             raise Conflict("the callback is being sent right now; try again shortly",
                            field="status", code="delivery_in_progress")
+        await audit.record(svc, conn, caller, "callback.retry", "callback", callback_id,
+                           {"status": {"old": str(found.status)}})

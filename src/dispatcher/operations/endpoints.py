@@ -14,6 +14,7 @@ from uuid import UUID
 
 from dispatcher.errors import NotFound, ValidationError
 from dispatcher.model import SIGNING_SCHEMES, EndpointKind, EndpointState
+from dispatcher.operations import audit
 from dispatcher.operations.event_types import unknown_type
 from dispatcher.operations.fields import Fields
 from dispatcher.operations.pages import (
@@ -33,7 +34,7 @@ from dispatcher.store import health
 from dispatcher.store.delivery_options import OPTION_KEYS, set_delivery_options
 from dispatcher.store.endpoints import Endpoint
 from dispatcher.store.event_types import known_tenant_types
-from dispatcher.store.health import EndpointHealth
+from dispatcher.store.health import EndpointHealth, StateChange
 from dispatcher.store.pool import Conn
 from dispatcher.store.secrets import set_endpoint_secret
 from dispatcher.store.tenants import count_under_tenant_lock
@@ -210,6 +211,9 @@ async def create_endpoint(svc: Services, caller: Caller, body: Any) -> Changed:
             await set_delivery_options(conn, svc.secret_box, tenant_id, endpoint_id, options,
                                        now)
         ep = await store.get_endpoint(conn, tenant_id, endpoint_id) or ep
+        await audit.record(svc, conn, caller, "endpoint.create", "endpoint", endpoint_id, {
+            **audit.created({**fields, **options}),
+            **({"secret": "created"} if ep.signing_scheme != COBO else {})})
     return Changed(ep, material)
 
 
@@ -262,21 +266,28 @@ async def update_endpoint(svc: Services, caller: Caller, endpoint_id: UUID,
             material = await _new_secret(svc, conn, tenant_id, endpoint_id, new_scheme)
         ep = await store.get_endpoint(conn, tenant_id, endpoint_id)
         assert ep is not None  # locked above
+        await audit.record(svc, conn, caller, "endpoint.update", "endpoint", endpoint_id, {
+            **{k: {"old": audit.safe_value(k, getattr(current, k)),
+                   "new": audit.safe_value(k, v)} for k, v in {**changes, **options}.items()},
+            **({"secret": "created"} if new_scheme not in (None, COBO) else {})})
     return Changed(ep, material)
 
 
 async def delete_endpoint(svc: Services, caller: Caller, endpoint_id: UUID) -> None:
     caller.may_write()
-    async with svc.pool.acquire() as conn:
-        deleted = await store.delete_endpoint(conn, caller.tenant, endpoint_id)
-    if not deleted:
-        raise endpoint_not_found(endpoint_id)
+    async with svc.pool.acquire() as conn, conn.transaction():
+        current = await store.get_endpoint(conn, caller.tenant, endpoint_id, for_update=True)
+        if current is None or not await store.delete_endpoint(conn, caller.tenant,
+                                                               endpoint_id):
+            raise endpoint_not_found(endpoint_id)
+        await audit.record(svc, conn, caller, "endpoint.delete", "endpoint", endpoint_id,
+                           audit.removed({"url": current.url, "kind": current.kind}))
 
 
 async def pause_endpoint(svc: Services, caller: Caller, endpoint_id: UUID) -> Endpoint:
     """Hold new and unfinished deliveries until resumed (409 if disabled or paused)."""
     return await _change_state(
-        svc, caller, endpoint_id,
+        svc, caller, endpoint_id, "endpoint.pause",
         lambda conn, now: health.pause_endpoint(conn, endpoint_id, MANUAL, now,
                                                 tenant_id=caller.tenant))
 
@@ -284,24 +295,31 @@ async def pause_endpoint(svc: Services, caller: Caller, endpoint_id: UUID) -> En
 async def resume_endpoint(svc: Services, caller: Caller, endpoint_id: UUID) -> Endpoint:
     """Make the endpoint active, reset its counters and re-send what it held."""
     return await _change_state(
-        svc, caller, endpoint_id,
+        svc, caller, endpoint_id, "endpoint.resume",
         lambda conn, now: health.resume_endpoint(conn, endpoint_id, now,
                                                  tenant_id=caller.tenant))
 
 
 async def _change_state(
-    svc: Services, caller: Caller, endpoint_id: UUID,
-    change: Callable[[Conn, datetime], Awaitable[object]],
+    svc: Services, caller: Caller, endpoint_id: UUID, action: str,
+    change: Callable[[Conn, datetime], Awaitable[StateChange]],
 ) -> Endpoint:
+    """Pause or resume, audited when it changed something (a resume always does: it
+    resets the failure counters)."""
     caller.may_write()
-    async with svc.pool.acquire() as conn:
+    async with svc.pool.acquire() as conn, conn.transaction():
+        before = await store.get_endpoint(conn, caller.tenant, endpoint_id)
         try:
-            await change(conn, svc.clock.now())
+            done = await change(conn, svc.clock.now())
         except NotFound as exc:
             raise endpoint_not_found(endpoint_id) from exc
         ep = await store.get_endpoint(conn, caller.tenant, endpoint_id)
-    if ep is None:
-        raise endpoint_not_found(endpoint_id)
+        if ep is None or before is None:
+            raise endpoint_not_found(endpoint_id)
+        if done.changed or action == "endpoint.resume":
+            await audit.record(svc, conn, caller, action, "endpoint", endpoint_id, {
+                **audit.diff({"state": str(before.state)}, {"state": str(ep.state)}),
+                "deliveries": done.deliveries})
     return ep
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from dispatcher.catalogue import MAX_DESCRIPTION, EventType, valid_name
 from dispatcher.errors import Conflict, NotFound, ValidationError
+from dispatcher.operations import audit
 from dispatcher.operations.fields import Fields, check_json_value
 from dispatcher.operations.pages import Page, PageQuery, as_name, cursor_part, cut, decode_cursor
 from dispatcher.operations.scope import Caller
@@ -90,8 +91,11 @@ async def create_event_type(svc: Services, caller: Caller, body: Any) -> EventTy
                 "(server.max_event_types_per_tenant)", code="event_type_limit_reached")
         created = await store.create_event_type(conn, caller.tenant, name, description,
                                                 sample, svc.clock.now())
-    if created is None:
-        raise Conflict(f"event type {name!r} already exists", field="name")
+        if created is None:
+            raise Conflict(f"event type {name!r} already exists", field="name")
+        await audit.record(svc, conn, caller, "event_type.create", "event_type", name,
+                           audit.created({"description": description,
+                                          "sample": sample is not None}))
     return created
 
 
@@ -99,10 +103,11 @@ async def delete_event_type(svc: Services, caller: Caller, name: str) -> None:
     caller.may_write()
     if not valid_name(name):
         raise _not_found(name)
-    async with svc.pool.acquire() as conn:
+    async with svc.pool.acquire() as conn, conn.transaction():
         deleted = await store.delete_event_type(conn, caller.tenant, name)
-    if deleted:
-        return
+        if deleted:
+            await audit.record(svc, conn, caller, "event_type.delete", "event_type", name)
+            return
     if name in svc.catalogue:
         raise Conflict(f"event type {name!r} is built in or configured; it cannot be deleted",
                        field="name")

@@ -11,6 +11,7 @@ from uuid import UUID
 
 from dispatcher.errors import Conflict, NotFound, ValidationError
 from dispatcher.model import DeliveryStatus
+from dispatcher.operations import audit
 from dispatcher.operations.fields import Fields, ms_to_datetime
 from dispatcher.operations.pages import (
     Page,
@@ -187,7 +188,7 @@ async def retry_event(svc: Services, caller: Caller, endpoint_id: UUID,
                       event_id: UUID) -> None:
     """One attempt now, for a Retrying or Failed event (409 otherwise)."""
     caller.may_write()
-    async with svc.pool.acquire() as conn:
+    async with svc.pool.acquire() as conn, conn.transaction():
         found = await _delivery(conn, caller.tenant, endpoint_id, event_id)
         if found.kind == "callback":
             raise _use_callback_retry()
@@ -195,6 +196,10 @@ async def retry_event(svc: Services, caller: Caller, endpoint_id: UUID,
             raise Conflict(f"only Retrying or Failed events can be retried; this one is "
                            f"{found.status.label}", field="status")
         refused = await retry_delivery(conn, endpoint_id, event_id, svc.clock.now())
+        if refused is None:
+            await audit.record(svc, conn, caller, "event.retry", "event", event_id, {
+                "endpoint_id": str(endpoint_id),
+                "status": {"old": found.status.label, "new": "Retrying"}})
     if refused is RetryRefused.ALREADY_SCHEDULED:
         raise Conflict("a retry of this event is already scheduled and has not been "
                        "attempted yet", field="status", code="retry_already_scheduled")
@@ -226,9 +231,13 @@ async def replay(svc: Services, caller: Caller, endpoint_id: UUID, body: Any) ->
     until = ms_to_datetime(f.data["until"], "until") if f.data.get("until") is not None else None
     if since and until and since > until:
         f.fail("since", "must not be after until")
-    async with svc.pool.acquire() as conn:
+    async with svc.pool.acquire() as conn, conn.transaction():
         await _known_endpoint(conn, caller.tenant, endpoint_id)
         if await lookup.endpoint_kind(conn, endpoint_id) == "callback":
             raise _use_callback_retry()
-        return await bulk_retry(conn, endpoint_id, statuses, since or _FAR_PAST,
-                                until or _FAR_FUTURE, svc.clock.now())
+        queued = await bulk_retry(conn, endpoint_id, statuses, since or _FAR_PAST,
+                                  until or _FAR_FUTURE, svc.clock.now())
+        await audit.record(svc, conn, caller, "endpoint.replay", "endpoint", endpoint_id, {
+            "status": [s.label for s in statuses], "since": f.data.get("since"),
+            "until": f.data.get("until"), "queued": queued})
+    return queued

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from dispatcher.errors import NotFound, ValidationError
+from dispatcher.operations import audit
 from dispatcher.operations.endpoints import check_endpoint_limit, check_event_types
 from dispatcher.operations.scope import Caller
 from dispatcher.operations.services import Services
@@ -63,6 +64,8 @@ async def open_listener(svc: Services, caller: Caller, event_types: list[str],
         await set_endpoint_secret(conn, svc.secret_box, endpoint_id, secret,
                                   tenant_id=tenant_id)
         await mark_listener(conn, endpoint_id, owner, now)
+        await audit.record(svc, conn, caller, "listener.open", "endpoint", endpoint_id,
+                           audit.created({"event_types": types, "forward_to": forward_to[:400]}))
     return Listener(endpoint_id, secret, types)
 
 
@@ -82,11 +85,14 @@ async def take_over(svc: Services, caller: Caller, given: str, owner: UUID) -> L
                            "period?)", field="endpoint_id")
         secret = await reveal_endpoint_secret(conn, svc.secret_box, endpoint_id,
                                               tenant_id=tenant_id)
+        await audit.record(svc, conn, caller, "listener.take_over", "endpoint", endpoint_id)
     return Listener(endpoint_id, secret, list(types))
 
 
-async def close_listener(svc: Services, endpoint_id: UUID, owner: UUID) -> None:
+async def close_listener(svc: Services, caller: Caller, endpoint_id: UUID,
+                         owner: UUID) -> None:
     """Delete the temporary endpoint with its pending deliveries (none is retried),
     unless another connection took it over."""
-    async with svc.pool.acquire() as conn:
-        await remove_listener(conn, endpoint_id, owner)
+    async with svc.pool.acquire() as conn, conn.transaction():
+        if await remove_listener(conn, endpoint_id, owner):
+            await audit.record(svc, conn, caller, "listener.close", "endpoint", endpoint_id)

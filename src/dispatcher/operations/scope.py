@@ -46,6 +46,8 @@ class Caller:
     scope: Scope
     tenant_id: UUID | None
     via: str = "api"
+    address: str | None = None  # the client's address, as web/peers.py believes it
+    session_id: UUID | None = None  # the console session asking
 
     @property
     def tenant(self) -> UUID:

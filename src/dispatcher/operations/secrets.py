@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from dispatcher.errors import Conflict, NotFound
+from dispatcher.operations import audit
 from dispatcher.operations.scope import Caller
 from dispatcher.operations.services import Services
 from dispatcher.secretbox import SecretBox
@@ -77,6 +78,8 @@ async def rotate_secret(svc: Services, caller: Caller, endpoint_id: UUID) -> Rot
         secret = await rotate_endpoint_secret(conn, box, endpoint_id, ep.signing_scheme, now,
                                               overlap, tenant_id=tenant_id)
         material = await secret_material(conn, box, tenant_id, ep.signing_scheme, secret)
+        await audit.record(svc, conn, caller, "endpoint.secret_rotate", "endpoint",
+                           endpoint_id, {"secret": "rotated", "overlap_seconds": overlap})
     return Rotated(material, now + timedelta(seconds=overlap) if had_secret else None)
 
 
@@ -84,14 +87,17 @@ async def reveal_secret(svc: Services, caller: Caller, endpoint_id: UUID) -> Sec
     caller.may_write()
     tenant_id = caller.tenant
     box = svc.secret_box
-    async with svc.pool.acquire() as conn:
+    async with svc.pool.acquire() as conn, conn.transaction():
         ep = await store.get_endpoint(conn, tenant_id, endpoint_id)
         if ep is None:
             raise _not_found(endpoint_id)
         secret = None
         if ep.signing_scheme != COBO:
             secret = await reveal_endpoint_secret(conn, box, endpoint_id, tenant_id=tenant_id)
-        return await secret_material(conn, box, tenant_id, ep.signing_scheme, secret)
+        material = await secret_material(conn, box, tenant_id, ep.signing_scheme, secret)
+        await audit.record(svc, conn, caller, "endpoint.secret_reveal", "endpoint",
+                           endpoint_id, {"secret": "revealed"})
+    return material
 
 
 async def signing_key(svc: Services, caller: Caller) -> SecretMaterial:

@@ -14,6 +14,7 @@ from uuid import UUID
 
 from dispatcher.errors import Conflict, Forbidden, NotFound, ValidationError
 from dispatcher.model import DEFAULT_TENANT
+from dispatcher.operations import audit
 from dispatcher.operations.fields import Fields
 from dispatcher.operations.pages import Page, PageQuery, as_name, cursor_part, cut, decode_cursor
 from dispatcher.operations.scope import Caller
@@ -22,7 +23,7 @@ from dispatcher.portal_tokens import KEY_PURPOSE, sign_portal_token
 from dispatcher.store import tenants as store
 from dispatcher.store.health import window_start
 from dispatcher.store.lookup import attempts_since
-from dispatcher.store.tenants import Tenant
+from dispatcher.store.tenants import SHOWN_PREFIX_LEN, Tenant
 
 NAME_RE = re.compile(r"[a-z0-9._-]{1,100}")
 MIN_EXPIRES_IN = 60
@@ -86,8 +87,12 @@ async def create_tenant(svc: Services, caller: Caller, body: Any) -> Tenant:
     f.reject_unknown(TENANT_FIELDS, TENANT_READ_ONLY)
     name = _name(f)
     metadata = f.obj("metadata", default={})
-    async with svc.pool.acquire() as conn:
-        return await store.create_tenant(conn, name, metadata, svc.clock.now())
+    async with svc.pool.acquire() as conn, conn.transaction():
+        tenant = await store.create_tenant(conn, name, metadata, svc.clock.now())
+        await audit.record(svc, conn, caller, "tenant.create", "tenant", tenant.id,
+                           audit.created({"name": name, "metadata": metadata}),
+                           tenant_id=tenant.id)
+    return tenant
 
 
 async def list_tenants(svc: Services, caller: Caller, page: PageQuery,
@@ -121,10 +126,15 @@ async def update_tenant(svc: Services, caller: Caller, ref: str, body: Any) -> T
         changes["metadata"] = f.obj("metadata")
     if not changes:
         return tenant
-    async with svc.pool.acquire() as conn:
+    async with svc.pool.acquire() as conn, conn.transaction():
         updated = await store.update_tenant(conn, tenant.id, changes, svc.clock.now())
-    if updated is None:
-        raise NotFound(f"tenant {tenant.name!r} not found", field="tenant")
+        if updated is None:
+            raise NotFound(f"tenant {tenant.name!r} not found", field="tenant")
+        changed = audit.diff({"name": tenant.name, "metadata": tenant.metadata},
+                             {"name": updated.name, "metadata": updated.metadata})
+        if changed:
+            await audit.record(svc, conn, caller, "tenant.update", "tenant", tenant.id,
+                               changed, tenant_id=tenant.id)
     return updated
 
 
@@ -134,10 +144,13 @@ async def delete_tenant(svc: Services, caller: Caller, ref: str, *, force: bool)
     tenant = await find_tenant(svc, caller, ref)
     if tenant.name == DEFAULT_TENANT:
         raise Conflict(_FALLBACK + "it cannot be deleted (empty it instead)", field="tenant")
-    async with svc.pool.acquire() as conn:
+    async with svc.pool.acquire() as conn, conn.transaction():
         deleted = await store.delete_tenant(conn, tenant.id, force=force)
-    if not deleted:
-        raise NotFound(f"tenant {tenant.name!r} not found", field="tenant")
+        if not deleted:
+            raise NotFound(f"tenant {tenant.name!r} not found", field="tenant")
+        await audit.record(svc, conn, caller, "tenant.delete", "tenant", tenant.id,
+                           {**audit.removed({"name": tenant.name}), "force": force},
+                           tenant_id=tenant.id)
 
 
 async def create_tenant_key(svc: Services, caller: Caller, ref: str, body: Any) -> NewKey:
@@ -145,8 +158,11 @@ async def create_tenant_key(svc: Services, caller: Caller, ref: str, body: Any) 
     f = Fields({} if body is None else body)
     f.reject_unknown(("name",))
     name = f.string("name", default="", max_len=100)
-    async with svc.pool.acquire() as conn:
+    async with svc.pool.acquire() as conn, conn.transaction():
         key, key_id = await store.create_tenant_key(conn, tenant.id, name)
+        await audit.record(svc, conn, caller, "key.create", "api_key", key_id, audit.created(
+            {"kind": "tenant", "name": name, "prefix": key[:SHOWN_PREFIX_LEN]}),
+            tenant_id=tenant.id)
     return NewKey(key, key_id, name, tenant)
 
 
@@ -184,6 +200,11 @@ async def create_portal_link(svc: Services, caller: Caller, tenant_id: UUID, bod
     expires_at = svc.clock.now() + timedelta(seconds=expires_in)
     token = sign_portal_token(svc.secret_box.derive_key(KEY_PURPOSE), tenant_id, expires_at,
                               read_only)
+    async with svc.pool.acquire() as conn, conn.transaction():
+        # The token itself is never logged: who made a link, for whom, until when.
+        await audit.record(svc, conn, caller, "portal_link.create", "tenant", tenant_id, {
+            "read_only": read_only, "expires_at": expires_at.replace(microsecond=0).isoformat()},
+            tenant_id=tenant_id)
     base = svc.config.server.public_url.rstrip("/") or base_url
     return PortalLink(f"{base}{PORTAL_PATH}{token}", token, tenant_id, read_only,
                       expires_at.replace(microsecond=0))

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from uuid import UUID
 
+from dispatcher.store import audit
 from dispatcher.store.pool import Conn
 
 _REDRIVE_DUE = """
@@ -94,9 +95,9 @@ async def expire_held(
     disabled (410) endpoint stay held until it is resumed or deleted."""
     cutoff = now - timedelta(seconds=hold_limit_seconds)
     expired: dict[UUID, int] = {}
-    paused = [r["id"] for r in await conn.fetch(
-        "SELECT id FROM endpoints WHERE state = 'paused' ORDER BY id")]
-    for endpoint_id in paused:
+    paused = [(r["id"], r["tenant_id"]) for r in await conn.fetch(
+        "SELECT id, tenant_id FROM endpoints WHERE state = 'paused' ORDER BY id")]
+    for endpoint_id, tenant_id in paused:
         while True:
             async with conn.transaction():
                 # FOR SHARE: a resume waits for this batch, and this batch for a resume.
@@ -106,7 +107,10 @@ async def expire_held(
                 if still is None:
                     break
                 status = await conn.execute(_EXPIRE, endpoint_id, now, cutoff, batch, reason)
-            count = int(status.split()[-1])
+                count = int(status.split()[-1])
+                await audit.append(conn, now, audit.system("expire_holds"), [audit.Change(
+                    "endpoint.holds_expire", "endpoint", str(endpoint_id), tenant_id,
+                    {"failed": count, "hold_limit_seconds": hold_limit_seconds})] if count else [])
             if count:
                 expired[endpoint_id] = expired.get(endpoint_id, 0) + count
             if count < batch:

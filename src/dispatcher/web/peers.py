@@ -5,8 +5,13 @@ proxy)."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
+
+from aiohttp import web
+
+from dispatcher.web.context import CONFIG
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -43,3 +48,14 @@ def client_address(peer: str | None, forwarded_for: str | None,
         if not is_trusted(hop):
             break
     return address
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
+    return parse_networks(cidrs)
+
+
+def request_address(request: web.Request) -> str:
+    """The address of the client making `request` (for the audit log)."""
+    trusted = _networks(tuple(request.app[CONFIG].server.trusted_proxies))
+    return client_address(request.remote, request.headers.get("X-Forwarded-For"), trusted)

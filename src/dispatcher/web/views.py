@@ -15,6 +15,7 @@ from dispatcher.operations.endpoints import Changed
 from dispatcher.operations.pages import Page
 from dispatcher.operations.secrets import Rotated, SecretMaterial
 from dispatcher.operations.tenants import PortalLink, TenantStats
+from dispatcher.store.audit import Entry
 from dispatcher.store.callbacks import CallbackView
 from dispatcher.store.endpoints import Endpoint
 from dispatcher.store.events import PublishedEvent
@@ -226,3 +227,17 @@ def stats_json(s: TenantStats) -> dict[str, Any]:
 def portal_link_json(link: PortalLink) -> dict[str, Any]:
     return {"url": link.url, "token": link.token, "tenant_id": str(link.tenant_id),
             "read_only": link.read_only, "expires_timestamp": to_ms(link.expires_at)}
+
+
+def audit_entry_json(e: Entry) -> dict[str, Any]:
+    a = e.actor
+    return {
+        "seq": e.seq, "timestamp": to_ms(e.at),
+        "actor": {"type": a.type, "id": a.id, "via": a.via,
+                  "key_id": None if a.key_id is None else str(a.key_id),
+                  "session_id": None if a.session_id is None else str(a.session_id),
+                  "address": a.address},
+        "tenant_id": None if e.tenant_id is None else str(e.tenant_id),
+        "action": e.action, "target": {"type": e.target_type, "id": e.target_id},
+        "changes": e.changes, "hash": e.hash.hex(),
+    }
