@@ -83,7 +83,7 @@ async def test_a_longer_audit_retention_keeps_entries_longer(
 def test_audit_retention_shorter_than_the_deliveries_is_refused(
     make_config: Callable[..., Config]
 ) -> None:
-    with pytest.raises(ConfigError, match="audit.retention_days"):
+    with pytest.raises(ConfigError, match=r"audit\.retention_days"):
         make_config(health__retention_days="30", audit__retention_days="7")
 
 
