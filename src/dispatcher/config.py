@@ -144,6 +144,12 @@ class ConsoleConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    per_tenant: bool = True  # dispatcher_tenant_attempts{tenant_id}: one series per tenant
+    per_endpoint: bool = False  # attempt durations by endpoint_id: one series per endpoint
+
+
+@dataclass(frozen=True)
 class AuditConfig:
     # Days an audit entry is kept; 0 follows health.retention_days. Never shorter.
     retention_days: int = 0
@@ -164,6 +170,7 @@ class Config:
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     retry_policies: dict[str, RetryPolicyConfig] = field(default_factory=dict)
     event_types: dict[str, dict[str, Any]] = field(default_factory=dict)
 

@@ -116,6 +116,8 @@ def effective_role(config: Config) -> Role:
 
 async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
+    metrics.configure(per_tenant=config.metrics.per_tenant,
+                      per_endpoint=config.metrics.per_endpoint)
     # A lease is not data: a claim lost in a crash only makes its rows due again,
     # which at-least-once allows, so claims and releases skip the WAL flush wait.
     # CLAIM_SETTINGS keeps the claim on its index whatever the statistics say.

@@ -32,9 +32,10 @@ DELIVERIES_FINISHED = Counter(
     "dispatcher_deliveries_finished", "Deliveries that reached a final status here",
     ["status"], registry=REGISTRY,
 )
+ATTEMPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 ATTEMPT_SECONDS = Histogram(
     "dispatcher_attempt_duration_seconds", "Duration of one delivery attempt",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30), registry=REGISTRY,
+    buckets=ATTEMPT_BUCKETS, registry=REGISTRY,
 )
 DELIVERIES_BY_STATUS = Gauge(
     "dispatcher_deliveries", "Deliveries in the database by status",
@@ -78,6 +79,61 @@ ENDPOINTS_THROTTLED = Gauge(
 ENDPOINT_PAUSES = Counter(
     "dispatcher_endpoint_pauses", "Endpoints paused by failure thresholds", registry=REGISTRY,
 )
+CERTIFICATE_EXPIRES_IN = Gauge(
+    "dispatcher_client_certificate_expires_in_seconds",
+    "Seconds until the soonest-expiring endpoint client certificate (mTLS) expires "
+    "(+Inf without any)", registry=REGISTRY, multiprocess_mode="mostrecent",
+)
+DELIVERIES_HELD = Gauge(
+    "dispatcher_deliveries_held", "Unfinished deliveries held by paused or disabled "
+    "endpoints", registry=REGISTRY, multiprocess_mode="mostrecent",
+)
+READY = Gauge(
+    "dispatcher_ready", "1 when this process's /readyz answers 200, else 0",
+    registry=REGISTRY, multiprocess_mode="mostrecent",
+)
+# Bounded by the number of tenants; off with metrics.per_tenant = false.
+TENANT_ATTEMPTS = Counter(
+    "dispatcher_tenant_attempts", "Delivery attempts by tenant and result (success, "
+    "failure)", ["tenant_id", "result"], registry=REGISTRY,
+)
+# One series per endpoint: only with metrics.per_endpoint = true.
+ENDPOINT_ATTEMPT_SECONDS = Histogram(
+    "dispatcher_endpoint_attempt_duration_seconds",
+    "Duration of one delivery attempt, by endpoint", ["endpoint_id"],
+    buckets=ATTEMPT_BUCKETS, registry=REGISTRY,
+)
+
+
+class _Labels:
+    """Which high-cardinality series this process records (`[metrics]`), and the
+    children already bound (a label lookup costs more than the observation)."""
+
+    per_tenant = True
+    per_endpoint = False
+    tenants: dict[tuple[object, bool], Counter] = {}
+    endpoints: dict[object, Histogram] = {}
+
+
+def configure(*, per_tenant: bool, per_endpoint: bool) -> None:
+    _Labels.per_tenant, _Labels.per_endpoint = per_tenant, per_endpoint
+
+
+def observe_attempt(tenant_id: object, endpoint_id: object, seconds: float,
+                    failed: bool) -> None:
+    """One attempt, in the labelled series `configure` turned on."""
+    if _Labels.per_tenant:
+        counter = _Labels.tenants.get((tenant_id, failed))
+        if counter is None:
+            counter = TENANT_ATTEMPTS.labels(str(tenant_id), "failure" if failed else "success")
+            _Labels.tenants[(tenant_id, failed)] = counter
+        counter.inc()
+    if _Labels.per_endpoint:
+        histogram = _Labels.endpoints.get(endpoint_id)
+        if histogram is None:
+            histogram = ENDPOINT_ATTEMPT_SECONDS.labels(str(endpoint_id))
+            _Labels.endpoints[endpoint_id] = histogram
+        histogram.observe(seconds)
 
 
 def set_gauges(gauges: Gauges) -> None:
@@ -92,6 +148,9 @@ def set_gauges(gauges: Gauges) -> None:
             gauges.endpoints_by_state.get(state.value, 0))
     for kind in ("rate_limited", "concurrency_reduced"):
         ENDPOINTS_THROTTLED.labels(kind=kind).set(gauges.endpoints_throttled.get(kind, 0))
+    DELIVERIES_HELD.set(gauges.held)
+    expires_in = gauges.certificate_expires_in
+    CERTIFICATE_EXPIRES_IN.set(float("inf") if expires_in is None else expires_in)
 
 
 def _all_workers() -> CollectorRegistry | None:

@@ -44,6 +44,13 @@ async def test_metrics_show_deliveries_queue_and_endpoints(api: Api, receiver: R
     assert re.search(r"^dispatcher_attempt_duration_seconds_bucket", reply.body, re.M)
     assert samples[("dispatcher_attempt_duration_seconds_count", ())] >= 1
     assert samples[("dispatcher_attempts_total", (("outcome", "http_status"),))] >= 1
+    assert samples[("dispatcher_deliveries_held", ())] >= 1  # the paused endpoint's
+    assert samples[("dispatcher_ready", ())] == 1
+    tenant_failures = [v for (name, labels), v in samples.items()
+                       if name == "dispatcher_tenant_attempts_total"
+                       and ("result", "failure") in labels]
+    assert tenant_failures and max(tenant_failures) >= 1
+    assert not any("endpoint_id" in dict(labels) for _, labels in samples)
 
 
 async def test_openapi_document_needs_no_key(api: Api) -> None:

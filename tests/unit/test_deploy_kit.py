@@ -5,6 +5,7 @@ passes `systemd-analyze verify` (when installed); nginx forwards what the daemon
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import subprocess
@@ -97,3 +98,65 @@ def test_the_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     done = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "dispatcher.service")],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+# --- dashboards and alert rules -------------------------------------------------------
+
+METRIC = re.compile(r"\bdispatcher_[a-z_]+\b")
+SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",),
+            "histogram": ("_bucket", "_sum", "_count", "_created")}
+
+
+def _exported() -> set[str]:
+    """Every sample name the daemon's registry can expose."""
+    from dispatcher.metrics import REGISTRY
+
+    return {family.name + suffix for family in REGISTRY.collect()
+            for suffix in SUFFIXES[family.type]}
+
+
+def _rules() -> list[dict[str, Any]]:
+    loaded = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    return [rule for group in loaded["groups"] for rule in group["rules"]]
+
+
+def _dashboard_exprs() -> list[str]:
+    dashboard = json.loads((DEPLOY / "grafana" / "dispatcher.json").read_text())
+    return [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+
+
+def test_every_metric_in_the_dashboard_and_the_rules_is_one_the_daemon_exports() -> None:
+    exported = _exported()
+    named = {name for expr in [*_dashboard_exprs(), *(r["expr"] for r in _rules())]
+             for name in METRIC.findall(expr)}
+    assert named, "no metric found: the pattern is wrong"
+    assert named - exported == set()
+    assert "dispatcher_queue_depth" in exported and "dispatcher_attempts_total" in exported
+
+
+def test_the_dashboard_covers_what_an_operator_watches() -> None:
+    exprs = " ".join(_dashboard_exprs())
+    for metric in ("dispatcher_attempts_total", "dispatcher_attempt_duration_seconds_bucket",
+                   "dispatcher_queue_depth", "dispatcher_oldest_due_age_seconds",
+                   "dispatcher_deliveries_held", "dispatcher_endpoints",
+                   "dispatcher_endpoints_throttled", "dispatcher_outcomes_unwritten",
+                   "dispatcher_tenant_attempts_total"):
+        assert re.search(rf"\b{metric}\b", exprs), metric
+    assert "histogram_quantile(0.99" in exprs
+
+
+def test_the_alert_rules_cover_the_failures_that_page_someone() -> None:
+    names = {r["alert"] for r in _rules()}
+    assert {"DispatcherOutcomeWriterStalled", "DispatcherQueueAgeRising",
+            "DispatcherManyEndpointsPaused", "DispatcherNotReady",
+            "DispatcherClientCertificateExpiring"} <= names
+    for rule in _rules():
+        assert rule["annotations"]["summary"], rule["alert"]
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None,
+                    reason="no promtool (Debian package prometheus)")
+def test_promtool_accepts_the_alert_rules() -> None:
+    done = subprocess.run(["promtool", "check", "rules", str(DEPLOY / "prometheus" / "alerts.yml")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr

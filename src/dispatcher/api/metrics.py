@@ -9,12 +9,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from dispatcher.api.spec import Route
-from dispatcher.metrics import render
+from dispatcher.metrics import READY, render
+from dispatcher.web.context import READINESS
 from dispatcher.web.gauges import refresh_gauges
 
 
 async def metrics(request: web.Request) -> web.Response:
     await refresh_gauges(request.app)
+    READY.set(0 if request.app[READINESS].problems() else 1)
     return web.Response(body=render(),
                         headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -215,6 +215,8 @@ class BatchRunner:
         ))
         _ATTEMPT_COUNTERS[result.failure].inc()
         metrics.ATTEMPT_SECONDS.observe(seconds)
+        metrics.observe_attempt(target.tenant_id, row.endpoint_id, seconds,
+                                result.failure is not None)
         if decision.status >= DeliveryStatus.SUCCESS:
             _FINISHED_COUNTERS[decision.status].inc()
         if result.failure:

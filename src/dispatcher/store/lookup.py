@@ -265,6 +265,9 @@ class Gauges:
     endpoints_by_state: dict[str, int]
     # Backpressure: endpoints in a rate-limit backoff, and below their max_in_flight.
     endpoints_throttled: dict[str, int] = field(default_factory=dict)
+    # Seconds until the soonest client certificate of an endpoint expires (None: none).
+    certificate_expires_in: float | None = None
+    held: int = 0  # unfinished deliveries held by a paused or disabled endpoint
 
 
 # One round trip. The two queue figures read only the partial due index; the
@@ -279,7 +282,10 @@ SELECT
   (SELECT coalesce(json_object_agg(state, n), '{}')
      FROM (SELECT state, count(*) AS n FROM endpoints GROUP BY state) s) AS by_state,
   (SELECT count(*) FROM endpoints WHERE rate_limited_until > $1) AS backing_off,
-  (SELECT count(*) FROM endpoints WHERE effective_max_in_flight IS NOT NULL) AS reduced
+  (SELECT count(*) FROM endpoints WHERE effective_max_in_flight IS NOT NULL) AS reduced,
+  (SELECT extract(epoch FROM min((tls->'client_certificate'->>'not_after')::timestamptz) - $1)
+     FROM endpoints WHERE tls IS NOT NULL) AS cert_expires_in,
+  (SELECT count(*) FROM deliveries WHERE status < 2 AND held_since IS NOT NULL) AS held
 """
 
 
@@ -296,7 +302,9 @@ async def read_gauges(conn: Conn, now: datetime, timeout_ms: int = 2000) -> Gaug
     return Gauges(by_status, int(row["depth"]), float(row["oldest"]),
                   {str(k): int(v) for k, v in row["by_state"].items()},
                   {"rate_limited": int(row["backing_off"]),
-                   "concurrency_reduced": int(row["reduced"])})
+                   "concurrency_reduced": int(row["reduced"])},
+                  None if row["cert_expires_in"] is None else float(row["cert_expires_in"]),
+                  int(row["held"]))
 
 
 async def attempts_since(conn: Conn, since: datetime) -> int:
