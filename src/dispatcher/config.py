@@ -144,6 +144,15 @@ class ConsoleConfig:
 
 
 @dataclass(frozen=True)
+class TelemetryConfig:
+    enabled: bool = False  # OpenTelemetry traces over OTLP/HTTP (pip install dispatcher[telemetry])
+    service_name: str = "dispatcher"  # OTEL_SERVICE_NAME wins
+    # OTLP/HTTP traces URL; empty: OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, else localhost:4318.
+    endpoint: str = ""
+    sample_ratio: float = 1.0  # of new traces (incoming sampled traces are kept)
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     per_tenant: bool = True  # dispatcher_tenant_attempts{tenant_id}: one series per tenant
     per_endpoint: bool = False  # attempt durations by endpoint_id: one series per endpoint
@@ -171,6 +180,7 @@ class Config:
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     retry_policies: dict[str, RetryPolicyConfig] = field(default_factory=dict)
     event_types: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -247,6 +257,9 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("callbacks", "max_deadline_seconds"): (lambda v: v >= 1, "must be >= 1"),
     ("callbacks", "expire_interval_seconds"): (lambda v: v > 0, "must be > 0"),
     ("audit", "retention_days"): (lambda v: v >= 0, "must be >= 0 (0 = health.retention_days)"),
+    ("telemetry", "sample_ratio"): (lambda v: 0 <= v <= 1, "must be between 0 and 1"),
+    ("telemetry", "endpoint"): (lambda v: v == "" or v.startswith(("http://", "https://")),
+                                "must be empty or an http(s) URL"),
     ("log", "level"): (
         lambda v: v.lower() in {"debug", "info", "warning", "error"},
         "must be one of debug, info, warning, error",

@@ -34,7 +34,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
-from dispatcher import metrics
+from dispatcher import metrics, telemetry
 from dispatcher.api.app import create_app
 from dispatcher.api.connections import ConnectionLimits, GuardedAppRunner
 from dispatcher.clock import Clock, SystemClock
@@ -81,7 +81,10 @@ def build_app(
     worker serves only /healthz, /readyz and /metrics), and the delivery engine with
     the maintenance jobs (role all/worker)."""
     role = role or effective_role(config)
+    tracing = telemetry.setup(config.telemetry, role)  # before the app: its middleware
     app = create_front_ends(config, dsn, clock, management=role != "worker")
+    if tracing is not None:
+        app.on_cleanup.append(_flush_spans)
     if role != "api":
         app[OWNER] = owner or uuid.uuid4()
         app.cleanup_ctx.append(_engine_ctx)
@@ -105,6 +108,10 @@ async def _transport_ctx(app: web.Application) -> AsyncIterator[None]:
     app[TRANSPORT] = Transport.from_config(app[CONFIG])
     yield
     await app[TRANSPORT].close()
+
+
+async def _flush_spans(app: web.Application) -> None:
+    await asyncio.to_thread(telemetry.shutdown)  # exports what is buffered
 
 
 def effective_role(config: Config) -> Role:

@@ -18,6 +18,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
+from dispatcher import telemetry
 from dispatcher.clock import Clock
 from dispatcher.config import DeliveryConfig
 from dispatcher.model import FailureReason
@@ -26,6 +27,7 @@ from dispatcher.signing import STANDARD_V1, make_signer
 from dispatcher.store.deliveries import ClaimedDelivery, Outcome, record_outcomes, release
 from dispatcher.store.listeners import claim_listener_due, remove_abandoned, still_listening
 from dispatcher.store.pool import Conn
+from dispatcher.telemetry import Attempt
 from dispatcher.transport.classify import failure_for_status
 
 log = structlog.get_logger(__name__)
@@ -112,6 +114,7 @@ class _Sent:
     started_at: datetime
     headers: dict[str, str]
     deadline: datetime
+    span: Attempt | None = None  # with tracing on
 
 
 class ListenSession:
@@ -160,25 +163,36 @@ class ListenSession:
                         return
                 rows = await claim_listener_due(conn, self.endpoint_id, self.owner, now,
                                                 lease, CLAIM_LIMIT)
+                traces = {} if telemetry.active() is None or not rows else {
+                    r["id"]: r["trace_context"] for r in await conn.fetch(
+                        "SELECT id, trace_context FROM events WHERE id = ANY($1::uuid[])",
+                        list({row.event_id for row in rows}))}
             for row in rows:
-                await self._send(row)
+                await self._send(row, traces.get(row.event_id))
             late = [s for s in self.sent.values() if s.deadline <= now]
             for s in late:
                 await self.record(s.row.id, None, None, None, self.timeout * 1000,
                                   FailureReason.TIMEOUT, "the listener did not answer in time")
             await asyncio.sleep(poll)
 
-    async def _send(self, row: ClaimedDelivery) -> None:
+    async def _send(self, row: ClaimedDelivery, trace_context: str | None = None) -> None:
         started = self.now()
         headers = {"Content-Type": "application/json",
                    **self.signer.sign(str(row.event_id), started, row.body)}
+        tracing, span = telemetry.active(), None
+        if tracing is not None:
+            span = tracing.start_attempt(
+                trace_context, attempt=row.attempts + 1, event_id=str(row.event_id),
+                endpoint_id=str(self.endpoint_id), delivery_id=row.id, tenant_id="",
+                created_at=row.created_at, now=started, propagate=True, kind="listen")
+            headers.update(span.headers)
         body = row.body.decode()
         try:
             event_type = json.loads(body).get("type")
         except (ValueError, AttributeError):
             event_type = None
         self.sent[row.id] = _Sent(row, started, headers, started + timedelta(
-            seconds=self.timeout + ANSWER_MARGIN_SECONDS))
+            seconds=self.timeout + ANSWER_MARGIN_SECONDS), span)
         await self.ws.send_json({"type": "delivery", "delivery_id": row.id,
                                  "event_id": str(row.event_id), "event_type": event_type,
                                  "attempt": row.attempts + 1, "headers": headers,
@@ -210,6 +224,12 @@ class ListenSession:
             error_detail=error)
         async with self.pool.acquire() as conn:
             await record_outcomes(conn, [outcome], self.owner, finished)
+        tracing = telemetry.active()
+        if tracing is not None and sent.span is not None:
+            tracing.end_attempt(sent.span, status=decision.status.label,
+                                failure=reason.value if reason else None,
+                                response_status=status, duration_ms=duration_ms,
+                                retries_left=decision.retries_left)
 
     async def give_back(self) -> None:
         """Deliveries sent but unanswered go back to the queue unattempted."""

@@ -27,6 +27,8 @@ FIELDS = {"id", "kind", "url", "description", "event_types", "signing_scheme", "
 FIELDS |= {"effective_max_in_flight", "rate_limited_until_timestamp"}
 # Delivery options, public views only.
 FIELDS |= {"headers", "auth", "tls"}
+# Tracing.
+FIELDS |= {"propagate_trace_context"}
 
 
 async def test_create_answers_the_endpoint_with_its_secret_once(api: Api) -> None:

@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from dispatcher import telemetry
 from dispatcher.api import health, metrics
 from dispatcher.api.authlimit import AuthFailures, auth_failure_limit
 from dispatcher.api.errors import json_errors, request_context
 from dispatcher.api.routes import add_api_routes
+from dispatcher.api.tracing import trace_requests
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.config import Config
 from dispatcher.readiness import Readiness
@@ -45,8 +47,10 @@ def create_app(
 ) -> web.Application:
     """`management=False`: only /healthz, /readyz and /metrics (a delivery-only worker).
     `middlewares` run after the JSON error handler (the console's error pages)."""
+    tracing = telemetry.active()
+    traced = [] if tracing is None else [trace_requests(tracing)]
     app = web.Application(
-        middlewares=[request_context, json_errors, *middlewares, auth_failure_limit(
+        middlewares=[*traced, request_context, json_errors, *middlewares, auth_failure_limit(
             AuthFailures(config.server.auth_failure_limit,
                          config.server.auth_failure_window_seconds),
             parse_networks(config.server.trusted_proxies))],

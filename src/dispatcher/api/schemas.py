@@ -62,6 +62,9 @@ ENDPOINT_FIELDS: dict[str, Schema] = {
     "pause_total_threshold": {"type": ["integer", "null"], "minimum": 1, "maximum": 10000000,
                               "description": "Pause after this many failures since the last "
                                              "resume; null: config health.total_threshold."},
+    "propagate_trace_context": {"type": "boolean", "default": True,
+                                "description": "With tracing on ([telemetry]), requests "
+                                "carry the attempt span's traceparent and tracestate."},
 }
 
 # Per-endpoint delivery options as they are sent (api/endpoints.py,

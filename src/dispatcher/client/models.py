@@ -64,6 +64,7 @@ class Endpoint:
     headers: dict[str, str] | None = None
     auth: dict[str, Any] | None = None
     tls: dict[str, Any] | None = None
+    propagate_trace_context: bool = True
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 

@@ -14,7 +14,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from dispatcher import metrics
+from dispatcher import metrics, telemetry
 from dispatcher.clock import Clock
 from dispatcher.config import Config
 from dispatcher.engine.claims import LeasedRows
@@ -155,13 +155,28 @@ class BatchRunner:
                 if until is not None:  # no attempt: due again when the backoff ends
                     self._writer.release_at(row.id, until)
                     return
+                tracing = telemetry.active()
+                span = None if tracing is None else tracing.start_attempt(
+                    row.trace_context, attempt=row.attempts + 1, event_id=str(row.event_id),
+                    endpoint_id=str(row.endpoint_id), delivery_id=row.id,
+                    tenant_id=str(current.tenant_id), created_at=row.created_at,
+                    now=self._clock.now(), propagate=current.propagate_trace,
+                    kind="callback" if current.callback else "webhook")
                 result = await send(self._transport, current, row, self._clock,
-                                    self._success, self._cfg.response_body_limit)
-            self._record(row, current, result)
+                                    self._success, self._cfg.response_body_limit,
+                                    None if span is None else span.headers)
+            status, retries_left = self._record(row, current, result)
+            if tracing is not None and span is not None:
+                tracing.end_attempt(span, status=status.label,
+                                    failure=result.failure.value if result.failure else None,
+                                    response_status=result.status,
+                                    duration_ms=result.duration_ms, retries_left=retries_left)
         finally:
             self._pressure.leave(row.endpoint_id)
 
-    def _record(self, row: ClaimedDelivery, target: EndpointTarget, result: Exchange) -> None:
+    def _record(self, row: ClaimedDelivery, target: EndpointTarget,
+                result: Exchange) -> tuple[DeliveryStatus, int]:
+        """Queue the outcome for the writer; the delivery's status and retries after it."""
         seconds = result.duration_ms / 1000
         self._pressure.observe(target.id, seconds)
         callback_decision = classify_answer(result) if target.callback else None
@@ -224,6 +239,7 @@ class BatchRunner:
                      endpoint_id=str(row.endpoint_id), attempt=row.attempts + 1,
                      reason=result.failure.value, status=result.status,
                      next_status=decision.status.label)
+        return decision.status, decision.retries_left
 
 
 def _header(headers: dict[str, str] | None, name: str) -> str | None:

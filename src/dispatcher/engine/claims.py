@@ -17,6 +17,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
+from dispatcher import telemetry
 from dispatcher.clock import Clock
 from dispatcher.config import DeliveryConfig
 from dispatcher.engine.deadlines import read_deadlines
@@ -161,7 +162,8 @@ class Claimer:
         async with self._lease_pool.acquire() as conn:
             rows = await queue.claim_due(conn, self._owner, limit, now, lease_until,
                                          self._skipped(), newest, since,
-                                         self._cfg.claim_max_bytes)
+                                         self._cfg.claim_max_bytes,
+                                         traced=telemetry.active() is not None)
             self._leased.add(r.id for r in rows)
             if rows:
                 self.heap.claimed(sum({r.event_id: len(r.body) for r in rows}.values()))

@@ -54,6 +54,7 @@ class EndpointTarget:
     cobo_url: str | None = None  # a cobo webhook endpoint: its URL goes into the body
     # Custom headers, receiver auth and client TLS, decrypted.
     options: EndpointOptions = NO_OPTIONS
+    propagate_trace: bool = True  # requests carry traceparent when tracing is on
 
 
 _LOAD = """
@@ -63,7 +64,7 @@ SELECT ep.id, ep.tenant_id, ep.version, ep.url, ep.state, ep.max_in_flight, ep.r
        ep.rate_limited_until, ep.concurrency_changed_at,
        least(coalesce(ep.effective_max_in_flight, ep.max_in_flight), ep.max_in_flight)
            AS effective_max_in_flight,
-       ep.kind, ep.headers, ep.auth_secret_enc, ep.tls_secret_enc
+       ep.kind, ep.headers, ep.auth_secret_enc, ep.tls_secret_enc, ep.propagate_trace_context
 FROM endpoints ep WHERE ep.id = ANY($1::uuid[])
 """
 
@@ -155,6 +156,7 @@ class EndpointCache:
                 cobo_url=r["url"] if r["signing_scheme"] == COBO and r["kind"] != "callback"
                 else None,
                 options=options,
+                propagate_trace=r["propagate_trace_context"],
             )
 
     async def _signer(self, conn: Conn, row: asyncpg.Record, now: datetime) -> Signer:

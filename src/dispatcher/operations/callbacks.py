@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from dispatcher import telemetry
 from dispatcher.errors import Conflict, NotFound, ValidationError
 from dispatcher.model import CallbackStatus
 from dispatcher.operations import audit
@@ -86,6 +87,13 @@ async def _target(conn: Conn, tenant_id: UUID, f: Fields) -> store.CallbackTarge
     return found[0]
 
 
+def _trace_context() -> str | None:
+    """The current span's context (the API request's), stored with the callback so
+    its attempts are spans of the caller's trace."""
+    tracing = telemetry.active()
+    return None if tracing is None else tracing.stored_context()
+
+
 async def create_callback(svc: Services, caller: Caller, body: Any,
                           key: str | None) -> Created:
     """Send `data` to the tenant's callback endpoint (the only active one unless
@@ -110,7 +118,8 @@ async def create_callback(svc: Services, caller: Caller, body: Any,
             new = store.NewCallback(
                 callback_id, tenant_id, target.id, type_, data,
                 store.callback_body(callback_id, type_, now, data, target.signing_scheme),
-                now + timedelta(seconds=deadline), key, policy.retries if policy else 0)
+                now + timedelta(seconds=deadline), key, policy.retries if policy else 0,
+                _trace_context())
             if not await store.create_callback(conn, new, now):
                 # Another request took the key between our read and write.
                 replayed = await _replay(conn, tenant_id, key, now, window)

@@ -43,7 +43,7 @@ from dispatcher.urlpolicy import validate_endpoint_url
 
 FIELDS = ("url", "description", "event_types", "signing_scheme", "retry_policy",
           "timeout_seconds", "max_in_flight", "metadata", "pause_window_threshold",
-          "pause_total_threshold", *OPTION_KEYS)
+          "pause_total_threshold", "propagate_trace_context", *OPTION_KEYS)
 CREATE_ONLY = ("kind",)
 READ_ONLY = ("id", "state", "state_reason", "state_changed_timestamp", "created_timestamp",
              "updated_timestamp", "secret", "public_key", "public_key_pem")
@@ -153,6 +153,11 @@ async def _validate(
     for key in ("pause_window_threshold", "pause_total_threshold"):
         if wanted(key):
             out[key] = f.optional_integer(key, lo=1, hi=MAX_THRESHOLD)
+    if wanted("propagate_trace_context"):
+        value = f.data.get("propagate_trace_context", True)
+        if not isinstance(value, bool):
+            f.fail("propagate_trace_context", "must be true or false")
+        out["propagate_trace_context"] = value
     return out
 
 

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+from dispatcher import telemetry
 from dispatcher.catalogue import valid_name
 from dispatcher.errors import Forbidden, ValidationError
 from dispatcher.operations.event_types import unknown_type
@@ -67,6 +68,19 @@ async def _check_types(
 async def _publish(
     svc: Services, caller: Caller, events: list[NewEvent], batch: bool
 ) -> list[PublishedEvent]:
+    tracing = telemetry.active()
+    if tracing is None:
+        return await _store(svc, caller, events, batch, None)
+    with tracing.span("publish", **{"dispatcher.tenant_id": str(caller.tenant),
+                                    "dispatcher.events": len(events)}) as span:
+        published = await _store(svc, caller, events, batch, tracing.stored_context())
+        if len(published) == 1:
+            span.set_attribute("dispatcher.event_id", str(published[0].id))
+        return published
+
+
+async def _store(svc: Services, caller: Caller, events: list[NewEvent], batch: bool,
+                 trace_context: str | None) -> list[PublishedEvent]:
     tenant_id = caller.tenant
     config = svc.config
     policies = svc.policies
@@ -81,6 +95,7 @@ async def _publish(
             # Always counted: endpoints can outnumber max_endpoints_per_tenant (a
             # limit lowered since they were made), so events x limit proves nothing.
             max_deliveries=config.server.max_deliveries_per_publish,
+            trace_context=trace_context,
         )
 
 

@@ -133,6 +133,7 @@ class NewCallback:
     deadline_at: datetime
     idempotency_key: str | None
     retries: int
+    trace_context: str | None = None  # the request's, when tracing is on
 
 
 @dataclass(frozen=True)
@@ -175,8 +176,8 @@ async def forget_key(conn: Conn, callback_id: UUID) -> None:
 
 _CREATE = """
 WITH ev AS (
-    INSERT INTO events (id, tenant_id, type, body, created_at, callback)
-    VALUES ($1, $2, $3, $4, $5, true)
+    INSERT INTO events (id, tenant_id, type, body, created_at, callback, trace_context)
+    VALUES ($1, $2, $3, $4, $5, true, $11)
 ), cb AS (
     INSERT INTO callbacks (id, tenant_id, endpoint_id, type, data, deadline_at, created_at,
                            idempotency_key)
@@ -201,6 +202,7 @@ async def create_callback(conn: Conn, new: NewCallback, now: datetime) -> bool:
     delivery_id = await conn.fetchval(
         _CREATE, new.id, new.tenant_id, new.type, new.body, now, new.endpoint_id,
         json.dumps(new.data), new.deadline_at, new.idempotency_key, new.retries,
+        new.trace_context,
     )
     if delivery_id is None:
         # The events row went in without its callback: take it out again.

@@ -41,6 +41,7 @@ class ClaimedDelivery:
     # one statement on the queue alone); None for events.
     deadline_at: datetime | None = None
     rate_limited_attempts: int = 0  # so far; see Outcome.rate_limited
+    trace_context: str | None = None  # the publish's, when tracing is on (telemetry.py)
 
 
 # Endpoints in a rate-limit backoff are read once per claim (a handful of rows from
@@ -121,6 +122,14 @@ RETURNING d.id, d.event_id, d.endpoint_id, d.attempts, d.retries_left, d.orderin
           (SELECT version FROM endpoints ep WHERE ep.id = d.endpoint_id) AS endpoint_version
 """
 
+# With tracing on: the publish's trace context too, read with the body (once per event).
+_CLAIM_TRACED = _CLAIM.replace(
+    "          (SELECT version FROM endpoints",
+    "          CASE WHEN d.id = s.carrier THEN (SELECT trace_context FROM events e\n"
+    "                                           WHERE e.id = d.event_id) END AS trace_context,\n"
+    "          (SELECT version FROM endpoints")
+assert _CLAIM_TRACED != _CLAIM
+
 # The bytes of distinct event bodies one claim takes at most (delivery.claim_max_bytes).
 DEFAULT_CLAIM_MAX_BYTES = 64 * 1024 * 1024
 
@@ -135,16 +144,21 @@ async def claim_due(
     newest: int = 0,
     newest_since: datetime | None = None,
     max_bytes: int = DEFAULT_CLAIM_MAX_BYTES,
+    traced: bool = False,
 ) -> list[ClaimedDelivery]:
     """Lease up to `limit` due deliveries: `newest` of them newest due first, the
     rest oldest due first; skipping rows other workers hold and endpoints this
     worker has no room for; and no more events than fit in `max_bytes` of bodies
     (the first one always). The deliveries of one event share one body object."""
     newest = min(newest, limit)
-    rows = await conn.fetch(_CLAIM, limit - newest, owner, now, lease_until,
-                            list(skip_endpoints), newest, newest_since or _EPOCH, max_bytes)
+    rows = await conn.fetch(_CLAIM_TRACED if traced else _CLAIM, limit - newest, owner, now,
+                            lease_until, list(skip_endpoints), newest, newest_since or _EPOCH,
+                            max_bytes)
     bodies: dict[UUID, bytes] = {r["event_id"]: r["body"] for r in rows
                                  if r["body"] is not None}
+    traces: dict[UUID, str] = {}
+    if traced:
+        traces = {r["event_id"]: r["trace_context"] for r in rows if r["trace_context"]}
     missing = {r["event_id"] for r in rows} - bodies.keys()
     if missing:  # not expected (one row of every event has it): read them once
         for r in await conn.fetch("SELECT id, body FROM events WHERE id = ANY($1::uuid[])",
@@ -154,7 +168,8 @@ async def claim_due(
         ClaimedDelivery(r["id"], r["event_id"], r["endpoint_id"], r["endpoint_version"],
                         r["attempts"], r["retries_left"], bodies[r["event_id"]],
                         r["ordering_key"], r["created_at"],
-                        rate_limited_attempts=r["rate_limited_attempts"])
+                        rate_limited_attempts=r["rate_limited_attempts"],
+                        trace_context=traces.get(r["event_id"]))
         for r in rows
     ]
 

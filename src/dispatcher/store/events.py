@@ -96,8 +96,8 @@ WITH planned AS (
     FROM unnest($1::uuid[], $4::text[]) AS e(tenant_id, type)
     JOIN endpoints ep ON {_SUBSCRIBED.format(e="e")}
 ), ev AS (
-    INSERT INTO events (id, tenant_id, type, body, created_at, idempotency_key)
-    SELECT e.id, e.tenant_id, e.type, e.body, $2, e.key
+    INSERT INTO events (id, tenant_id, type, body, created_at, idempotency_key, trace_context)
+    SELECT e.id, e.tenant_id, e.type, e.body, $2, e.key, __TRACE__::text
     FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::text[], $1::uuid[])
          AS e(id, type, body, key, tenant_id)
     WHERE $11::bigint IS NULL OR (SELECT ok FROM planned)
@@ -126,7 +126,7 @@ _INSERT = f"""{_EVENTS}, d AS (
     JOIN endpoints ep ON {_SUBSCRIBED.format(e="ev")}
     LEFT JOIN unnest($8::text[], $9::int[]) AS p(name, retries) ON p.name = ep.retry_policy
     RETURNING id, event_id, endpoint_id, status
-){_STORED}"""
+){_STORED}""".replace("__TRACE__", "$12")
 
 # With ordering keys ($12, one per event): a delivery waits ('infinity', key_waiting)
 # when an earlier delivery of its key to that endpoint is unfinished, or precedes it in
@@ -156,7 +156,7 @@ _INSERT_KEYED = f"""{_EVENTS}, fan AS (
       ON p.name = fan.retry_policy
     ORDER BY fan.n, fan.endpoint_id
     RETURNING id, event_id, endpoint_id, status
-){_STORED}"""
+){_STORED}""".replace("__TRACE__", "$13")
 
 
 _DELIVERIES_OF = """
@@ -168,7 +168,7 @@ ORDER BY id
 async def warm_publish(conn: Conn) -> None:
     """Run the publish statement once on a new connection: no events, nothing stored."""
     await conn.fetch(_INSERT, [], datetime(1970, 1, 1, tzinfo=UTC), [], [], [], [], 0, [], [], [],
-                     None)
+                     None, None)
 
 
 async def publish_events(
@@ -182,6 +182,7 @@ async def publish_events(
     default_retries: int = 0,
     exclude_endpoints: Sequence[UUID] = (),
     max_deliveries: int | None = None,
+    trace_context: str | None = None,
 ) -> list[PublishedEvent]:
     """Store `events` and their deliveries; returns one result per input, in order.
     Each event belongs to `tenant_id` unless it names its own (`NewEvent.tenant_id`)
@@ -189,14 +190,17 @@ async def publish_events(
     same tenant) within the window returns the original event.
     `exclude_endpoints` get no delivery even if subscribed (an endpoint is not told
     about its own failures: it is the one not listening). A publish that would make
-    more than `max_deliveries` deliveries stores nothing and raises PayloadTooLarge."""
+    more than `max_deliveries` deliveries stores nothing and raises PayloadTooLarge.
+    `trace_context` (a W3C traceparent, with tracing on) is stored with each event:
+    every attempt of its deliveries is a span of that trace."""
     keys = [ev.ordering_key for ev in events if ev.ordering_key is not None]
     # Ordering keys: serialize with other publishes and promotions of the keys.
     async with conn.transaction() if keys else contextlib.nullcontext():
         if keys:
             await lock_ordering_keys(conn, keys)
         return await _publish(conn, tenant_id, events, policies, now, idempotency_window,
-                              default_retries, exclude_endpoints, max_deliveries)
+                              default_retries, exclude_endpoints, max_deliveries,
+                              trace_context)
 
 
 async def _publish(
@@ -209,12 +213,13 @@ async def _publish(
     default_retries: int,
     exclude_endpoints: Sequence[UUID],
     max_deliveries: int | None,
+    trace_context: str | None,
 ) -> list[PublishedEvent]:
     if all(ev.idempotency_key is None for ev in events):
         # One statement: atomic by itself, no transaction round trips.
         fresh = [(i, ev, uuid.uuid4()) for i, ev in enumerate(events)]
         stored = await _insert(conn, tenant_id, fresh, policies, now, default_retries,
-                               exclude_endpoints, max_deliveries)
+                               exclude_endpoints, max_deliveries, trace_context)
         return _results(events, fresh, stored, {}, now, tenant_id)
     async with conn.transaction():
         originals = await _originals_by_key(conn, tenant_id, events, now, idempotency_window)
@@ -229,7 +234,7 @@ async def _publish(
             if key is not None:
                 first_of_key[key] = eid
         stored = await _insert(conn, tenant_id, fresh, policies, now, default_retries,
-                               exclude_endpoints, max_deliveries)
+                               exclude_endpoints, max_deliveries, trace_context)
         lost = [(i, ev, eid) for i, ev, eid in fresh if eid not in stored]
         if lost:  # a concurrent publish took the same key between our read and write
             originals.update(
@@ -282,6 +287,7 @@ async def _insert(
     default_retries: int,
     exclude_endpoints: Sequence[UUID],
     max_deliveries: int | None,
+    trace_context: str | None,
 ) -> dict[UUID, list[tuple[UUID, DeliveryStatus]]]:
     """Store the fresh events with their deliveries; returns, for each event stored,
     its deliveries in creation order."""
@@ -298,7 +304,7 @@ async def _insert(
             [event_body(eid, ev.type, now, ev.data) for _, ev, eid in fresh],
             [ev.idempotency_key for _, ev, _ in fresh], default_retries, names,
             [policies[n].retries for n in names], list(exclude_endpoints), max_deliveries,
-            *([keys] if keyed else []),
+            *([keys] if keyed else []), trace_context,
         )
     except asyncpg.RaiseError as exc:
         if max_deliveries is None or exc.args[:1] != ("delivery_limit_reached",):

@@ -80,6 +80,7 @@ def endpoint_json(ep: Endpoint) -> dict[str, Any]:
         "headers": {name: value for name, value in ep.headers},
         "auth": ep.auth,
         "tls": ep.tls,
+        "propagate_trace_context": ep.propagate_trace_context,
     }
 
 
