@@ -19,7 +19,7 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 COPY migrations ./migrations
 COPY config ./config
-RUN pip wheel --wheel-dir /wheels ".[fast]"
+RUN pip wheel --wheel-dir /wheels ".[fast,telemetry]"
 
 # --- runtime ----------------------------------------------------------------------------
 FROM python:${PYTHON_VERSION}-slim
@@ -41,7 +41,7 @@ RUN groupadd --system --gid 10001 dispatcher \
  && install -d -m 0700 -o dispatcher -g dispatcher /run/user/10001
 
 COPY --from=build /wheels /tmp/wheels
-RUN pip install --no-index --find-links=/tmp/wheels "dispatcher[fast]" \
+RUN pip install --no-index --find-links=/tmp/wheels "dispatcher[fast,telemetry]" \
  && rm -rf /tmp/wheels
 COPY config /etc/dispatcher
 

@@ -74,6 +74,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -196,10 +197,16 @@ def dispatcher_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "dispatcher"]
 
 
+# --telemetry RATIO: tracing on in every daemon, exporting to bench/otlp_sink.py.
+TELEMETRY_ENV: dict[str, str] = {}
+
+
 def base_env() -> dict[str, str]:
     """The caller's environment without any DISPATCHER_* setting (defaults only),
     plus what a receiver on 127.0.0.1:<port> over http needs."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DISPATCHER_", "OTEL_"))}
+    env.update(TELEMETRY_ENV)
     env.update({
         "DISPATCHER_URLS__ALLOW_PRIVATE_NETWORKS": "true",
         "DISPATCHER_URLS__ALLOW_HTTP": "true",
@@ -1194,6 +1201,9 @@ def parse_args() -> argparse.Namespace:
                          "scenarios given with --only)")
     ap.add_argument("--seed-rows", type=int, default=None,
                     help="finished rows seeded for (f) (default 1000000; --quick 20000)")
+    ap.add_argument("--telemetry", type=float, default=None, metavar="RATIO",
+                    help="tracing on ([telemetry] enabled, sample_ratio RATIO), spans "
+                         "exported to a local OTLP sink (bench/otlp_sink.py)")
     ap.add_argument("--keep-tmp", action="store_true",
                     help="keep the temporary directory (daemon logs, receiver log)")
     args = ap.parse_args()
@@ -1228,6 +1238,18 @@ def main() -> int:
     t0 = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="dispatcher-serve-bench-"))
     children = Children()
+    sink = None
+    if args.telemetry is not None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            sink_port = s.getsockname()[1]
+        sink = subprocess.Popen([sys.executable, str(Path(__file__).parent / "otlp_sink.py"),
+                                 str(sink_port)])
+        TELEMETRY_ENV.update({
+            "DISPATCHER_TELEMETRY__ENABLED": "true",
+            "DISPATCHER_TELEMETRY__SAMPLE_RATIO": str(args.telemetry),
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{sink_port}/v1/traces"})
+        note(f"tracing on, sampling {args.telemetry:.0%}, spans to 127.0.0.1:{sink_port}")
     doc: dict[str, Any] = {}
     try:
         doc = run(run_all(args, params, selected, args.scale_out, tmp, children))
@@ -1236,6 +1258,9 @@ def main() -> int:
         return 130
     finally:
         children.stop_all()
+        if sink is not None:
+            sink.terminate()
+            sink.wait(10)
         for d in tmp.iterdir() if tmp.exists() else []:
             if (d / "pg").is_dir():
                 stop_leftover_postgres(d)
