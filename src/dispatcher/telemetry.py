@@ -42,7 +42,7 @@ def _ns(when: datetime) -> int:
 class Attempt:
     """An attempt's span, and the headers that carry it to the receiver."""
 
-    span: Span
+    span: Span | None  # None: the publish was not sampled (nothing is recorded)
     headers: dict[str, str]
 
 
@@ -88,10 +88,11 @@ class Tracing:
 
     def stored_context(self) -> str | None:
         """The current span's context as stored with an event: the traceparent, then
-        the tracestate after a space (None when not sampled: nothing to continue)."""
+        the tracestate after a space. Kept when not sampled too: its attempts then
+        record nothing either (and cost next to nothing), as the sampler decided."""
         carrier = self.inject()
         parent = carrier.get(TRACEPARENT)
-        if parent is None or parent.endswith("-00"):
+        if parent is None:
             return None
         state = carrier.get(TRACESTATE)
         return parent if not state else f"{parent} {state}"
@@ -134,6 +135,11 @@ class Tracing:
         the first attempt's wait in the queue is a span of its own before it."""
         from opentelemetry.trace import SpanKind
 
+        if stored is not None and stored[:55].endswith("-00"):
+            # Not sampled at publish: no span; the receiver still gets the caller's
+            # (unsampled) context, as a proxy that does not record would pass it on.
+            parent_header = stored.partition(" ")[0]
+            return Attempt(None, {TRACEPARENT: parent_header} if propagate else {})
         parent = self._from_stored(stored)
         attributes: dict[str, Any] = {
             "dispatcher.event_id": event_id, "dispatcher.endpoint_id": endpoint_id,
@@ -162,6 +168,8 @@ class Tracing:
         from opentelemetry.trace import Status, StatusCode
 
         span = attempt.span
+        if span is None:
+            return
         span.set_attribute("dispatcher.status", status)
         span.set_attribute("dispatcher.duration_ms", round(duration_ms, 3))
         if response_status is not None:

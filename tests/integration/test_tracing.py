@@ -193,3 +193,30 @@ def test_with_tracing_off_opentelemetry_is_never_imported(tmp_path: Any) -> None
                                            "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+async def test_an_unsampled_caller_is_respected_and_records_nothing(
+    collector: Collector, daemon_factory: Callable[..., Any], db_url: str,
+    receiver: Receiver,
+) -> None:
+    daemon = await daemon_factory(DISPATCHER_TELEMETRY__ENABLED="true",
+                                  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=collector.url,
+                                  OTEL_BSP_SCHEDULE_DELAY="100", DISPATCHER_SERVER__WORKERS="1")
+    conn = await asyncpg.connect(db_url)
+    key = await create_api_key(conn, "unsampled")
+    await conn.close()
+    unsampled = f"00-{TRACE_ID}-{CALLER_SPAN}-00"
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
+        async with http.post(daemon.url + "/v1/endpoints", json={"url": receiver.url}) as r:
+            assert r.status == 201
+        async with http.post(daemon.url + "/v1/events", headers={"traceparent": unsampled},
+                             json={"type": "payment.order.updated", "data": {}}) as r:
+            assert r.status == 202
+        async with http.get(daemon.url + "/v1/endpoints") as r:  # sampled: a new trace
+            assert r.status == 200
+    [request] = await receiver.wait_for(1)
+    sent = request.headers["traceparent"]  # the caller's trace, still not sampled
+    assert sent.startswith(f"00-{TRACE_ID}-") and sent.endswith("-00")
+    await _until(lambda: any(s.name == "GET /v1/endpoints" for s in collector.spans))
+    await daemon.stop()
+    assert not [s for s in collector.spans if s.trace_id == TRACE_ID]
