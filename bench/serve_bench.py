@@ -197,7 +197,8 @@ def dispatcher_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "dispatcher"]
 
 
-# --telemetry RATIO: tracing on in every daemon, exporting to bench/otlp_sink.py.
+# --telemetry RATIO (tracing on in every daemon, exporting to bench/otlp_sink.py) and
+# --env NAME=VALUE: settings every daemon of the run gets.
 TELEMETRY_ENV: dict[str, str] = {}
 
 
@@ -1204,6 +1205,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--telemetry", type=float, default=None, metavar="RATIO",
                     help="tracing on ([telemetry] enabled, sample_ratio RATIO), spans "
                          "exported to a local OTLP sink (bench/otlp_sink.py)")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="a setting for every daemon of the run, e.g. "
+                         "DISPATCHER_METRICS__PER_TENANT=false (repeatable)")
     ap.add_argument("--keep-tmp", action="store_true",
                     help="keep the temporary directory (daemon logs, receiver log)")
     args = ap.parse_args()
@@ -1238,6 +1242,12 @@ def main() -> int:
     t0 = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="dispatcher-serve-bench-"))
     children = Children()
+    for setting in args.env:
+        name, sep, value = setting.partition("=")
+        if not sep or not name:
+            note(f"--env wants NAME=VALUE, got {setting!r}")
+            return 2
+        TELEMETRY_ENV[name] = value
     sink = None
     if args.telemetry is not None:
         with socket.socket() as s:

@@ -34,6 +34,14 @@ TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 
 
+def _sampled(stored: str) -> bool:
+    """The W3C `sampled` flag (bit 0 of trace-flags; bit 1 says the id is random)."""
+    try:
+        return bool(int(stored.partition(" ")[0].rsplit("-", 1)[1][:2], 16) & 1)
+    except (IndexError, ValueError):
+        return True  # let the propagator judge what it can parse
+
+
 def _ns(when: datetime) -> int:
     return int(when.timestamp() * 1_000_000_000)
 
@@ -135,7 +143,7 @@ class Tracing:
         the first attempt's wait in the queue is a span of its own before it."""
         from opentelemetry.trace import SpanKind
 
-        if stored is not None and stored[:55].endswith("-00"):
+        if stored is not None and not _sampled(stored):
             # Not sampled at publish: no span; the receiver still gets the caller's
             # (unsampled) context, as a proxy that does not record would pass it on.
             parent_header = stored.partition(" ")[0]
