@@ -28,7 +28,7 @@ FIELDS |= {"effective_max_in_flight", "rate_limited_until_timestamp"}
 # Delivery options, public views only.
 FIELDS |= {"headers", "auth", "tls"}
 # Tracing.
-FIELDS |= {"propagate_trace_context"}
+FIELDS |= {"propagate_trace_context", "channels"}
 
 
 async def test_create_answers_the_endpoint_with_its_secret_once(api: Api) -> None:

@@ -93,6 +93,9 @@ async def test_endpoint_commands(cli: Cli, api: Api, receiver: Receiver) -> None
     updated = ok_json(await cli("endpoints", "update", ep, "--max-in-flight", "7",
                                 "--event-type", "transaction", "--json"))
     assert updated["max_in_flight"] == 7 and updated["event_types"] == ["transaction"]
+    assert updated["propagate_trace_context"] is True
+    untraced = ok_json(await cli("endpoints", "update", ep, "--no-trace-context", "--json"))
+    assert untraced["propagate_trace_context"] is False
     assert ok_json(await cli("endpoints", "pause", ep, "--json"))["state"] == "paused"
     assert ok(await cli("endpoints", "resume", ep)).strip() == f"{ep} active"
     assert ok(await cli("endpoints", "secret", ep, "-q")).strip() == created["secret"]

@@ -62,6 +62,10 @@ ENDPOINT_FIELDS: dict[str, Schema] = {
     "pause_total_threshold": {"type": ["integer", "null"], "minimum": 1, "maximum": 10000000,
                               "description": "Pause after this many failures since the last "
                                              "resume; null: config health.total_threshold."},
+    "channels": {"type": ["array", "null"], "maxItems": 10,
+                 "items": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+                 "description": "Only events sharing one of these channels; empty or "
+                                "null: every event of its types."},
     "propagate_trace_context": {"type": "boolean", "default": True,
                                 "description": "With tracing on ([telemetry]), requests "
                                 "carry the attempt span's traceparent and tracestate."},
@@ -201,6 +205,10 @@ NEW_EVENT = obj({
     "ordering_key": {"type": ["string", "null"], "minLength": 1, "maxLength": 200,
                      "description": "Events with the same key reach each endpoint one at a "
                                     "time, in publish order."},
+    "channels": {"type": ["array", "null"], "maxItems": 10,
+                 "items": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+                 "description": "Reaches endpoints with one of these channels, and "
+                                "endpoints without channels."},
 }, required=["type", "data"], closed=True)
 
 PUBLISHED_EVENT = obj({

@@ -108,15 +108,20 @@ class Client:
 
     # events
 
-    async def publish(self, type: str, data: Any, *,
-                      idempotency_key: str | None = None) -> PublishedEvent:
+    async def publish(self, type: str, data: Any, *, idempotency_key: str | None = None,
+                      channels: Iterable[str] | None = None) -> PublishedEvent:
+        """`channels`: only endpoints with one of them (or with none) receive it."""
         key = idempotency_key or uuid.uuid4().hex
-        raw = await self.request("POST", "/v1/events", body={"type": type, "data": data},
+        body: dict[str, Any] = {"type": type, "data": data}
+        if channels is not None:
+            body["channels"] = list(channels)
+        raw = await self.request("POST", "/v1/events", body=body,
                                  headers={IDEMPOTENCY_HEADER: key}, repeatable=True)
         return PublishedEvent.from_json(raw)
 
     async def publish_batch(self, events: Iterable[Mapping[str, Any]]) -> list[PublishedEvent]:
-        """Events as {"type", "data"[, "idempotency_key"]}; each gets a key if it has none."""
+        """Events as {"type", "data"[, "idempotency_key", "channels", ...]}; each gets a
+        key if it has none."""
         body = [{**e, "idempotency_key": e.get("idempotency_key") or uuid.uuid4().hex}
                 for e in events]
         raw = await self.request("POST", "/v1/events/batch", body={"events": body},

@@ -65,6 +65,7 @@ class Endpoint:
     auth: dict[str, Any] | None = None
     tls: dict[str, Any] | None = None
     propagate_trace_context: bool = True
+    channels: list[str] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 

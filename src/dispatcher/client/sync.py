@@ -49,10 +49,11 @@ class SyncClient:
     def _run(self, coro: Any) -> Any:
         return self._runner.run(coro)
 
-    def publish(self, type: str, data: Any, *,
-                idempotency_key: str | None = None) -> PublishedEvent:
+    def publish(self, type: str, data: Any, *, idempotency_key: str | None = None,
+                channels: Iterable[str] | None = None) -> PublishedEvent:
         result: PublishedEvent = self._run(
-            self._client.publish(type, data, idempotency_key=idempotency_key))
+            self._client.publish(type, data, idempotency_key=idempotency_key,
+                                 channels=channels))
         return result
 
     def publish_batch(self, events: Iterable[Mapping[str, Any]]) -> list[PublishedEvent]:

@@ -55,6 +55,12 @@ def _settings(fn: Callable[P, R]) -> Callable[P, R]:
         click.option("--max-in-flight", type=click.IntRange(1, 1000), default=None,
                      help="Deliveries in flight at once (1-1000)."),
         click.option("--metadata", default=None, help="A JSON object, or @FILE."),
+        click.option("--channel", "channels", multiple=True,
+                     help="Receive only events of this channel (repeat; default: every "
+                          "event of its types)."),
+        click.option("--trace-context/--no-trace-context", "propagate_trace_context",
+                     default=None, help="Send traceparent/tracestate with each request "
+                                        "when tracing is on (default: yes)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -65,6 +71,8 @@ def _body(values: dict[str, Any]) -> dict[str, Any]:
     body = {k: v for k, v in values.items() if v not in (None, ())}
     if "event_types" in body:
         body["event_types"] = list(body["event_types"])
+    if "channels" in body:
+        body["channels"] = list(body["channels"])
     if "metadata" in body:
         body["metadata"] = parse_data(body["metadata"], "--metadata")
     return body

@@ -16,7 +16,7 @@ from dispatcher.errors import NotFound, ValidationError
 from dispatcher.model import SIGNING_SCHEMES, EndpointKind, EndpointState
 from dispatcher.operations import audit
 from dispatcher.operations.event_types import unknown_type
-from dispatcher.operations.fields import Fields
+from dispatcher.operations.fields import Fields, channel_list
 from dispatcher.operations.pages import (
     Page,
     PageQuery,
@@ -43,7 +43,7 @@ from dispatcher.urlpolicy import validate_endpoint_url
 
 FIELDS = ("url", "description", "event_types", "signing_scheme", "retry_policy",
           "timeout_seconds", "max_in_flight", "metadata", "pause_window_threshold",
-          "pause_total_threshold", "propagate_trace_context", *OPTION_KEYS)
+          "pause_total_threshold", "propagate_trace_context", "channels", *OPTION_KEYS)
 CREATE_ONLY = ("kind",)
 READ_ONLY = ("id", "state", "state_reason", "state_changed_timestamp", "created_timestamp",
              "updated_timestamp", "secret", "public_key", "public_key_pem")
@@ -158,6 +158,10 @@ async def _validate(
         if not isinstance(value, bool):
             f.fail("propagate_trace_context", "must be true or false")
         out["propagate_trace_context"] = value
+    if callback and f.has("channels"):
+        f.fail("channels", "is not accepted for a callback endpoint")
+    if wanted("channels") and not callback:
+        out["channels"] = channel_list(f)
     return out
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
@@ -149,3 +150,23 @@ class Fields:
         if len(json.dumps(value)) > max_bytes:
             self.fail(key, f"must be at most {max_bytes} bytes as JSON")
         return dict(check_json_value(value, self.name(key)))
+
+
+# Channels (Svix's semantics): an endpoint with channels receives only events that
+# share one; an endpoint without any receives every event of its types.
+MAX_CHANNELS = 10
+CHANNEL_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def channel_list(f: Fields, key: str = "channels") -> list[str]:
+    """Up to MAX_CHANNELS names of 1-128 letters, digits or . _ : -, without repeats
+    (null or absent: none)."""
+    value = f.data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_CHANNELS:
+        f.fail(key, f"must be a list of at most {MAX_CHANNELS} channel names")
+    for i, name in enumerate(value):
+        if not isinstance(name, str) or not CHANNEL_RE.fullmatch(name):
+            f.fail(f"{key}[{i}]", "must be 1-128 letters, digits or . _ : -")
+    return list(dict.fromkeys(value))

@@ -14,7 +14,7 @@ from dispatcher import telemetry
 from dispatcher.catalogue import valid_name
 from dispatcher.errors import Forbidden, ValidationError
 from dispatcher.operations.event_types import unknown_type
-from dispatcher.operations.fields import Fields, check_text
+from dispatcher.operations.fields import Fields, channel_list, check_text
 from dispatcher.operations.scope import Caller
 from dispatcher.operations.services import Services
 from dispatcher.store.event_types import known_tenant_types
@@ -36,8 +36,9 @@ def idempotency_key(value: Any, field: str) -> str | None:
 
 
 def _new_event(f: Fields, key: str | None, *, batch: bool = False) -> NewEvent:
-    f.reject_unknown(("type", "data", "idempotency_key", "ordering_key", "tenant") if batch
-                     else ("type", "data", "idempotency_key", "ordering_key"))
+    f.reject_unknown(("type", "data", "idempotency_key", "ordering_key", "channels", "tenant")
+                     if batch else ("type", "data", "idempotency_key", "ordering_key",
+                                    "channels"))
     type_ = f.string("type", max_len=100, min_len=1)
     if not valid_name(type_):
         f.fail("type", f"is not a known event type: {type_!r}")
@@ -48,7 +49,8 @@ def _new_event(f: Fields, key: str | None, *, batch: bool = False) -> NewEvent:
     ordering_key = None
     if f.data.get("ordering_key") is not None:
         ordering_key = f.string("ordering_key", max_len=MAX_ORDERING_KEY, min_len=1)
-    return NewEvent(type_, f.data["data"], key, ordering_key)
+    return NewEvent(type_, f.data["data"], key, ordering_key,
+                    channels=tuple(channel_list(f)))
 
 
 async def _check_types(

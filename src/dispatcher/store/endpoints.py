@@ -18,14 +18,14 @@ from dispatcher.store.pool import Conn
 # Columns a tenant may change with an update.
 UPDATABLE = ("url", "description", "event_types", "signing_scheme", "retry_policy",
              "timeout_seconds", "max_in_flight", "metadata", "pause_window_threshold",
-             "pause_total_threshold", "propagate_trace_context")
+             "pause_total_threshold", "propagate_trace_context", "channels")
 
 _COLUMNS = """id, tenant_id, url, description, event_types, signing_scheme, retry_policy,
     timeout_seconds, max_in_flight, metadata, pause_window_threshold, pause_total_threshold,
     state, state_reason, state_changed_at, version, created_at, updated_at,
     effective_max_in_flight, CASE WHEN rate_limited_until > now() THEN rate_limited_until
                                   END AS rate_limited_until, kind,
-    headers, auth, tls, propagate_trace_context"""
+    headers, auth, tls, propagate_trace_context, channels"""
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class Endpoint:
     auth: dict[str, Any] | None = None
     tls: dict[str, Any] | None = None
     propagate_trace_context: bool = True  # traceparent on its requests (tracing on)
+    channels: list[str] = field(default_factory=list)  # empty: every event of its types
 
 
 def _endpoint(row: asyncpg.Record) -> Endpoint:
@@ -72,14 +73,16 @@ async def create_endpoint(
         f"""INSERT INTO endpoints (id, tenant_id, url, description, event_types, signing_scheme,
                                   retry_policy, timeout_seconds, max_in_flight, metadata,
                                   pause_window_threshold, pause_total_threshold,
-                                  created_at, updated_at, kind, propagate_trace_context)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15)
+                                  created_at, updated_at, kind, propagate_trace_context,
+                                  channels)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15,
+                    $16)
             RETURNING {_COLUMNS}""",
         endpoint_id, tenant_id, fields["url"], fields["description"], fields["event_types"],
         fields["signing_scheme"], fields["retry_policy"], fields["timeout_seconds"],
         fields["max_in_flight"], fields["metadata"], fields["pause_window_threshold"],
         fields["pause_total_threshold"], now, fields.get("kind", "webhook"),
-        fields.get("propagate_trace_context", True),
+        fields.get("propagate_trace_context", True), fields.get("channels", []),
     )
     assert row is not None
     return _endpoint(row)

@@ -33,6 +33,7 @@ class NewEvent:
     idempotency_key: str | None = None
     ordering_key: str | None = None
     tenant_id: UUID | None = None  # another tenant than the publish call's (operator batches)
+    channels: tuple[str, ...] = ()  # only endpoints with one of them, or with none, get it
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ _FORGET_KEYS = "UPDATE events SET idempotency_key = NULL WHERE id = ANY($1::uuid
 # '*', and not excluded ($10). Every statement that fans out uses this one rule.
 _SUBSCRIBED = """ep.tenant_id = {e}.tenant_id
                  AND (ep.event_types @> '{{*}}' OR {e}.type = ANY(ep.event_types))
+                 AND (cardinality(ep.channels) = 0 OR ep.channels && {e}.channels)
                  AND ep.id <> ALL($10::uuid[])"""
 
 # Both publish statements start the same way. `planned` counts the deliveries the
@@ -93,16 +95,21 @@ _SUBSCRIBED = """ep.tenant_id = {e}.tenant_id
 _EVENTS = f"""
 WITH planned AS (
     SELECT dispatcher_delivery_limit(count(*), $11) AS ok
-    FROM unnest($1::uuid[], $4::text[]) AS e(tenant_id, type)
+    FROM (SELECT u.tenant_id, u.type, string_to_array(u.ch, ',') AS channels
+          FROM unnest($1::uuid[], $4::text[], __CHANNELS__::text[]) AS u(tenant_id, type, ch)
+         ) e
     JOIN endpoints ep ON {_SUBSCRIBED.format(e="e")}
 ), ev AS (
-    INSERT INTO events (id, tenant_id, type, body, created_at, idempotency_key, trace_context)
-    SELECT e.id, e.tenant_id, e.type, e.body, $2, e.key, __TRACE__::text
-    FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::text[], $1::uuid[])
-         AS e(id, type, body, key, tenant_id)
+    INSERT INTO events (id, tenant_id, type, body, created_at, idempotency_key, trace_context,
+                        channels)
+    SELECT e.id, e.tenant_id, e.type, e.body, $2, e.key, __TRACE__::text,
+           string_to_array(e.ch, ',')
+    FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::text[], $1::uuid[],
+                __CHANNELS__::text[])
+         AS e(id, type, body, key, tenant_id, ch)
     WHERE $11::bigint IS NULL OR (SELECT ok FROM planned)
     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id, type, tenant_id
+    RETURNING id, type, tenant_id, channels
 )"""
 
 # The answer: the events stored, then their deliveries (`seq` orders them).
@@ -126,7 +133,7 @@ _INSERT = f"""{_EVENTS}, d AS (
     JOIN endpoints ep ON {_SUBSCRIBED.format(e="ev")}
     LEFT JOIN unnest($8::text[], $9::int[]) AS p(name, retries) ON p.name = ep.retry_policy
     RETURNING id, event_id, endpoint_id, status
-){_STORED}""".replace("__TRACE__", "$12")
+){_STORED}""".replace("__TRACE__", "$12").replace("__CHANNELS__", "$13")
 
 # With ordering keys ($12, one per event): a delivery waits ('infinity', key_waiting)
 # when an earlier delivery of its key to that endpoint is unfinished, or precedes it in
@@ -156,7 +163,7 @@ _INSERT_KEYED = f"""{_EVENTS}, fan AS (
       ON p.name = fan.retry_policy
     ORDER BY fan.n, fan.endpoint_id
     RETURNING id, event_id, endpoint_id, status
-){_STORED}""".replace("__TRACE__", "$13")
+){_STORED}""".replace("__TRACE__", "$13").replace("__CHANNELS__", "$14")
 
 
 _DELIVERIES_OF = """
@@ -168,7 +175,7 @@ ORDER BY id
 async def warm_publish(conn: Conn) -> None:
     """Run the publish statement once on a new connection: no events, nothing stored."""
     await conn.fetch(_INSERT, [], datetime(1970, 1, 1, tzinfo=UTC), [], [], [], [], 0, [], [], [],
-                     None, None)
+                     None, None, [])
 
 
 async def publish_events(
@@ -305,6 +312,7 @@ async def _insert(
             [ev.idempotency_key for _, ev, _ in fresh], default_retries, names,
             [policies[n].retries for n in names], list(exclude_endpoints), max_deliveries,
             *([keys] if keyed else []), trace_context,
+            [",".join(ev.channels) if ev.channels else None for _, ev, _ in fresh],
         )
     except asyncpg.RaiseError as exc:
         if max_deliveries is None or exc.args[:1] != ("delivery_limit_reached",):

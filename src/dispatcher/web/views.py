@@ -81,6 +81,7 @@ def endpoint_json(ep: Endpoint) -> dict[str, Any]:
         "auth": ep.auth,
         "tls": ep.tls,
         "propagate_trace_context": ep.propagate_trace_context,
+        "channels": list(ep.channels),
     }
 
 
