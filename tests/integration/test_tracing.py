@@ -220,3 +220,35 @@ async def test_an_unsampled_caller_is_respected_and_records_nothing(
     await _until(lambda: any(s.name == "GET /v1/endpoints" for s in collector.spans))
     await daemon.stop()
     assert not [s for s in collector.spans if s.trace_id == TRACE_ID]
+
+
+async def test_a_callback_attempt_is_a_span_of_the_request_that_asked(
+    collector: Collector, daemon_factory: Callable[..., Any], db_url: str,
+    receiver: Receiver,
+) -> None:
+    receiver.reply_with(then=Reply(200, body=b"ok"))
+    daemon = await daemon_factory(DISPATCHER_TELEMETRY__ENABLED="true",
+                                  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=collector.url,
+                                  OTEL_BSP_SCHEDULE_DELAY="100", DISPATCHER_SERVER__WORKERS="1")
+    conn = await asyncpg.connect(db_url)
+    key = await create_api_key(conn, "callbacks")
+    await conn.close()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
+        async with http.post(daemon.url + "/v1/endpoints",
+                             json={"url": receiver.url, "kind": "callback"}) as r:
+            assert r.status == 201
+        async with http.post(daemon.url + "/v1/callbacks",
+                             headers={"traceparent": f"00-{TRACE_ID}-{CALLER_SPAN}-01"},
+                             json={"type": "withdrawal.approve", "data": {"amount": "10"}}) as r:
+            assert r.status == 202, await r.text()
+    [request] = await receiver.wait_for(1)
+
+    def attempt() -> Span | None:
+        return next((s for s in collector.spans if s.name == "callback attempt"), None)
+
+    span = await _until(attempt)
+    asked = next(s for s in collector.spans if s.name == "POST /v1/callbacks")
+    assert span.trace_id == TRACE_ID and span.parent == asked.span_id
+    assert asked.parent == CALLER_SPAN
+    assert span.attributes["dispatcher.kind"] == "callback"
+    assert request.headers["traceparent"] == f"00-{TRACE_ID}-{span.span_id}-01"
