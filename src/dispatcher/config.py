@@ -141,6 +141,8 @@ class ConsoleConfig:
     session_hours: float = 12.0
     # A `dispatcher sandbox capture` receiver whose requests the sandbox page shows.
     sandbox_capture_url: str = ""
+    # Origins that may show the console (the portal) in an iframe; empty: none may.
+    frame_ancestors: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,11 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("console", "accent_color"): (
         lambda v: re.fullmatch(r"#[0-9a-fA-F]{3}|#[0-9a-fA-F]{6}", v) is not None,
         "must be a colour as #rgb or #rrggbb",
+    ),
+    ("console", "frame_ancestors"): (
+        lambda v: all(re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", o) for o in v),
+        "must be a list of origins such as https://dashboard.example.com (scheme, host, "
+        "optional port; no path)",
     ),
     ("console", "session_hours"): (lambda v: 0 < v <= 720, "must be between 0 and 720"),
     ("console", "sandbox_capture_url"): (

@@ -20,13 +20,24 @@ from dispatcher.web.context import CONFIG
 CONSOLE_PREFIX = "/console/"
 # No inline script or style anywhere: scripts and styles come only from /console/static.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https:; "
-       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+       "connect-src 'self'; form-action 'self'; frame-ancestors {ancestors}; "
+       "base-uri 'none'")
 SECURITY_HEADERS = {
-    "Content-Security-Policy": CSP,
+    "Content-Security-Policy": CSP.format(ancestors="'none'"),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
+
+
+def security_headers_for(frame_ancestors: list[str]) -> dict[str, str]:
+    """The console's headers; with `[console] frame_ancestors`, those origins may embed
+    it (CSP frame-ancestors; X-Frame-Options, which cannot name origins, is left out)."""
+    if not frame_ancestors:
+        return SECURITY_HEADERS
+    headers = {k: v for k, v in SECURITY_HEADERS.items() if k != "X-Frame-Options"}
+    headers["Content-Security-Policy"] = CSP.format(ancestors=" ".join(frame_ancestors))
+    return headers
 
 
 def ms_time(value: int | None) -> str:
@@ -114,6 +125,6 @@ def error_page(request: web.Request, status: int, message: str) -> web.Response:
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: every console answer carries the CSP and is not cached."""
     if request.path.startswith(CONSOLE_PREFIX) or request.path == CONSOLE_PREFIX.rstrip("/"):
-        response.headers.update(SECURITY_HEADERS)
+        response.headers.update(security_headers_for(request.app[CONFIG].console.frame_ancestors))
         if not request.path.startswith(CONSOLE_PREFIX + "static/"):
             response.headers["Cache-Control"] = "no-store"

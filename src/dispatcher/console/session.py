@@ -92,7 +92,14 @@ def served_over_https(request: web.Request) -> bool:
 
 def set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str,
                max_age: int | None) -> None:
-    """HttpOnly, SameSite=Strict, limited to /console/, Secure when served over https."""
+    """HttpOnly, SameSite=Strict, limited to /console/, Secure when served over https.
+    With `[console] frame_ancestors` set the console may be embedded in another site,
+    where a Strict cookie is never sent: then SameSite=None, which browsers accept
+    only with Secure (embedding needs https; the CSRF token still guards every POST)."""
+    if request.app[CONFIG].console.frame_ancestors:
+        response.set_cookie(name, value, path=COOKIE_PATH, httponly=True, samesite="None",
+                            secure=True, max_age=max_age)
+        return
     response.set_cookie(name, value, path=COOKIE_PATH, httponly=True, samesite="Strict",
                         secure=served_over_https(request), max_age=max_age)
 
