@@ -117,6 +117,8 @@ async def test_endpoint_commands(cli: Cli, api: Api, receiver: Receiver) -> None
     statuses = [2, 3, 2, 2, 4, 2, 1]
     messages = [failed(r, status) for r, status in zip(results, statuses, strict=True)]
     assert "url" in messages[0] and "cannot reach" in messages[-1]
+    assert "nothing is listening on 127.0.0.1:" in messages[-1]
+    assert "make run" in results[-1].stderr and "ClientConnectorError" not in results[-1].stderr
     assert len(ok_json(await cli("endpoints", "list", "--json"))["data"]) == 2
 
 

@@ -42,6 +42,16 @@ from dispatcher.client.models import (
 )
 
 
+def _why_unreachable(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return f"nothing is listening on {exc.host}:{exc.port}"
+        return exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    return f"{type(exc).__name__} {exc}".rstrip()
+
+
 class Client:
     """`async with Client("http://127.0.0.1:8080", api_key) as api: await api.publish(...)`.
     `tenant` (operator keys) acts for that tenant (header Dispatcher-Tenant)."""
@@ -103,7 +113,7 @@ class Client:
                     await asyncio.sleep(delays[n])
                     continue
                 raise ApiError(0, UNREACHABLE, f"cannot reach {self.url}: "
-                               f"{type(exc).__name__} {exc}".rstrip()) from exc
+                               f"{_why_unreachable(exc)}") from exc
         raise AssertionError("unreachable")
 
     # events

@@ -22,7 +22,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
-from dispatcher.client import ApiError, Attempt, Client, Page
+from dispatcher.client import UNREACHABLE, ApiError, Attempt, Client, Page
 from dispatcher.errors import DispatcherError
 
 P = ParamSpec("P")
@@ -62,6 +62,10 @@ def api_errors(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except ApiError as exc:
+            if exc.code == UNREACHABLE:
+                fail(f"{exc.message}\n  is the daemon running? Start it with `make run` (or "
+                     "`dispatcher serve`), or point --url / DISPATCHER_URL at it",
+                     EXIT_FAILED)
             fail(error_text(exc), exit_status(exc))
         except DispatcherError as exc:
             fail(error_text(exc), EXIT_BAD_INPUT)

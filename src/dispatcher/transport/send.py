@@ -245,5 +245,13 @@ def _recorded(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def describe(exc: BaseException) -> str:
+    """What went wrong, in words a receiver's owner acts on: "nothing is listening on
+    host:port" rather than aiohttp's connector text."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        where = f"{exc.host}:{exc.port}"
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return f"nothing is listening on {where} (connection refused)"
+        reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+        return f"cannot connect to {where}: {reason}"[:500]
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[:500]
