@@ -15,6 +15,7 @@ import click
 from dispatcher import __version__
 from dispatcher.commands import register as register_api_commands
 from dispatcher.commands.audit import audit_group
+from dispatcher.commands.common import table
 from dispatcher.commands.local import (
     LOCAL,
     config_of,
@@ -191,9 +192,9 @@ def keys_list(ctx: click.Context, tenant: str | None, as_json: bool) -> None:
     if as_json:
         echo_json([_key_json(k) for k in found])
         return
-    for k in found:
-        state = "revoked" if k.revoked_at else "active"
-        click.echo(f"{k.id}  {k.prefix}...  {k.tenant or '(operator)'}  {state}  {k.name}")
+    table(["ID", "PREFIX", "TENANT", "STATE", "NAME"],
+          [[k.id, f"{k.prefix}...", k.tenant or "(operator)",
+            "revoked" if k.revoked_at else "active", k.name] for k in found])
 
 
 @keys.command("revoke")

@@ -113,8 +113,10 @@ async def test_keys_list(cli: Run) -> None:
 
     plain = ok(await cli("keys", "list"))
     lines = plain.strip().splitlines()
-    assert len(lines) == 2
-    assert a["key"][:11] in lines[0] and "acme" in lines[0] and "active" in lines[0]
+    assert len(lines) == 3 and lines[0].split() == ["ID", "PREFIX", "TENANT", "STATE", "NAME"]
+    assert a["key"][:11] in lines[1] and "acme" in lines[1] and "active" in lines[1]
+    state_at = lines[0].index("STATE")  # aligned: every state starts under its header
+    assert all(line[state_at:].startswith("active") for line in lines[1:])
     assert a["key"] not in plain
     ok(await cli("keys", "revoke", a["key"][:11]))
     assert "revoked" in ok(await cli("keys", "list", "--tenant", "acme"))
