@@ -48,7 +48,9 @@ class Route:
         object.__setattr__(self, "path_params", tuple(re.findall(r"{(\w+)}", self.path)))
 
     def error_statuses(self) -> list[int]:
-        statuses = set(self.errors)
+        # 400: any request the HTTP parser cannot read (a malformed header, say) is
+        # answered with the JSON error body, whatever its route.
+        statuses = set(self.errors) | {400}
         if self.auth:
             statuses |= {401, 403}
         if self.path_params:
