@@ -12,20 +12,13 @@ from dispatcher.api.auth import TENANT_HEADER
 from dispatcher.api.spec import CURSOR, LIMIT, Param, Route
 from dispatcher.operations import audit as ops
 from dispatcher.web.context import CALLER, services
-from dispatcher.web.credentials import tenant_by_ref
 from dispatcher.web.request import header_text, page_query, query_ms, query_str
 from dispatcher.web.views import audit_entry_json, page_json
 
 
 async def _tenant_filter(request: web.Request) -> UUID | None:
-    """An operator's choice of tenant: an id (a deleted tenant's too) or a name."""
     ref = query_str(request, "tenant") or (header_text(request, TENANT_HEADER) or "").strip()
-    if not ref or not request[CALLER].scope.is_operator:
-        return None
-    try:
-        return UUID(ref)
-    except ValueError:
-        return await tenant_by_ref(request.app, ref, "tenant")
+    return await ops.tenant_filter(services(request.app), request[CALLER], ref)
 
 
 async def list_audit_log(request: web.Request) -> web.Response:

@@ -5,8 +5,6 @@ tenant's)."""
 
 from __future__ import annotations
 
-from uuid import UUID
-
 from aiohttp import web
 
 from dispatcher.console.endpoints import form_time
@@ -14,22 +12,11 @@ from dispatcher.console.render import render
 from dispatcher.errors import NotFound, ValidationError
 from dispatcher.operations import audit as ops
 from dispatcher.operations.fields import ms_to_datetime
-from dispatcher.operations.tenants import find_tenant
 from dispatcher.web.context import CALLER, services
 from dispatcher.web.request import page_query
 from dispatcher.web.views import audit_entry_json
 
 FILTERS = ("tenant", "actor", "action", "target_id", "since", "until")
-
-
-async def _tenant(request: web.Request, ref: str | None) -> UUID | None:
-    caller = request[CALLER]
-    if not ref or not caller.scope.is_operator:
-        return None
-    try:
-        return UUID(ref)
-    except ValueError:
-        return (await find_tenant(services(request.app), caller, ref)).id
 
 
 async def audit_page(request: web.Request) -> web.StreamResponse:
@@ -38,7 +25,9 @@ async def audit_page(request: web.Request) -> web.StreamResponse:
     try:
         since, until = form_time(query, "since"), form_time(query, "until")
         filters = ops.Filters(
-            tenant_id=await _tenant(request, query.get("tenant")), actor=query.get("actor"),
+            tenant_id=await ops.tenant_filter(services(request.app), request[CALLER],
+                                              query.get("tenant")),
+            actor=query.get("actor"),
             action=query.get("action"), target_id=query.get("target_id"),
             since=None if since is None else ms_to_datetime(since, "since"),
             until=None if until is None else ms_to_datetime(until, "until"))

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import getpass
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from enum import Enum
 from typing import Any
 from uuid import UUID
 
-from dispatcher.errors import ValidationError
+from dispatcher.errors import NotFound, ValidationError
 from dispatcher.operations.pages import Page, PageQuery, as_int, cursor_part, cut, decode_cursor
 from dispatcher.operations.scope import Caller
 from dispatcher.operations.services import Services
 from dispatcher.store import audit as store
+from dispatcher.store import tenants as tenant_store
 from dispatcher.store.audit import Actor, Change, Entry, Filters, Verdict
 from dispatcher.store.pool import Conn
 from dispatcher.transport.validate import auth_type
@@ -104,12 +106,31 @@ def _text(value: str | None, field: str) -> str | None:
     return value or None
 
 
+async def tenant_filter(svc: Services, caller: Caller, ref: str | None) -> UUID | None:
+    """An operator's choice of tenant to narrow the log to: an id (a deleted
+    tenant's too) or a name (404 naming `tenant` if unknown). None for any other
+    caller, whose own tenant applies anyway."""
+    if not ref or not caller.scope.is_operator:
+        return None
+    try:
+        return UUID(ref)
+    except ValueError:
+        pass
+    found = None
+    if len(ref) <= MAX_FILTER:
+        async with svc.pool.acquire() as conn:
+            found = await tenant_store.find_tenant(conn, ref)
+    if found is None:
+        raise NotFound(f"tenant {ref[:100]!r} not found", field="tenant")
+    return found.id
+
+
 async def list_audit_log(svc: Services, caller: Caller, page: PageQuery,
                          filters: Filters) -> Page[Entry]:
     """Newest first. An operator sees every entry (`filters.tenant_id` narrows it);
     any other credential only its own tenant's, whatever the filter says."""
     if not caller.scope.is_operator:
-        filters = Filters(caller.scope.tenant_id, *_rest(filters))
+        filters = replace(filters, tenant_id=caller.scope.tenant_id)
     for name in ("actor", "action", "target_type", "target_id"):
         _text(getattr(filters, name), name)
     if filters.since and filters.until and filters.since > filters.until:
@@ -119,10 +140,6 @@ async def list_audit_log(svc: Services, caller: Caller, page: PageQuery,
     async with svc.pool.acquire() as conn:
         found = await store.list_entries(conn, filters, before=before, limit=page.limit + 1)
     return cut(found, page.limit, "audit", lambda e: [e.seq])
-
-
-def _rest(f: Filters) -> tuple[Any, ...]:
-    return (f.actor, f.action, f.target_type, f.target_id, f.since, f.until)
 
 
 async def verify(svc: Services, caller: Caller) -> Verdict:
