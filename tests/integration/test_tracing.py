@@ -86,6 +86,21 @@ async def collector() -> AsyncIterator[Collector]:
     await c.runner.cleanup()
 
 
+def traced(collector: Collector) -> dict[str, str]:
+    """A daemon's settings: tracing on, exporting to `collector` every 100 ms."""
+    return {"DISPATCHER_TELEMETRY__ENABLED": "true",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": collector.url,
+            "OTEL_BSP_SCHEDULE_DELAY": "100", "DISPATCHER_SERVER__WORKERS": "1"}
+
+
+async def tenant_key(db_url: str, tenant: str) -> str:
+    conn = await asyncpg.connect(db_url)
+    try:
+        return await create_api_key(conn, tenant)
+    finally:
+        await conn.close()
+
+
 async def _until(check: Callable[[], Any], timeout: float = 20.0) -> Any:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -103,16 +118,11 @@ async def test_publish_to_retry_in_another_worker_is_one_trace(
     collector: Collector, daemon_factory: Callable[..., Any], db_url: str,
     make_receiver: Callable[[], Any],
 ) -> None:
-    env = {"DISPATCHER_TELEMETRY__ENABLED": "true",
-           "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": collector.url,
-           "OTEL_BSP_SCHEDULE_DELAY": "100",
-           "DISPATCHER_SERVER__WORKERS": "1",
+    env = {**traced(collector),
            "DISPATCHER_RETRY_POLICIES__QUICK": '{kind = "fixed", delays = [1.0]}'}
     api_daemon = await daemon_factory(**env, DISPATCHER_SERVER__ROLE="api")
     first = await daemon_factory(**env, DISPATCHER_SERVER__ROLE="worker")
-    conn = await asyncpg.connect(db_url)
-    key = await create_api_key(conn, "traced")
-    await conn.close()
+    key = await tenant_key(db_url, "traced")
     receiver: Receiver = await make_receiver()
     quiet: Receiver = await make_receiver()
     receiver.reply_with(Reply(500), then=Reply(200))
@@ -199,12 +209,8 @@ async def test_an_unsampled_caller_is_respected_and_records_nothing(
     collector: Collector, daemon_factory: Callable[..., Any], db_url: str,
     receiver: Receiver,
 ) -> None:
-    daemon = await daemon_factory(DISPATCHER_TELEMETRY__ENABLED="true",
-                                  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=collector.url,
-                                  OTEL_BSP_SCHEDULE_DELAY="100", DISPATCHER_SERVER__WORKERS="1")
-    conn = await asyncpg.connect(db_url)
-    key = await create_api_key(conn, "unsampled")
-    await conn.close()
+    daemon = await daemon_factory(**traced(collector))
+    key = await tenant_key(db_url, "unsampled")
     unsampled = f"00-{TRACE_ID}-{CALLER_SPAN}-00"
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
         async with http.post(daemon.url + "/v1/endpoints", json={"url": receiver.url}) as r:
@@ -227,12 +233,8 @@ async def test_a_callback_attempt_is_a_span_of_the_request_that_asked(
     receiver: Receiver,
 ) -> None:
     receiver.reply_with(then=Reply(200, body=b"ok"))
-    daemon = await daemon_factory(DISPATCHER_TELEMETRY__ENABLED="true",
-                                  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=collector.url,
-                                  OTEL_BSP_SCHEDULE_DELAY="100", DISPATCHER_SERVER__WORKERS="1")
-    conn = await asyncpg.connect(db_url)
-    key = await create_api_key(conn, "callbacks")
-    await conn.close()
+    daemon = await daemon_factory(**traced(collector))
+    key = await tenant_key(db_url, "callbacks")
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
         async with http.post(daemon.url + "/v1/endpoints",
                              json={"url": receiver.url, "kind": "callback"}) as r:
